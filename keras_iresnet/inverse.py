@@ -1,0 +1,256 @@
+"""Inverting ``y = x + g(x)`` with ``Lip(g) < 1``: Algorithm 1 and an accelerated solver.
+
+Both solvers run inside one ``tf.while_loop`` with ``maximum_iterations`` (so
+they work in ``tf.function`` and under XLA ``jit_compile=True``), evaluate ``g``
+once per iteration, and stop when every example of the batch has converged:
+
+    ||y - g(x_k) - x_k|| <= atol + rtol * ||y||      (per example, flattened)
+
+The left-hand side is the residual of the fixed-point equation ``x = y - g(x)``;
+for Algorithm 1 it equals ``||x_{k+1} - x_k||``, and by the Banach fixed-point
+theorem (equation (1)) the error of ``x_{k+1}`` is at most
+``Lip(g) / (1 - Lip(g))`` times it. An example that has converged is frozen, so
+per-example iteration counts are exact.
+
+Solvers:
+
+- ``"fixed_point"``: Algorithm 1, ``x_{k+1} = y - g(x_k)``, ``x_0 = y``.
+- ``"anderson"``: Anderson acceleration (type II, memory ``m``) of the same
+  fixed-point map: ``x_{k+1} = sum_i alpha_i f(x_i)`` over the last ``m``
+  iterates, with ``alpha`` minimizing ``||sum_i alpha_i (f(x_i) - x_i)||``
+  subject to ``sum_i alpha_i = 1`` (a regularized ``m x m`` solve per example).
+"""
+from __future__ import annotations
+
+import collections
+import sys
+import warnings
+
+import tensorflow as tf
+
+__all__ = [
+    "SOLVERS",
+    "InverseInfo",
+    "InverseNotConvergedError",
+    "InverseConvergenceWarning",
+    "solve_inverse",
+]
+
+SOLVERS = ("fixed_point", "anderson")
+
+InverseInfo = collections.namedtuple("InverseInfo", ["iterations", "residual", "converged"])
+InverseInfo.__doc__ = """Convergence report of an inverse, per example.
+
+Fields:
+  iterations: ``[batch]`` int32, evaluations of ``g`` the example needed.
+  residual: ``[batch]``, relative residual ``||x + g(x) - y|| / ||y||`` of the
+    returned ``x`` (computed with one extra evaluation of ``g``).
+  converged: ``[batch]`` bool, whether the tolerance was met.
+"""
+
+
+class InverseNotConvergedError(RuntimeError):
+    """Raised by ``inverse(..., strict=True)`` when the fixed-point solve did not converge."""
+
+
+class InverseConvergenceWarning(UserWarning):
+    """Warned when an inverse stopped at ``max_iterations`` without meeting the tolerance."""
+
+
+def _flat_norm(t):
+    return tf.norm(tf.reshape(t, [tf.shape(t)[0], -1]), axis=1)
+
+
+def _in_xla_context():
+    try:
+        from tensorflow.python.ops import control_flow_util
+
+        return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+    except Exception:  # pragma: no cover - private API moved
+        return False
+
+
+def _check_finite(y):
+    if tf.executing_eagerly():
+        if not bool(tf.reduce_all(tf.math.is_finite(y))):
+            raise ValueError("inverse(y): y contains NaN or Inf values; expected finite inputs.")
+        return y
+    if _in_xla_context():
+        return y
+    return tf.debugging.assert_all_finite(
+        y, "inverse(y): y contains NaN or Inf values; expected finite inputs."
+    )
+
+
+def _fixed_point(g, y, tol, max_iterations):
+    batch = tf.shape(y)[0]
+
+    def body(k, x, converged, iterations, residual):
+        x_new = y - g(x)
+        res = _flat_norm(x_new - x)
+        newly = res <= tol
+        keep = _expand(converged, y)
+        x = tf.where(keep, x, x_new)
+        iterations = tf.where(converged, iterations, k + 1)
+        residual = tf.where(converged, residual, res)
+        return k + 1, x, tf.logical_or(converged, newly), iterations, residual
+
+    def cond(k, x, converged, iterations, residual):
+        return tf.logical_not(tf.reduce_all(converged))
+
+    state = (
+        tf.constant(0),
+        y,
+        tf.zeros([batch], tf.bool),
+        tf.zeros([batch], tf.int32),
+        tf.fill([batch], tf.constant(float("inf"), y.dtype)),
+    )
+    _, x, converged, iterations, residual = tf.while_loop(
+        cond, body, state, maximum_iterations=max_iterations
+    )
+    return x, converged, iterations, residual
+
+
+def _expand(mask, like):
+    return tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([tf.rank(like) - 1], tf.int32)], 0))
+
+
+def _anderson(g, y, tol, max_iterations, memory=5, beta=1.0, regularization=1e-6):
+    batch = tf.shape(y)[0]
+    shape = tf.shape(y)
+    y_flat = tf.reshape(y, [batch, -1])
+    dim = tf.shape(y_flat)[1]
+
+    def f(x_flat):
+        return y_flat - tf.reshape(g(tf.reshape(x_flat, shape)), [batch, -1])
+
+    def body(k, x, xs, fs, converged, iterations, residual):
+        fx = f(x)
+        r = fx - x
+        res = tf.norm(r, axis=1)
+        newly = res <= tol
+        slot = tf.math.floormod(k, memory)
+        one_hot = tf.reshape(tf.one_hot(slot, memory, dtype=x.dtype), [1, memory, 1])
+        first = tf.cast(tf.equal(k, 0), x.dtype)
+        # On the first step fill every slot (duplicates give the same minimizer).
+        write = tf.maximum(one_hot, first)
+        xs = xs * (1.0 - write) + x[:, None, :] * write
+        fs = fs * (1.0 - write) + fx[:, None, :] * write
+        gs = fs - xs  # [batch, m, dim] residuals
+        gram = tf.matmul(gs, gs, transpose_b=True)  # [batch, m, m]
+        scale = tf.linalg.trace(gram)[:, None, None] / memory + 1e-30
+        gram = gram + regularization * scale * tf.eye(memory, dtype=x.dtype)
+        ones = tf.ones([batch, memory, 1], x.dtype)
+        a = tf.linalg.solve(gram, ones)[..., 0]
+        alpha = a / tf.reduce_sum(a, axis=1, keepdims=True)
+        mixed = beta * tf.einsum("bm,bmd->bd", alpha, fs)
+        if beta != 1.0:
+            mixed += (1.0 - beta) * tf.einsum("bm,bmd->bd", alpha, xs)
+        mixed = tf.where(tf.reduce_all(tf.math.is_finite(mixed), axis=1, keepdims=True), mixed, fx)
+        # A converging example takes the plain step f(x), at least as good as x.
+        x_next = tf.where(newly[:, None], fx, mixed)
+        x = tf.where(converged[:, None], x, x_next)
+        iterations = tf.where(converged, iterations, k + 1)
+        residual = tf.where(converged, residual, res)
+        return k + 1, x, xs, fs, tf.logical_or(converged, newly), iterations, residual
+
+    def cond(k, x, xs, fs, converged, iterations, residual):
+        return tf.logical_not(tf.reduce_all(converged))
+
+    zeros = tf.zeros(tf.stack([batch, memory, dim]), y.dtype)
+    state = (
+        tf.constant(0),
+        y_flat,
+        zeros,
+        zeros,
+        tf.zeros([batch], tf.bool),
+        tf.zeros([batch], tf.int32),
+        tf.fill([batch], tf.constant(float("inf"), y.dtype)),
+    )
+    _, x, _, _, converged, iterations, residual = tf.while_loop(
+        cond, body, state, maximum_iterations=max_iterations
+    )
+    return tf.reshape(x, shape), converged, iterations, residual
+
+
+def _report_non_convergence(converged, residual_rel, strict, max_iterations):
+    """Never silent: warn (default) or raise (strict) when some example did not converge."""
+    if tf.executing_eagerly():
+        if not bool(tf.reduce_all(converged)):
+            worst = float(tf.reduce_max(residual_rel))
+            count = int(tf.reduce_sum(1 - tf.cast(converged, tf.int32)))
+            message = (
+                f"inverse did not converge for {count} example(s) within max_iterations="
+                f"{max_iterations}; worst relative fixed-point residual {worst:.3e}. The residual "
+                "function may not be a contraction (Lip(g) >= 1), or the tolerance is below "
+                "float precision."
+            )
+            if strict:
+                raise InverseNotConvergedError(message)
+            warnings.warn(message, InverseConvergenceWarning, stacklevel=3)
+        return tf.no_op()
+    if _in_xla_context():
+        return tf.no_op()  # XLA has no Assert/Print: use return_info=True to inspect.
+    all_converged = tf.reduce_all(converged)
+    worst = tf.reduce_max(tf.where(converged, tf.zeros_like(residual_rel), residual_rel))
+    message = f"inverse did not converge within max_iterations={max_iterations}; worst relative residual:"
+    if strict:
+        return tf.debugging.Assert(all_converged, [message, worst])
+    return tf.cond(
+        all_converged,
+        tf.no_op,
+        lambda: tf.print("WARNING:", message, worst, output_stream=sys.stderr),
+    )
+
+
+def solve_inverse(
+    g,
+    y,
+    solver="fixed_point",
+    max_iterations=100,
+    atol=1e-6,
+    rtol=1e-6,
+    strict=False,
+    return_info=False,
+    anderson_memory=5,
+):
+    """Solve ``x + g(x) = y`` for ``x`` (Algorithm 1, or Anderson acceleration).
+
+    Args:
+      g: the residual function, a contraction mapping ``[batch, ...]`` to the same shape.
+      y: ``[batch, ...]`` outputs of the block.
+      solver: ``"fixed_point"`` (Algorithm 1) or ``"anderson"``.
+      max_iterations: cap on the evaluations of ``g`` (>= 1).
+      atol, rtol: stop once ``||y - g(x) - x|| <= atol + rtol * ||y||`` per example.
+      strict: raise :class:`InverseNotConvergedError` (eager) or fail an assert
+        (graph) instead of warning when the tolerance is not met.
+      return_info: also return an :class:`InverseInfo`.
+
+    Returns:
+      ``x`` of the shape of ``y``, or ``(x, InverseInfo)``.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}; got solver={solver!r}.")
+    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
+        raise ValueError(f"max_iterations must be an integer >= 1; got {max_iterations!r}.")
+    if atol < 0 or rtol < 0 or (atol == 0 and rtol == 0):
+        raise ValueError(f"atol and rtol must be >= 0 and not both 0; got atol={atol}, rtol={rtol}.")
+    y = tf.convert_to_tensor(y)
+    y = _check_finite(y)
+    y_norm = _flat_norm(y)
+    tol = atol + rtol * y_norm
+    if solver == "fixed_point":
+        x, converged, iterations, residual = _fixed_point(g, y, tol, max_iterations)
+    else:
+        x, converged, iterations, residual = _anderson(
+            g, y, tol, max_iterations, memory=anderson_memory
+        )
+    residual_rel = residual / (y_norm + 1e-30)
+    report = _report_non_convergence(converged, residual_rel, strict, max_iterations)
+    if not tf.executing_eagerly():
+        with tf.control_dependencies([report]):
+            x = tf.identity(x)
+    if not return_info:
+        return x
+    final = _flat_norm(x + g(x) - y) / (y_norm + 1e-30)
+    return x, InverseInfo(iterations=iterations, residual=final, converged=converged)
