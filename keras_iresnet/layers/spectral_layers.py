@@ -155,9 +155,9 @@ class SpectralLayerBase(keras.layers.Layer):
         if self.coeff is not None:
             # A sound estimate from the start: an inverse or inference before any
             # training step must already see a contraction.
-            self.refine_power_iteration(self.build_power_iterations, tol=1e-5)
+            self.refine_power_iteration(self.build_power_iterations, tol=1e-4)
 
-    def refine_power_iteration(self, max_iterations=500, tol=1e-6):
+    def refine_power_iteration(self, max_iterations=1000, tol=1e-5):
         """Run up to ``max_iterations`` more power iterations (eagerly) and store the vectors.
 
         Returns the new estimate sigma~ (Python float).
