@@ -17,7 +17,7 @@ if _keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on th
         f"{_keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing keras."
     )
 
-from keras_iresnet import spectral  # noqa: E402
+from keras_iresnet import callbacks, inverse, logdet, spectral  # noqa: E402
 from keras_iresnet.layers import (  # noqa: E402
     ActNorm,
     InjectivePad,
@@ -42,5 +42,8 @@ __all__ = [
     "SpectralConv2D",
     "SpectralDense",
     "Squeeze",
+    "callbacks",
+    "inverse",
+    "logdet",
     "spectral",
 ]

@@ -23,6 +23,7 @@ Solvers:
 from __future__ import annotations
 
 import collections
+import functools
 import sys
 import warnings
 
@@ -34,6 +35,8 @@ __all__ = [
     "InverseNotConvergedError",
     "InverseConvergenceWarning",
     "solve_inverse",
+    "report_non_convergence",
+    "check_finite",
 ]
 
 SOLVERS = ("fixed_point", "anderson")
@@ -70,7 +73,7 @@ def _in_xla_context():
         return False
 
 
-def _check_finite(y):
+def check_finite(y):
     if tf.executing_eagerly():
         if not bool(tf.reduce_all(tf.math.is_finite(y))):
             raise ValueError("inverse(y): y contains NaN or Inf values; expected finite inputs.")
@@ -82,7 +85,7 @@ def _check_finite(y):
     )
 
 
-def _fixed_point(g, y, tol, max_iterations):
+def _fixed_point(g, y, tol, max_iterations=100):
     batch = tf.shape(y)[0]
 
     def body(k, x, converged, iterations, residual):
@@ -115,7 +118,7 @@ def _expand(mask, like):
     return tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([tf.rank(like) - 1], tf.int32)], 0))
 
 
-def _anderson(g, y, tol, max_iterations, memory=5, beta=1.0, regularization=1e-6):
+def _anderson(g, y, tol, max_iterations=100, memory=5, beta=1.0, regularization=1e-6):
     batch = tf.shape(y)[0]
     shape = tf.shape(y)
     y_flat = tf.reshape(y, [batch, -1])
@@ -173,7 +176,7 @@ def _anderson(g, y, tol, max_iterations, memory=5, beta=1.0, regularization=1e-6
     return tf.reshape(x, shape), converged, iterations, residual
 
 
-def _report_non_convergence(converged, residual_rel, strict, max_iterations):
+def report_non_convergence(converged, residual_rel, strict, max_iterations):
     """Never silent: warn (default) or raise (strict) when some example did not converge."""
     if tf.executing_eagerly():
         if not bool(tf.reduce_all(converged)):
@@ -213,6 +216,7 @@ def solve_inverse(
     strict=False,
     return_info=False,
     anderson_memory=5,
+    report=True,
 ):
     """Solve ``x + g(x) = y`` for ``x`` (Algorithm 1, or Anderson acceleration).
 
@@ -225,6 +229,8 @@ def solve_inverse(
       strict: raise :class:`InverseNotConvergedError` (eager) or fail an assert
         (graph) instead of warning when the tolerance is not met.
       return_info: also return an :class:`InverseInfo`.
+      report: warn/raise on non-convergence here (``False`` leaves it to the
+        caller, e.g. outside a ``tf.function``, via :func:`report_non_convergence`).
 
     Returns:
       ``x`` of the shape of ``y``, or ``(x, InverseInfo)``.
@@ -236,20 +242,20 @@ def solve_inverse(
     if atol < 0 or rtol < 0 or (atol == 0 and rtol == 0):
         raise ValueError(f"atol and rtol must be >= 0 and not both 0; got atol={atol}, rtol={rtol}.")
     y = tf.convert_to_tensor(y)
-    y = _check_finite(y)
+    y = check_finite(y)
     y_norm = _flat_norm(y)
     tol = atol + rtol * y_norm
     if solver == "fixed_point":
-        x, converged, iterations, residual = _fixed_point(g, y, tol, max_iterations)
+        run = functools.partial(_fixed_point, g, max_iterations=max_iterations)
     else:
-        x, converged, iterations, residual = _anderson(
-            g, y, tol, max_iterations, memory=anderson_memory
-        )
+        run = functools.partial(_anderson, g, max_iterations=max_iterations, memory=anderson_memory)
+    x, converged, iterations, residual = run(y, tol)
     residual_rel = residual / (y_norm + 1e-30)
-    report = _report_non_convergence(converged, residual_rel, strict, max_iterations)
-    if not tf.executing_eagerly():
-        with tf.control_dependencies([report]):
-            x = tf.identity(x)
+    if report:
+        check = report_non_convergence(converged, residual_rel, strict, max_iterations)
+        if not tf.executing_eagerly():
+            with tf.control_dependencies([check]):
+                x = tf.identity(x)
     if not return_info:
         return x
     final = _flat_norm(x + g(x) - y) / (y_norm + 1e-30)

@@ -61,19 +61,10 @@ def power_iteration(operator, adjoint, v, max_iterations=1, tol=None):
       (input space) and ``sigma = ||A v||``, an under-estimate of ``||A||_2``
       that increases monotonically with the iterations.
     """
-    if tf.executing_eagerly():
-        # Run the loop as one graph: an eager tf.while_loop is a slow Python loop.
-        return tf.function(_power_iteration_loop, autograph=False)(
-            operator, adjoint, tf.convert_to_tensor(v), max_iterations, tol
-        )
-    return _power_iteration_loop(operator, adjoint, v, max_iterations, tol)
-
-
-def _power_iteration_loop(operator, adjoint, v, max_iterations, tol):
     v = l2_normalize(v)
     av = operator(v)
     sigma = tf.norm(tf.reshape(av, [-1]))
-    tol_t = tf.constant(-1.0 if tol is None else tol, dtype=sigma.dtype)
+    tol_t = tf.constant(-1.0, sigma.dtype) if tol is None else tf.cast(tol, sigma.dtype)
 
     def cond(i, v, av, sigma, change):
         return tf.logical_and(i < max_iterations, change > tol_t)
@@ -171,13 +162,7 @@ def operator_norm(layer, max_iterations=5000, tol=1e-6, seed=0):
     if layer.operator_rank == 2:
         return float(tf.linalg.svd(kernel, compute_uv=False)[0])
     start = tf.random.stateless_normal(layer.power_v.shape, seed=[seed, 17], dtype=kernel.dtype)
-    _, _, sigma = power_iteration(
-        lambda v: layer.apply_operator(v, kernel),
-        lambda u: layer.apply_adjoint(u, kernel),
-        start,
-        max_iterations=max_iterations,
-        tol=tol,
-    )
+    _, _, sigma = layer.compiled_power_iteration(kernel, start, max_iterations, tol)
     return float(sigma)
 
 

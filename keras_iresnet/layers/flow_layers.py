@@ -55,24 +55,28 @@ class ActNorm(InvertibleLayer):
             aggregation="only_first_replica",
         )
 
-    def _initialize_from(self, x):
+    def _maybe_initialize(self, x):
+        """Data-dependent initialization on the first training batch.
+
+        Written without ``tf.cond`` (a cross-replica ``MEAN`` assignment cannot sit
+        in a control-flow branch under a strategy): the variables are re-assigned
+        their own value once initialized.
+        """
         axes = list(range(x.shape.rank - 1))
         mean = tf.reduce_mean(x, axis=axes)
         std = tf.math.reduce_std(x, axis=axes)
-        self.bias.assign(-mean)
-        self.log_scale.assign(-tf.math.log(std + self.epsilon))
-        self.initialized.assign(1.0)
-        return tf.constant(True)
+        done = tf.convert_to_tensor(self.initialized) > 0.5
+        self.bias.assign(tf.where(done, tf.convert_to_tensor(self.bias), -mean))
+        self.log_scale.assign(
+            tf.where(done, tf.convert_to_tensor(self.log_scale), -tf.math.log(std + self.epsilon))
+        )
+        self.initialized.assign(tf.ones_like(tf.convert_to_tensor(self.initialized)))
 
     def forward_and_log_det(self, inputs, training=None):
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
         if training:
-            tf.cond(
-                tf.convert_to_tensor(self.initialized) > 0.5,
-                lambda: tf.constant(False),
-                lambda: self._initialize_from(x),
-            )
+            self._maybe_initialize(x)
         log_scale = tf.convert_to_tensor(self.log_scale)
         y = (x + self.bias) * tf.exp(log_scale)
         log_det = tf.reduce_sum(log_scale) * _spatial_size(x)

@@ -112,6 +112,7 @@ class InvertibleResidualBlock(InvertibleLayer):
         self.strict = bool(strict)
         self.seed = seed
         self.linear_layers = []
+        self._compiled_inverse_fn = None
 
     # -- build ---------------------------------------------------------------
     def build(self, input_shape):
@@ -230,18 +231,48 @@ class InvertibleResidualBlock(InvertibleLayer):
         if unknown:
             raise TypeError(f"unexpected inverse arguments {sorted(unknown)}.")
         settings = {**self.inverse_settings, **overrides}
-        result = inverse_lib.solve_inverse(
-            self.residual_function(training=False),
-            y,
-            solver=solver or self.solver,
-            strict=self.strict if strict is None else strict,
-            return_info=return_info,
-            **settings,
-        )
+        solver = solver or self.solver
+        strict = self.strict if strict is None else strict
+        if tf.executing_eagerly():
+            # One traced graph per block and setting (an eager while_loop is a slow
+            # Python loop); non-convergence is reported here, in Python.
+            inverse_lib.check_finite(y)
+            x, info = self._compiled_inverse(y, solver, tuple(sorted(settings.items())))
+            last = info.residual
+            inverse_lib.report_non_convergence(
+                info.converged, last, strict, settings["max_iterations"]
+            )
+            result = (x, info) if return_info else x
+        else:
+            result = inverse_lib.solve_inverse(
+                self.residual_function(training=False),
+                y,
+                solver=solver,
+                strict=strict,
+                return_info=return_info,
+                **settings,
+            )
         x, info = result if return_info else (result, None)
         if self.actnorm is not None:
             x = self.actnorm.inverse(x)
         return (x, info) if return_info else x
+
+    @property
+    def _compiled_inverse(self):
+        if getattr(self, "_compiled_inverse_fn", None) is None:
+
+            def run(y, solver, settings):
+                return inverse_lib.solve_inverse(
+                    self.residual_function(training=False),
+                    y,
+                    solver=solver,
+                    return_info=True,
+                    report=False,
+                    **dict(settings),
+                )
+
+            self._compiled_inverse_fn = tf.function(run, autograph=False)
+        return self._compiled_inverse_fn
 
     def lipschitz_bound(self):
         """Certified upper bound on ``Lip(g)``: product of the exact operator norms.

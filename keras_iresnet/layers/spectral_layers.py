@@ -86,6 +86,7 @@ class SpectralLayerBase(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self._power_iteration_fn = None
 
     # -- to be defined by subclasses ---------------------------------------
     def _kernel_shape(self, input_shape):
@@ -163,17 +164,37 @@ class SpectralLayerBase(keras.layers.Layer):
         Returns the new estimate sigma~ (Python float).
         """
         with tf.init_scope():
-            kernel = tf.convert_to_tensor(self.kernel)
-            u, v, sigma = power_iteration(
-                lambda t: self.apply_operator(t, kernel),
-                lambda t: self.apply_adjoint(t, kernel),
+            u, v, sigma = self.compiled_power_iteration(
+                tf.convert_to_tensor(self.kernel),
                 tf.convert_to_tensor(self.power_v),
-                max_iterations=max_iterations,
-                tol=tol,
+                max_iterations,
+                tol,
             )
             self.power_u.assign(u)
             self.power_v.assign(v)
             return float(sigma)
+
+    def compiled_power_iteration(self, kernel, v, max_iterations, tol):
+        """:func:`keras_iresnet.spectral.power_iteration` of this layer's operator, as one
+        graph traced once per layer (``max_iterations`` and ``tol`` are tensors)."""
+        if getattr(self, "_power_iteration_fn", None) is None:
+
+            def run(kernel, v, max_iterations, tol):
+                return power_iteration(
+                    lambda t: self.apply_operator(t, kernel),
+                    lambda t: self.apply_adjoint(t, kernel),
+                    v,
+                    max_iterations=max_iterations,
+                    tol=tol,
+                )
+
+            self._power_iteration_fn = tf.function(run, autograph=False)
+        return self._power_iteration_fn(
+            kernel,
+            v,
+            tf.constant(int(max_iterations), tf.int32),
+            tf.constant(-1.0 if tol is None else float(tol), kernel.dtype),
+        )
 
     def sigma_estimate(self):
         """Current power-iteration estimate sigma~ = ||W v|| of the *raw* kernel (a lower bound)."""
