@@ -17,7 +17,8 @@ if _keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on th
         f"{_keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing keras."
     )
 
-from keras_iresnet import callbacks, inverse, logdet, spectral  # noqa: E402
+from keras_iresnet import bridge, callbacks, inverse, logdet, spectral  # noqa: E402
+from keras_iresnet.bijector import IResNetBijector, density_model  # noqa: E402
 from keras_iresnet.layers import (  # noqa: E402
     ActNorm,
     InjectivePad,
@@ -34,6 +35,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActNorm",
+    "IResNetBijector",
+    "bridge",
+    "density_model",
     "InjectivePad",
     "InvertibleLayer",
     "InvertibleResidualBlock",

@@ -123,7 +123,7 @@ class LogDetEstimator:
 
 
 class Exact(LogDetEstimator):
-    """``log|det(I + J_g(x))|`` from the full Jacobian: ``batch_jacobian`` then ``slogdet``.
+    """``log|det(I + J_g(x))|`` from the full Jacobian (one batched VJP per basis vector) and ``slogdet``.
 
     Refuses events with more than ``max_dim`` dimensions (default 256): the cost
     is d backward passes and O(d^3) per example.
@@ -141,11 +141,17 @@ class Exact(LogDetEstimator):
                 f"dimension {d} exceed max_dim={self.max_dim}. Use logdet='power_series' or "
                 "'russian_roulette', or raise max_dim."
             )
+        # All d rows of J at once: evaluate g on d copies of each example and pull
+        # back the d basis vectors in one backward pass (no pfor, differentiable).
+        batch = tf.shape(x)[0]
+        copies = tf.repeat(x, d, axis=0)  # [batch * d, ...]
         with tf.GradientTape() as tape:
-            tape.watch(x)
-            gx = g(x)
-        jac = tape.batch_jacobian(gx, x)
-        jac = tf.reshape(jac, [-1, d, d])
+            tape.watch(copies)
+            g_copies = g(copies)
+        basis = tf.tile(tf.eye(d, dtype=x.dtype), tf.stack([batch, 1]))  # [batch * d, d]
+        rows = tape.gradient(g_copies, copies, output_gradients=tf.reshape(basis, tf.shape(copies)))
+        jac = tf.reshape(rows, [-1, d, d])  # jac[b, i, :] = e_i^T J_g(x_b)
+        gx = tf.reshape(g_copies, tf.concat([[batch, d], tf.shape(x)[1:]], 0))[:, 0]
         _, log_abs_det = tf.linalg.slogdet(tf.eye(d, dtype=x.dtype) + jac)
         return gx, log_abs_det
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_iresnet._compile import graph_function
+
 from keras_iresnet import inverse as inverse_lib
 from keras_iresnet import logdet as logdet_lib
 from keras_iresnet.layers.activations import get_activation
@@ -271,7 +273,7 @@ class InvertibleResidualBlock(InvertibleLayer):
                     **dict(settings),
                 )
 
-            self._compiled_inverse_fn = tf.function(run, autograph=False)
+            self._compiled_inverse_fn = graph_function(run)
         return self._compiled_inverse_fn
 
     def lipschitz_bound(self):

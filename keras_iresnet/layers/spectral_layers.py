@@ -24,6 +24,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_iresnet._compile import graph_function
+
 from keras_iresnet.spectral import l2_normalize, power_iteration
 
 __all__ = ["SpectralLayerBase", "SpectralDense", "SpectralConv2D"]
@@ -188,7 +190,7 @@ class SpectralLayerBase(keras.layers.Layer):
                     tol=tol,
                 )
 
-            self._power_iteration_fn = tf.function(run, autograph=False)
+            self._power_iteration_fn = graph_function(run)
         return self._power_iteration_fn(
             kernel,
             v,
