@@ -1,0 +1,201 @@
+"""Datasets: generated 2-D densities, bundled digits, the MNIST test-images file, TFDS.
+
+Everything returns ``tf.data.Dataset`` objects (or numpy arrays via the
+``*_arrays`` helpers) with the paper's preprocessing:
+
+- density estimation on 8-bit images: uniform dequantization
+  ``x = (pixel + u) / 256``, ``u ~ U[0, 1)`` (fresh noise each epoch), values in
+  ``[0, 1)``; the model then reports bits/dim including the ``log 256`` scaling
+  (see :mod:`keras_iresnet.models`);
+- classification: pixels scaled to ``[0, 1]`` and standardized with the
+  training mean and standard deviation.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "DENSITIES_2D",
+    "sample_2d",
+    "density_2d_dataset",
+    "digits_arrays",
+    "mnist_file_arrays",
+    "tfds_arrays",
+    "load_images",
+    "image_dataset",
+    "DEFAULT_MNIST_FILE",
+]
+
+DENSITIES_2D = ("moons", "circles", "8gaussians", "pinwheel", "checkerboard", "2spirals")
+DEFAULT_MNIST_FILE = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist_test_images.npz"
+
+
+def sample_2d(name, n, seed=0):
+    """``n`` samples ``[n, 2]`` (float32) of a toy 2-D density (FFJORD / Residual Flows set)."""
+    if name not in DENSITIES_2D:
+        raise ValueError(f"name must be one of {DENSITIES_2D}; got name={name!r}.")
+    if int(n) < 1:
+        raise ValueError(f"n must be >= 1; got n={n!r}.")
+    rng = np.random.default_rng(seed)
+    n = int(n)
+    if name == "moons":
+        t = rng.uniform(0, np.pi, n)
+        upper = rng.uniform(size=n) < 0.5
+        x = np.where(upper, np.cos(t), 1 - np.cos(t))
+        y = np.where(upper, np.sin(t), 0.5 - np.sin(t))
+        data = np.stack([x, y], 1) + 0.05 * rng.normal(size=(n, 2))
+        data = (data - [0.5, 0.25]) * 2.0
+    elif name == "circles":
+        radius = np.where(rng.uniform(size=n) < 0.5, 1.0, 2.0)
+        t = rng.uniform(0, 2 * np.pi, n)
+        data = np.stack([radius * np.cos(t), radius * np.sin(t)], 1) + 0.08 * rng.normal(size=(n, 2))
+    elif name == "8gaussians":
+        angles = rng.integers(0, 8, n) * (np.pi / 4)
+        centers = 2.0 * np.stack([np.cos(angles), np.sin(angles)], 1)
+        data = centers + 0.2 * rng.normal(size=(n, 2))
+    elif name == "pinwheel":
+        arms, radial_std, tangential_std, rate = 5, 0.3, 0.1, 0.25
+        features = rng.normal(size=(n, 2)) * [radial_std, tangential_std] + [1.0, 0.0]
+        labels = rng.integers(0, arms, n)
+        angles = labels * (2 * np.pi / arms) + rate * np.exp(features[:, 0])
+        rot = np.stack([np.cos(angles), -np.sin(angles), np.sin(angles), np.cos(angles)], 1).reshape(-1, 2, 2)
+        data = 2 * np.einsum("ti,tij->tj", features, rot)
+    elif name == "checkerboard":
+        x1 = rng.uniform(-2, 2, n)
+        x2 = rng.uniform(0, 1, n) - rng.integers(0, 2, n) * 2 + (np.floor(x1) % 2)
+        data = np.stack([x1, x2], 1)
+    else:  # 2spirals
+        t = np.sqrt(rng.uniform(size=n)) * 540 * (2 * np.pi) / 360
+        sign = np.where(rng.uniform(size=n) < 0.5, 1.0, -1.0)
+        data = sign[:, None] * np.stack([-np.cos(t) * t, np.sin(t) * t], 1) / 3.0
+        data = data + 0.1 * rng.normal(size=(n, 2))
+    return data.astype("float32")
+
+
+def density_2d_dataset(name, n, batch_size=256, seed=0, shuffle=True):
+    """A ``tf.data.Dataset`` of batches ``[batch, 2]`` of :func:`sample_2d`."""
+    data = sample_2d(name, n, seed)
+    ds = tf.data.Dataset.from_tensor_slices(data)
+    if shuffle:
+        ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size)
+
+
+def digits_arrays():
+    """scikit-learn's bundled 8x8 digits: ``(images uint8-range [n, 8, 8, 1], labels [n])``.
+
+    The values (0..16) are rescaled to the 8-bit range 0..255 so that the same
+    dequantization and bits/dim conventions apply as for MNIST.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype("uint8")[..., None]
+    return images, bunch.target.astype("int32")
+
+
+def mnist_file_arrays(path=None):
+    """The MNIST test images file: ``(images uint8 [10000, 28, 28, 1], None)`` (no labels).
+
+    ``path`` defaults to ``../shared/data/mnist_test_images.npz`` of a source checkout.
+    """
+    path = pathlib.Path(path or os.environ.get("IRESNET_MNIST_FILE", DEFAULT_MNIST_FILE))
+    if not path.exists():
+        raise FileNotFoundError(
+            f"MNIST images file not found at {path}. Pass path= (or --data-path) pointing to an "
+            ".npz with a uint8 array 'data' of shape [N, 28, 28], or use data='digits' / 'tfds:mnist'."
+        )
+    with np.load(path) as archive:
+        if "data" not in archive:
+            raise ValueError(f"{path} has no array 'data' (found {list(archive.keys())}).")
+        images = archive["data"]
+    if images.ndim == 3:
+        images = images[..., None]
+    return images.astype("uint8"), None
+
+
+def tfds_arrays(name, split="train", data_dir=None, download=False, limit=None):
+    """Images and labels of a TFDS data set (``mnist``, ``fashion_mnist``, ``cifar10``, ...).
+
+    With ``download=False`` (the default) nothing is fetched and GCS is not
+    probed (TFDS can otherwise spend about a minute per metadata look-up offline,
+    tensorflow/datasets#3962); the data must already be prepared in ``data_dir``.
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
+        if download:
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+        elif not builder.is_prepared():
+            raise FileNotFoundError(
+                f"TFDS data set {name!r} is not prepared in data_dir={builder.data_dir!r}. On a "
+                f"machine with a network run `python -c \"import tensorflow_datasets as tfds; "
+                f"tfds.builder('{name}', data_dir='DIR').download_and_prepare()\"` (or pass "
+                "download=True / --download), then point data_dir at DIR."
+            )
+        ds = builder.as_dataset(split=split, as_supervised=True)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise ValueError(f"unknown TFDS data set {name!r}: {error}") from None
+    if limit:
+        ds = ds.take(int(limit))
+    images, labels = [], []
+    for image, label in tfds.as_numpy(ds):
+        images.append(image)
+        labels.append(label)
+    return np.stack(images).astype("uint8"), np.asarray(labels, "int32")
+
+
+def load_images(data, path=None, data_dir=None, download=False, split="train", limit=None):
+    """``(images uint8 [n, H, W, C], labels or None)`` for ``digits``, ``mnist-file`` or ``tfds:NAME``."""
+    if data == "digits":
+        return digits_arrays()
+    if data == "mnist-file":
+        return mnist_file_arrays(path)
+    if isinstance(data, str) and data.startswith("tfds:"):
+        return tfds_arrays(data[5:], split=split, data_dir=data_dir, download=download, limit=limit)
+    raise ValueError(
+        f"data must be 'digits', 'mnist-file' or 'tfds:NAME' for images; got data={data!r}."
+    )
+
+
+def dequantize(images, seed=None):
+    """Uniform dequantization of uint8 images to floats in ``[0, 1)``: ``(x + u) / 256``."""
+    x = tf.cast(images, tf.float32)
+    noise = tf.random.uniform(tf.shape(x), seed=seed)
+    return (x + noise) / 256.0
+
+
+def image_dataset(images, labels=None, task="density", batch_size=64, shuffle=True, seed=0, stats=None):
+    """A batched ``tf.data.Dataset`` with the paper's preprocessing for ``task``.
+
+    - ``"density"``: elements ``x`` dequantized to ``[0, 1)`` (fresh noise each epoch).
+    - ``"classify"``: elements ``(x, label)`` with ``x`` scaled to ``[0, 1]`` and
+      standardized by ``stats=(mean, std)`` (computed from ``images`` if None).
+    - ``"hybrid"``: ``(x_dequantized, label)``.
+    """
+    if task not in ("density", "classify", "hybrid"):
+        raise ValueError(f"task must be 'density', 'classify' or 'hybrid'; got task={task!r}.")
+    if task != "density" and labels is None:
+        raise ValueError(f"task={task!r} needs labels; this data set has none (use task='density').")
+    images = np.asarray(images)
+    if task == "classify":
+        scaled = images.astype("float32") / 255.0
+        mean, std = stats if stats is not None else (float(scaled.mean()), float(scaled.std()))
+        ds = tf.data.Dataset.from_tensor_slices(((scaled - mean) / std, labels))
+    elif task == "density":
+        ds = tf.data.Dataset.from_tensor_slices(images)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if shuffle:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if task == "density":
+        ds = ds.map(dequantize)
+    elif task == "hybrid":
+        ds = ds.map(lambda x, y: (dequantize(x), y))
+    return ds.prefetch(tf.data.AUTOTUNE)

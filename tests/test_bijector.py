@@ -1,0 +1,163 @@
+"""The TFP bijector adapter (issue 4): TFP's bijector contract, written out."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import keras_iresnet as kir
+from keras_iresnet import data, spectral
+from tests.helpers import full_jacobian_logdet
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+
+def flow_2d(n_blocks=3, coeff=0.9, logdet="exact"):
+    layers = []
+    for _ in range(n_blocks):
+        layers += [kir.ActNorm(), kir.InvertibleResidualBlock(hidden=32, coeff=coeff, logdet=logdet)]
+    flow = kir.InvertibleSequential(layers)
+    flow.build((None, 2))
+    for layer in spectral.spectral_layers(flow):
+        layer.kernel.assign(layer.kernel * 3.0)
+    spectral.refine(flow)
+    return flow
+
+
+def test_round_trips_run_the_solver():
+    flow = flow_2d()
+    bijector = kir.IResNetBijector(flow, inverse_kwargs={"strict": True})
+    x = tf.random.normal([16, 2])
+    # "+ 0.0" defeats TFP's cache so the fixed-point solve really runs.
+    z = bijector.inverse(x + 0.0)
+    np.testing.assert_allclose(bijector.forward(z + 0.0).numpy(), x.numpy(), atol=1e-5)
+    u = tf.random.normal([16, 2])
+    np.testing.assert_allclose(bijector.inverse(bijector.forward(u) + 0.0).numpy(), u.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("direction", ["density", "network"])
+def test_log_det_jacobians_match_slogdet(direction):
+    flow = flow_2d()
+    bijector = kir.IResNetBijector(flow, direction=direction)
+    u = tf.random.normal([8, 2], dtype=tf.float32)
+    v = bijector.forward(u)
+    fldj = bijector.forward_log_det_jacobian(u + 0.0, event_ndims=1).numpy()
+    # Ground truth from the network's full Jacobian: d forward/du is J_F(u) for the
+    # "network" layout and J_F(x)^{-1} at x = forward(u) for the "density" layout.
+    if direction == "network":
+        truth = full_jacobian_logdet(flow, u)
+    else:
+        truth = -full_jacobian_logdet(flow, v)
+    np.testing.assert_allclose(fldj, truth, rtol=1e-4, atol=1e-4)
+    ildj = bijector.inverse_log_det_jacobian(v + 0.0, event_ndims=1).numpy()
+    np.testing.assert_allclose(ildj, -fldj, rtol=1e-4, atol=1e-4)
+    assert np.all(np.isfinite(fldj)) and np.all(np.isfinite(ildj))
+
+
+def test_image_bijector_log_det_and_event_ndims():
+    flow = kir.InvertibleSequential(
+        [kir.Squeeze(), kir.InvertibleResidualBlock(hidden=8, coeff=0.8, logdet="exact")]
+    )
+    bijector = kir.IResNetBijector(flow, event_shape=[4, 4, 1])
+    assert bijector.forward_min_event_ndims == 3
+    x = tf.random.normal([2, 4, 4, 1])
+    ildj = bijector.inverse_log_det_jacobian(x, event_ndims=3)
+    np.testing.assert_allclose(ildj.numpy(), full_jacobian_logdet(bijector.inverse, x), rtol=1e-4, atol=1e-4)
+
+
+def test_log_prob_integrates_to_one_and_sampling_works():
+    flow = flow_2d()
+    dist = kir.density_model(flow)
+    grid = np.linspace(-7, 7, 281, dtype="float32")
+    xx, yy = np.meshgrid(grid, grid)
+    points = np.stack([xx.ravel(), yy.ravel()], 1)
+    log_prob = np.concatenate([dist.log_prob(chunk).numpy() for chunk in np.array_split(points, 8)])
+    cell = (grid[1] - grid[0]) ** 2
+    assert np.exp(log_prob).sum() * cell == pytest.approx(1.0, abs=0.01)
+    samples = dist.sample(64, seed=1)
+    assert samples.shape == (64, 2) and np.all(np.isfinite(samples.numpy()))
+
+
+def test_log_prob_reuses_the_network_pass():
+    flow = flow_2d()
+    bijector = kir.IResNetBijector(flow)
+    calls = []
+    original = flow.forward_and_log_det
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    flow.forward_and_log_det = counting
+    dist = tfd.TransformedDistribution(tfd.MultivariateNormalDiag(tf.zeros(2)), bijector)
+    dist.log_prob(tf.random.normal([4, 2]))
+    assert len(calls) == 1
+
+
+def test_batch_shapes_chain_and_invert():
+    flow = flow_2d(n_blocks=1)
+    bijector = kir.IResNetBijector(flow)
+    dist = tfd.TransformedDistribution(tfd.MultivariateNormalDiag(tf.zeros([3, 2])), bijector)
+    assert dist.batch_shape == (3,)
+    assert dist.log_prob(tf.random.normal([5, 3, 2])).shape == (5, 3)
+    assert dist.sample(4, seed=2).shape == (4, 3, 2)
+    chain = tfb.Chain([tfb.Shift(1.0), bijector])
+    x = tf.random.normal([6, 2])
+    np.testing.assert_allclose(chain.inverse(chain.forward(x)).numpy(), x.numpy(), atol=1e-5)
+    inverted = tfb.Invert(bijector)
+    np.testing.assert_allclose(
+        inverted.forward_log_det_jacobian(x, event_ndims=1).numpy(),
+        bijector.inverse_log_det_jacobian(x, event_ndims=1).numpy(),
+        rtol=1e-5,
+    )
+
+
+def test_trainable_variables_bridge_keras_and_tfp_both_ways():
+    flow = flow_2d(n_blocks=1)
+    dist = kir.density_model(flow)
+    backing = kir.bridge.tf_variables(flow, trainable_only=True)
+    assert len(backing) == len(flow.trainable_variables) > 0
+    ids = {id(v) for v in dist.trainable_variables}
+    assert {id(v) for v in backing} <= ids
+    # No variable of the bijector is its own: every one backs a Keras variable.
+    assert {id(v) for v in dist.bijector.variables} == {id(v) for v in kir.bridge.tf_variables(flow)}
+    # The other way: a TFP object holding a raw tf.Variable is refused, clearly.
+    kir.bridge.check_no_foreign_variables(dist, "model")
+    foreign = tfd.Normal(tf.Variable(0.0, name="loc"), 1.0)
+    with pytest.raises(ValueError, match="Keras 3 cannot track"):
+        kir.bridge.check_no_foreign_variables(foreign, "model")
+
+
+def test_unbuilt_layer_needs_event_shape():
+    with pytest.raises(ValueError, match="event_shape"):
+        kir.IResNetBijector(kir.InvertibleResidualBlock(hidden=4))
+    with pytest.raises(TypeError, match="InvertibleLayer"):
+        kir.IResNetBijector(keras.layers.Dense(2))
+    with pytest.raises(ValueError, match="direction"):
+        kir.IResNetBijector(kir.InvertibleResidualBlock(hidden=4), event_shape=[2], direction="up")
+
+
+def test_plain_tfp_loop_lowers_nll():
+    flow = kir.InvertibleSequential(
+        [kir.InvertibleResidualBlock(hidden=32, coeff=0.9, logdet="exact") for _ in range(3)]
+    )
+    dist = kir.density_model(flow, event_shape=[2])
+    train = data.sample_2d("moons", 1024, seed=0)
+    test = data.sample_2d("moons", 1024, seed=1)
+    optimizer = keras.optimizers.Adam(1e-2)
+    variables = dist.trainable_variables
+
+    @tf.function
+    def step(batch):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(dist.log_prob(batch, bijector_kwargs={"training": True}))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    before = -float(tf.reduce_mean(dist.log_prob(test)))
+    for epoch in range(4):
+        for batch in np.split(train, 8):
+            step(batch)
+    after = -float(tf.reduce_mean(dist.log_prob(test)))
+    assert after < before - 0.3, (before, after)
