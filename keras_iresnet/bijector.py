@@ -88,7 +88,10 @@ class IResNetBijector(tfb.Bijector):
             layer.build((None,) + event_shape)
         with tf.name_scope(name) as name:
             self._layer = layer
-            self._event_shape_tuple = event_shape
+            self._event_shape_tuple = event_shape  # the data x (the network's input)
+            self._latent_shape_tuple = tuple(
+                int(d) for d in layer.compute_output_shape((None,) + event_shape)[1:]
+            )
             self._direction = direction
             self._inverse_kwargs = dict(inverse_kwargs or {})
             # tf.Module collects these: TFP's trainable_variables see the Keras state.
@@ -114,33 +117,58 @@ class IResNetBijector(tfb.Bijector):
 
     @property
     def event_shape(self):
+        """Event shape of the data ``x`` (the network's input)."""
         return tf.TensorShape(self._event_shape_tuple)
 
-    # -- batch handling: the layer sees [N, *event_shape] ---------------------
-    def _split(self, t):
+    @property
+    def latent_shape(self):
+        """Event shape of the latent ``z = F(x)`` (differs from the data after ``Squeeze``)."""
+        return tf.TensorShape(self._latent_shape_tuple)
+
+    def _shapes(self):
+        """(event shape of the bijector's forward input, of its forward output)."""
+        if self._direction == "density":
+            return self._latent_shape_tuple, self._event_shape_tuple
+        return self._event_shape_tuple, self._latent_shape_tuple
+
+    def _forward_event_shape(self, input_shape):
+        return tf.TensorShape(self._shapes()[1])
+
+    def _forward_event_shape_tensor(self, input_shape):
+        return tf.constant(self._shapes()[1], tf.int32)
+
+    def _inverse_event_shape(self, output_shape):
+        return tf.TensorShape(self._shapes()[0])
+
+    def _inverse_event_shape_tensor(self, output_shape):
+        return tf.constant(self._shapes()[0], tf.int32)
+
+    # -- batch handling: the layer sees [N, *event] -----------------------------
+    def _split(self, t, event):
         t = tf.convert_to_tensor(t)
         if self.validate_args:
             t = tf.debugging.assert_all_finite(t, f"{self.name}: input must be finite")
-        batch_shape = tf.shape(t)[: tf.rank(t) - len(self._event_shape_tuple)]
-        flat = tf.reshape(t, (-1,) + self._event_shape_tuple)
-        return flat, batch_shape
+        batch_shape = tf.shape(t)[: tf.rank(t) - len(event)]
+        return tf.reshape(t, (-1,) + event), batch_shape
 
-    def _merge(self, flat, batch_shape, log_det=None):
-        out = tf.reshape(flat, tf.concat([batch_shape, self._event_shape_tuple], 0))
+    @staticmethod
+    def _merge(flat, batch_shape, event, log_det=None):
+        out = tf.reshape(flat, tf.concat([batch_shape, event], 0))
         if log_det is None:
             return out
         return out, tf.reshape(log_det, batch_shape)
 
     def _network(self, x, training=False):
         """``z = F(x)`` and ``ln|det J_F(x)|`` (batch-shaped)."""
-        flat, batch_shape = self._split(x)
+        flat, batch_shape = self._split(x, self._event_shape_tuple)
         z, log_det = self._layer.forward_and_log_det(flat, training=training)
-        return self._merge(z, batch_shape, log_det)
+        return self._merge(z, batch_shape, self._latent_shape_tuple, log_det)
 
     def _solve(self, z):
         """``x = F^{-1}(z)`` by the layers' fixed-point inverse."""
-        flat, batch_shape = self._split(z)
-        return self._merge(self._layer.inverse(flat, **self._inverse_kwargs), batch_shape)
+        flat, batch_shape = self._split(z, self._latent_shape_tuple)
+        x = self._layer.inverse(flat, **self._inverse_kwargs)
+        return self._merge(x, batch_shape, self._event_shape_tuple)
 
     # -- TFP hooks -------------------------------------------------------------
     def _augmented_forward(self, x, training=False):
@@ -196,10 +224,11 @@ def _built_event_shape(layer):
 def density_model(layer, event_shape=None, base=None, **bijector_kwargs):
     """``tfd.TransformedDistribution(base, IResNetBijector(layer))``: the usual flow density.
 
-    ``base`` defaults to a standard normal over the event (``tfd.Sample`` of
-    ``tfd.Normal(0, 1)``). Returns the distribution; ``.bijector`` is the adapter.
+    ``base`` defaults to a standard normal over the latent event (``tfd.Sample``
+    of ``tfd.Normal(0, 1)``; the latent shape differs from the data's after a
+    ``Squeeze``). Returns the distribution; ``.bijector`` is the adapter.
     """
     bijector = IResNetBijector(layer, event_shape=event_shape, **bijector_kwargs)
     if base is None:
-        base = tfd.Sample(tfd.Normal(0.0, 1.0), sample_shape=bijector._event_shape_tuple)
+        base = tfd.Sample(tfd.Normal(0.0, 1.0), sample_shape=bijector.latent_shape)
     return tfd.TransformedDistribution(base, bijector)
