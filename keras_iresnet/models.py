@@ -165,7 +165,7 @@ class IResNetClassifier(_RefiningFitMixin, keras.Model):
                 False,
             ),
         )
-        self.head_norm = keras.layers.BatchNormalization()
+        self.head_norm = keras.layers.BatchNormalization(momentum=0.9)
         self.pool = (
             keras.layers.GlobalAveragePooling2D() if len(self.input_shape_) == 3 else keras.layers.Identity()
         )

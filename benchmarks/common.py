@@ -1,0 +1,85 @@
+"""Shared helpers of the benchmark scripts: timing, platform description, JSON + table output."""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parser(description):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", default=None, help="write the JSON report here")
+    p.add_argument("--full", action="store_true", help="paper-scale settings (for a GPU)")
+    p.add_argument("--tiny", action="store_true", help="smoke-test settings (for the test suite)")
+    return p
+
+
+def machine():
+    import tensorflow as tf
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "cpu_count": os.cpu_count(),
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def time_call(fn, repeats=20, warmup=3):
+    """Median wall time (s) of ``fn()`` after ``warmup`` calls; ``fn`` must block until done."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def time_interleaved(fns, repeats=20, warmup=3):
+    """Median wall time (s) of each ``fns[name]()``, measured in interleaved rounds.
+
+    Interleaving spreads machine drift (frequency, other load) over all
+    candidates, so the ratios of one run are comparable.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: sorted(ts)[len(ts) // 2] for name, ts in samples.items()}
+
+
+def report(name, rows, columns, args, extra=None):
+    """Print a table and write ``{"benchmark", "machine", "rows", ...}`` to ``args.out``."""
+    widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
+    print(" | ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("-|-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(_fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths)))
+    payload = {"benchmark": name, "machine": machine(), "settings": vars(args), "rows": rows}
+    payload.update(extra or {})
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(payload, f, indent=2, default=float)
+        print(f"wrote {args.out}")
+    return payload
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

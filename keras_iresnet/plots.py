@@ -1,0 +1,99 @@
+"""Figures for the command line: 2-D densities, sample grids, reconstructions (matplotlib, Agg)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def density_2d_figure(model, data, path, grid_size=200, n_samples=2000):
+    """Data, learned density heat map and model samples of a 2-D flow, side by side."""
+    plt = _pyplot()
+    low, high = np.percentile(data, 0.5, axis=0) - 0.5, np.percentile(data, 99.5, axis=0) + 0.5
+    xs, ys = np.linspace(low[0], high[0], grid_size), np.linspace(low[1], high[1], grid_size)
+    grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2).astype("float32")
+    log_p = np.concatenate([model.log_prob(chunk).numpy() for chunk in np.array_split(grid, 10)])
+    samples = model.sample(n_samples).numpy()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    axes[0].scatter(data[:, 0], data[:, 1], s=1)
+    axes[0].set_title("data")
+    axes[1].imshow(np.exp(log_p).reshape(grid_size, grid_size), origin="lower",
+                   extent=(low[0], high[0], low[1], high[1]), aspect="auto")
+    axes[1].set_title("i-ResNet density")
+    axes[2].scatter(samples[:, 0], samples[:, 1], s=1, color="C1")
+    axes[2].set_title("i-ResNet samples")
+    for ax in (axes[0], axes[2]):
+        ax.set_xlim(low[0], high[0])
+        ax.set_ylim(low[1], high[1])
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _grid(images, rows):
+    images = np.clip(np.asarray(images)[..., 0], 0, 1)
+    n, h, w = images.shape
+    cols = int(np.ceil(n / rows))
+    canvas = np.ones((rows * (h + 1), cols * (w + 1)))
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        canvas[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = image
+    return canvas
+
+
+def samples_figure(model, n, temperature, path):
+    """A grid of samples of a density model (images) or a scatter plot (2-D)."""
+    plt = _pyplot()
+    samples = model.sample(n, temperature=temperature).numpy()
+    fig = plt.figure(figsize=(5, 5))
+    if samples.ndim == 2:
+        plt.scatter(samples[:, 0], samples[:, 1], s=2)
+    else:
+        plt.imshow(_grid(samples, int(np.sqrt(n)) or 1), cmap="gray")
+        plt.axis("off")
+    plt.title(f"samples (T={temperature})")
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def reconstruction_figure(model, x, path):
+    """Inputs (top) and reconstructions from the classifier's features (bottom), Figure 3."""
+    plt = _pyplot()
+    x = np.asarray(x)
+    rec = model.invert(model.features(x)).numpy()
+    low, high = x.min(), x.max()
+    stack = np.concatenate([x, rec])
+    stack = (stack - low) / (high - low + 1e-12)
+    fig = plt.figure(figsize=(8, 2.5))
+    plt.imshow(_grid(stack, 2), cmap="gray")
+    plt.axis("off")
+    plt.title("inputs (top) and reconstructions from features (bottom)")
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def image_samples_figure(model, path, reconstruct=None, n=32):
+    """Samples of an image density model, with reconstructions of real images below."""
+    plt = _pyplot()
+    samples = model.sample(n).numpy()
+    panels = [samples]
+    if reconstruct is not None:
+        rec = model.trunk.inverse(model.trunk(reconstruct)).numpy()
+        panels += [np.asarray(reconstruct), rec]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.5 * len(panels)))
+    axes = np.atleast_1d(axes)
+    titles = ["samples", "test images", "reconstructions F^-1(F(x))"]
+    for ax, panel, title in zip(axes, panels, titles):
+        ax.imshow(_grid(panel, 2), cmap="gray")
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

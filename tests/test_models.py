@@ -1,0 +1,168 @@
+"""Models, data and the command line (issue 5, first part)."""
+import json
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_iresnet import certify, cli, data, models
+
+
+def test_2d_flow_trains_and_integrates_to_one(tmp_path):
+    model = models.iresnet_flow((2,), blocks_per_scale=3, hidden=32, coeff=0.9)
+    model.compile(keras.optimizers.Adam(3e-3))
+    train, test = data.sample_2d("8gaussians", 4000, 0), data.sample_2d("8gaussians", 1000, 1)
+    before = model.evaluate(test, verbose=0, return_dict=True)["bits_per_dim"]
+    model.fit(train, epochs=4, batch_size=200, verbose=0)
+    after = model.evaluate(test, verbose=0, return_dict=True)["bits_per_dim"]
+    assert after < before - 0.2, (before, after)
+    grid = np.linspace(-5, 5, 201, dtype="float32")
+    points = np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2)
+    mass = np.exp(model.log_prob(points).numpy()).sum() * (grid[1] - grid[0]) ** 2
+    assert mass == pytest.approx(1.0, abs=0.02)
+    # The refinement callback ran at the end of fit: all layers certified <= coeff.
+    report = certify.certify(model)
+    assert report["all_contractions"]
+    assert all(layer["within_coeff"] for layer in report["layers"])
+    path = tmp_path / "flow.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.log_prob(test[:8]).numpy(), model.log_prob(test[:8]).numpy(), rtol=1e-6)
+
+
+def test_bits_per_dim_scaling_for_8bit_images():
+    model = models.iresnet_flow((8, 8, 1), scales=1, blocks_per_scale=1, hidden=8, logdet="power_series")
+    log_prob = tf.constant([-100.0])
+    expected = (100.0 + 64 * np.log(256.0)) / (64 * np.log(2.0))
+    assert float(model.bits_per_dim(log_prob)[0]) == pytest.approx(expected)
+    assert model.sample(3).shape == (3, 8, 8, 1)
+
+
+def _digits_classifiers(epochs=6):
+    images, labels = data.digits_arrays()
+    scaled = images.astype("float32") / 255.0
+    stats = (float(scaled.mean()), float(scaled.std()))
+    train = data.image_dataset(images[:1400], labels[:1400], "classify", 64, stats=stats)
+    test = data.image_dataset(images[1400:], labels[1400:], "classify", 256, shuffle=False, stats=stats)
+    results = {}
+    for vanilla in (False, True):
+        keras.utils.set_random_seed(0)
+        model = models.iresnet_classifier((8, 8, 1), 10, stages=(2, 2), hidden=16, coeff=0.9, vanilla=vanilla)
+        model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        model.fit(train, epochs=epochs, verbose=0)
+        accuracy = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
+        x = next(iter(test))[0][:32]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the vanilla inverse is expected not to converge
+            error = certify.reconstruction_report(model.trunk, x)["max"]
+        results["vanilla" if vanilla else "iresnet"] = (accuracy, error)
+    return results
+
+
+@pytest.fixture(scope="module")
+def digits_results():
+    return _digits_classifiers()
+
+
+@pytest.mark.slow
+def test_digits_classifier_learns_and_inverts(digits_results):
+    accuracy, error = digits_results["iresnet"]
+    assert accuracy > 0.8, digits_results
+    assert error < 1e-5, digits_results  # Table 1: i-ResNet reconstructs from its features
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "after 6 epochs on digits the i-ResNet (c=0.9) trails the vanilla network by more than "
+    "2 points (measured 84% vs 94%; 91% vs 95% after 15 epochs); see the issue note"))
+def test_digits_classifier_within_two_points_of_vanilla(digits_results):
+    assert digits_results["iresnet"][0] >= digits_results["vanilla"][0] - 0.02, digits_results
+
+
+def test_hybrid_trains_and_round_trips(tmp_path):
+    images, labels = data.digits_arrays()
+    ds = data.image_dataset(images[:256], labels[:256], "hybrid", 64)
+    model = models.iresnet_hybrid((8, 8, 1), 10, stages=(1, 1), hidden=8, density_weight=0.5)
+    model.compile(keras.optimizers.Adam(1e-3))
+    history = model.fit(ds, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0]) and "bits_per_dim" in history.history
+    path = tmp_path / "hybrid.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    x = next(iter(ds))[0]
+    np.testing.assert_allclose(loaded(x)["logits"].numpy(), model(x)["logits"].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_data_sets_and_errors(tmp_path, mnist_images):
+    for name in data.DENSITIES_2D:
+        points = data.sample_2d(name, 100, seed=3)
+        assert points.shape == (100, 2) and np.all(np.isfinite(points))
+        np.testing.assert_array_equal(points, data.sample_2d(name, 100, seed=3))
+    with pytest.raises(ValueError, match="name must be one of"):
+        data.sample_2d("banana", 10)
+    images, labels = data.digits_arrays()
+    assert images.shape == (1797, 8, 8, 1) and images.max() == 255 and labels.max() == 9
+    batch = next(iter(data.image_dataset(images, None, "density", 32)))
+    assert batch.shape == (32, 8, 8, 1) and 0 <= float(tf.reduce_min(batch)) and float(tf.reduce_max(batch)) < 1
+    file_images, none = data.mnist_file_arrays()
+    assert file_images.shape == (10000, 28, 28, 1) and none is None
+    np.testing.assert_array_equal(file_images[..., 0], mnist_images)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        data.mnist_file_arrays(tmp_path / "missing.npz")
+    with pytest.raises(ValueError, match="needs labels"):
+        data.image_dataset(file_images[:10], None, "classify")
+
+
+def test_tfds_loading_with_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=12):
+        images, labels = data.tfds_arrays("mnist", download=True)
+    assert images.shape == (12, 28, 28, 1) and labels.shape == (12,)
+
+
+def test_tfds_offline_fails_fast_with_instructions(tmp_path):
+    import time
+
+    start = time.time()
+    with pytest.raises(FileNotFoundError, match="download_and_prepare"):
+        data.tfds_arrays("mnist", data_dir=str(tmp_path))
+    assert time.time() - start < 20
+
+
+def test_cli_train_evaluate_sample_invert_certify(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--task", "density", "--epochs", "1", "--blocks", "2", "--hidden", "16",
+                     "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["all_blocks_certified_contractions"] and (out / "figure.png").stat().st_size > 0
+    model = str(out / "model.keras")
+    assert cli.main(["evaluate", "--model", model, "--n", "64"]) == 0
+    assert "bits_per_dim" in capsys.readouterr().out
+    assert cli.main(["sample", "--model", model, "--n", "16"]) == 0
+    assert (out / "samples.png").exists()
+    assert cli.main(["invert", "--model", model, "--n", "32"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["max_relative_error"] < 1e-5
+    assert cli.main(["certify", "--model", model]) == 0
+
+
+def test_cli_train_classifier_on_digits(tmp_path):
+    out = tmp_path / "cls"
+    assert cli.main(["train", "--task", "classify", "--epochs", "1", "--blocks", "1", "--hidden", "8",
+                     "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["reconstruction_error"]["max"] < 1e-5
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["evaluate", "--model", str(tmp_path / "nope.keras")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("iresnet: error:") and "\n" not in err
+    assert cli.main(["train", "--task", "classify", "--data", "moons", "--out", str(tmp_path)]) == 2
+    assert "without labels" in capsys.readouterr().err
+    assert cli.main(["train", "--task", "density", "--data", "mnist-file", "--data-path",
+                     str(tmp_path / "x.npz"), "--out", str(tmp_path)]) == 2
+    assert "not found" in capsys.readouterr().err
