@@ -160,7 +160,7 @@ def cmd_train(args):
             stats = (float(scaled.mean()), float(scaled.std()))
         train_ds = data.image_dataset(train[0], train[1], args.task, batch, seed=args.seed, stats=stats)
         test_ds = data.image_dataset(test[0], test[1], args.task, batch, shuffle=False, stats=stats)
-    history = model.fit(train_ds, epochs=epochs, validation_data=test_ds, verbose=verbose)
+    history = model.fit(train_ds, epochs=epochs, validation_data=test_ds, verbose=verbose, shuffle=False)
     results = model.evaluate(test_ds, verbose=0, return_dict=True)
     report = certify.certify(model)
     metrics = {

@@ -31,7 +31,18 @@ __all__ = [
 ]
 
 DENSITIES_2D = ("moons", "circles", "8gaussians", "pinwheel", "checkerboard", "2spirals")
-DEFAULT_MNIST_FILE = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist_test_images.npz"
+_MNIST_RELATIVE = pathlib.Path("shared") / "data" / "mnist_test_images.npz"
+# A source checkout keeps the shared data beside the repository: <repo>/../shared/data.
+DEFAULT_MNIST_FILE = pathlib.Path(__file__).resolve().parents[1].parent / _MNIST_RELATIVE
+
+
+def _default_mnist_file():
+    if os.environ.get("IRESNET_MNIST_FILE"):
+        return pathlib.Path(os.environ["IRESNET_MNIST_FILE"])
+    for candidate in (DEFAULT_MNIST_FILE, pathlib.Path.cwd().parent / _MNIST_RELATIVE):
+        if candidate.exists():
+            return candidate
+    return DEFAULT_MNIST_FILE
 
 
 def sample_2d(name, n, seed=0):
@@ -101,9 +112,10 @@ def digits_arrays():
 def mnist_file_arrays(path=None):
     """The MNIST test images file: ``(images uint8 [10000, 28, 28, 1], None)`` (no labels).
 
-    ``path`` defaults to ``../shared/data/mnist_test_images.npz`` of a source checkout.
+    ``path`` defaults to ``$IRESNET_MNIST_FILE``, else ``../shared/data/mnist_test_images.npz``
+    beside the source checkout or the working directory.
     """
-    path = pathlib.Path(path or os.environ.get("IRESNET_MNIST_FILE", DEFAULT_MNIST_FILE))
+    path = pathlib.Path(path) if path else _default_mnist_file()
     if not path.exists():
         raise FileNotFoundError(
             f"MNIST images file not found at {path}. Pass path= (or --data-path) pointing to an "

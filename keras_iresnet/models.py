@@ -213,6 +213,15 @@ class IResNetClassifier(_RefiningFitMixin, keras.Model):
         return config
 
 
+def scale_loss_for_replicas(loss):
+    """Divide a per-replica mean loss by the number of replicas (gradients are summed across them).
+
+    Keras applies this to compiled losses; a ``compute_loss`` override must do it too.
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss / replicas if replicas > 1 else loss
+
+
 class _DensityMixin:
     """log_prob / bits-per-dim / sampling over ``self.trunk`` with a standard normal base."""
 
@@ -301,7 +310,10 @@ class IResNetFlow(_DensityMixin, _RefiningFitMixin, keras.Model):
             ),
         )
         self._setup_density(len(self.input_shape_) == 3 if data_8bit is None else data_8bit)
-        self.trunk.build((None,) + self.input_shape_)
+        self.build((None,) + self.input_shape_)
+
+    def build(self, input_shape):
+        self.trunk.build(tuple(input_shape))
 
     def call(self, x, training=None):
         return self.log_prob(x, training=training)
@@ -309,7 +321,7 @@ class IResNetFlow(_DensityMixin, _RefiningFitMixin, keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         bpd = self.bits_per_dim(y_pred)
         self.bits_per_dim_tracker.update_state(bpd)
-        return tf.reduce_mean(bpd)
+        return scale_loss_for_replicas(tf.reduce_mean(bpd))
 
     def get_config(self):
         config = super().get_config()
@@ -358,7 +370,8 @@ class IResNetHybrid(_DensityMixin, IResNetClassifier):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         bpd = self.bits_per_dim(y_pred["log_prob"])
         self.bits_per_dim_tracker.update_state(bpd)
-        return self.ce(y, y_pred["logits"]) + self.density_weight * tf.reduce_mean(bpd)
+        loss = self.ce(y, y_pred["logits"]) + self.density_weight * tf.reduce_mean(bpd)
+        return scale_loss_for_replicas(loss)
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,83 @@
+"""Training under ``tf.distribute`` strategies where Keras 3's ``fit`` cannot (multi-worker).
+
+Keras 3's ``model.fit`` fails under ``MultiWorkerMirroredStrategy``
+(keras-team/keras#20585, tensorflow/tensorflow#72388: ``ValueError: Attempt to
+convert a value (PerReplica...)``). :func:`fit_distributed` is a small loop that
+runs the model's own ``train_step`` -- the same loss, optimizer, metrics and
+loss scaling across replicas as ``fit`` -- in ``strategy.run`` inside a
+``tf.function``, with Keras callbacks (progress bar, History,
+``ModelCheckpoint``, ``BackupAndRestore``, ...). On one machine use plain
+``model.fit`` under ``MirroredStrategy``.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from keras_iresnet.callbacks import RefineSpectralNorm
+
+__all__ = ["fit_distributed"]
+
+
+def fit_distributed(model, dataset, epochs=1, callbacks=None, strategy=None, verbose=1, steps_per_epoch=None):
+    """Train a compiled model on a ``tf.data.Dataset`` of *global* batches with ``strategy``.
+
+    Args:
+      model: a compiled Keras model created under ``strategy.scope()``.
+      dataset: ``tf.data.Dataset`` yielding global batches (``x`` or ``(x, y)``);
+        it is distributed with ``strategy.experimental_distribute_dataset``.
+      epochs: number of passes over ``dataset``.
+      callbacks: Keras callbacks; :class:`RefineSpectralNorm` is added if absent.
+      strategy: defaults to ``model.distribute_strategy``.
+      verbose: 1 shows a progress bar.
+      steps_per_epoch: optional cap on steps per epoch.
+
+    Returns:
+      The ``keras.callbacks.History`` of the run.
+    """
+    if not getattr(model, "compiled", False) or model.optimizer is None:
+        raise ValueError("fit_distributed needs a compiled model (call model.compile(optimizer, ...)).")
+    strategy = strategy or model.distribute_strategy
+    callbacks = list(callbacks or [])
+    if not any(isinstance(c, RefineSpectralNorm) for c in callbacks):
+        callbacks.append(RefineSpectralNorm())
+    distributed = strategy.experimental_distribute_dataset(dataset)
+    if not model.optimizer.built:
+        # Create the optimizer's slots now: variables created inside the traced
+        # step would need cond-based initialization and break under a strategy.
+        with strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def train_step(batch):
+        strategy.run(model.train_step, args=(batch,))
+
+    steps = steps_per_epoch
+    if steps is None:
+        cardinality = int(dataset.cardinality())
+        steps = cardinality if cardinality > 0 else None
+    callback_list = keras.callbacks.CallbackList(
+        callbacks, add_history=True, add_progbar=verbose > 0, model=model,
+        verbose=verbose, epochs=epochs, steps=steps,
+    )
+    model.stop_training = False
+    callback_list.on_train_begin()
+    initial_epoch = getattr(model, "_initial_epoch", None) or 0
+    logs = {}
+    for epoch in range(initial_epoch, epochs):
+        model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        for step, batch in enumerate(distributed):
+            if steps_per_epoch is not None and step >= steps_per_epoch:
+                break
+            callback_list.on_train_batch_begin(step)
+            train_step(batch)
+            logs = {name: float(value) for name, value in model.get_metrics_result().items()}
+            callback_list.on_train_batch_end(step, logs)
+            if model.stop_training:
+                break
+        callback_list.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end(logs)
+    return model.history
