@@ -110,7 +110,12 @@ def main():
         shape, batch = (32, 32, 16), 64
     fns = {"no log-det": step_for(shape, batch, None)}
     for n in (1, 5, 10):
-        fns[f"power_series n={n}"] = step_for(shape, batch, logdet.PowerSeries(n_terms=n))
+        fns[f"power_series n={n} backprop"] = step_for(
+            shape, batch, logdet.PowerSeries(n_terms=n, neumann_gradient=False)
+        )
+        fns[f"power_series n={n} neumann (default)"] = step_for(
+            shape, batch, logdet.PowerSeries(n_terms=n, neumann_gradient=True)
+        )
     fns["russian_roulette"] = step_for(shape, batch, logdet.RussianRoulette())
     times = time_interleaved(fns, repeats=3 if args.tiny else 10, warmup=2)
     cost_rows = [

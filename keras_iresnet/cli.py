@@ -60,6 +60,18 @@ def build_parser():
     sample.add_argument("--out", default=None, help="PNG path (default: next to the model)")
     certify = sub.add_parser("certify", help="exact per-layer Lipschitz bounds of a saved model")
     certify.add_argument("--model", required=True)
+
+    tune = sub.add_parser("tune", help="keras-tuner search over coeff, depth, width, activation, lr")
+    tune.add_argument("--task", choices=("density", "classify", "hybrid"), required=True)
+    tune.add_argument("--data", default=None)
+    _data_options(tune)
+    tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="random")
+    tune.add_argument("--trials", type=int, default=5)
+    tune.add_argument("--epochs", type=int, default=3)
+    tune.add_argument("--batch-size", type=int, default=None)
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--out", default=None)
+    tune.add_argument("--quiet", action="store_true")
     return parser
 
 
@@ -117,9 +129,8 @@ def _strategy(name):
 def cmd_train(args):
     import keras
     import numpy as np
-    import tensorflow as tf
 
-    from keras_iresnet import certify, data, models, plots
+    from keras_iresnet import certify, models, plots
 
     keras.utils.set_random_seed(args.seed)
     out = pathlib.Path(args.out or f"iresnet_runs/{args.task}")
@@ -150,16 +161,7 @@ def cmd_train(args):
         model.compile(keras.optimizers.Adam(args.learning_rate), loss=loss, metrics=metrics)
     batch = args.batch_size or (256 if is_2d else 64)
     epochs = args.epochs or (15 if is_2d else 5)
-    if is_2d:
-        train_ds = tf.data.Dataset.from_tensor_slices(train).shuffle(len(train), seed=args.seed).batch(batch)
-        test_ds = tf.data.Dataset.from_tensor_slices(test).batch(batch)
-    else:
-        stats = None
-        if args.task == "classify":
-            scaled = train[0].astype("float32") / 255.0
-            stats = (float(scaled.mean()), float(scaled.std()))
-        train_ds = data.image_dataset(train[0], train[1], args.task, batch, seed=args.seed, stats=stats)
-        test_ds = data.image_dataset(test[0], test[1], args.task, batch, shuffle=False, stats=stats)
+    train_ds, test_ds = _datasets(args.task, train, test, batch, args.seed, is_2d)
     history = model.fit(train_ds, epochs=epochs, validation_data=test_ds, verbose=verbose, shuffle=False)
     results = model.evaluate(test_ds, verbose=0, return_dict=True)
     report = certify.certify(model)
@@ -265,7 +267,64 @@ def cmd_certify(args):
     return 0 if report["all_contractions"] else 1
 
 
+def _datasets(task, train, test, batch, seed, is_2d):
+    """(train, validation) tf.data pipelines with the paper's preprocessing."""
+    import tensorflow as tf
+
+    from keras_iresnet import data
+
+    if is_2d:
+        train_ds = tf.data.Dataset.from_tensor_slices(train).shuffle(len(train), seed=seed).batch(batch)
+        return train_ds, tf.data.Dataset.from_tensor_slices(test).batch(batch)
+    stats = None
+    if task == "classify":
+        scaled = train[0].astype("float32") / 255.0
+        stats = (float(scaled.mean()), float(scaled.std()))
+    return (
+        data.image_dataset(train[0], train[1], task, batch, seed=seed, stats=stats),
+        data.image_dataset(test[0], test[1], task, batch, shuffle=False, stats=stats),
+    )
+
+
+def cmd_tune(args):
+    import keras
+    import keras_tuner
+    import numpy as np
+
+    from keras_iresnet import tuning
+
+    keras.utils.set_random_seed(args.seed)
+    out = pathlib.Path(args.out or f"iresnet_runs/tune_{args.task}")
+    train, test, image_name = _load(args.task, args, n_train=4000, seed=args.seed)
+    is_2d = image_name is None
+    shape = (2,) if is_2d else train[0].shape[1:]
+    classes = None if args.task == "density" else int(np.max(train[1])) + 1
+    hypermodel = tuning.IResNetHyperModel(args.task, shape, classes)
+    tuner_cls = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization}.get(args.tuner)
+    common = dict(objective=hypermodel.objective, directory=str(out), project_name="search", seed=args.seed,
+                  overwrite=True)
+    if tuner_cls is None:
+        tuner = keras_tuner.Hyperband(hypermodel, max_epochs=args.epochs, **common)
+    else:
+        tuner = tuner_cls(hypermodel, max_trials=args.trials, **common)
+    train_ds, valid_ds = _datasets(args.task, train, test, args.batch_size or (256 if is_2d else 64), args.seed,
+                                   is_2d)
+    tuner.search(train_ds, validation_data=valid_ds, epochs=args.epochs, verbose=0 if args.quiet else 1)
+    statuses = [t.status for t in tuner.oracle.trials.values()]
+    if "COMPLETED" not in statuses:
+        raise CLIError(f"no trial completed (statuses: {statuses}); see the tuner log in {out}")
+    best_hp = tuner.get_best_hyperparameters(1)[0].values
+    best = tuner.get_best_models(1)[0]
+    best.save(out / "best.keras")
+    summary = {"objective": hypermodel.objective.name, "best_hyperparameters": best_hp, "statuses": statuses}
+    (out / "tuning.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(f"best hyperparameters: {json.dumps(best_hp, default=str)}")
+    print(f"saved best model to {out / 'best.keras'} and summary to {out / 'tuning.json'}")
+    return 0
+
+
 COMMANDS = {
+    "tune": cmd_tune,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "invert": cmd_invert,

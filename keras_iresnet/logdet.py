@@ -73,6 +73,17 @@ def _probe(shape, dtype, kind, seed):
     return tf.cast(2 * bits - 1, dtype)
 
 
+def _vjp_function(tape, target, source):
+    """``w -> w^T d target / d source`` from a recorded tape (zeros where unconnected)."""
+
+    def vjp(w):
+        return tape.gradient(
+            target, source, output_gradients=w, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+
+    return vjp
+
+
 def _fold_seed(seed, salt):
     if seed is None:
         return None
@@ -167,13 +178,18 @@ class PowerSeries(LogDetEstimator):
     ``w^T J`` is a vector-Jacobian product of one persistent ``tf.GradientTape``
     (no Jacobian is ever formed). Bias: :func:`truncation_bound`.
 
-    With ``neumann_gradient=True`` the value is the same but the gradient is
-    taken through one extra VJP with the Neumann vector
-    ``sum_{k<n} (-1)^k J^{kT} v`` instead of through all terms (memory flat in n;
-    the gradient of the truncated series then has the same bias order).
+    Gradient (``neumann_gradient=True``, the default): the value is the same, but
+    the gradient is taken through one extra VJP with the Neumann vector
+    ``sum_{k<n} (-1)^k J^{kT} v`` instead of backpropagating through all n
+    terms. Both are unbiased estimates of the same quantity,
+    ``d PS(J_g, n) = sum_{k<n} (-1)^k tr(J^k dJ)`` (by the cyclic property of the
+    trace), but the Neumann form costs one VJP instead of n second-order passes
+    and its memory does not grow with n (``benchmarks/logdet.py``: 2.6x vs 5.0x a
+    step without log-det at n = 5). ``neumann_gradient=False`` backpropagates
+    through the series (the paper's Algorithm 2 taken literally).
     """
 
-    def __init__(self, n_terms=5, n_samples=1, probe="gaussian", neumann_gradient=False):
+    def __init__(self, n_terms=5, n_samples=1, probe="gaussian", neumann_gradient=True):
         if int(n_terms) < 1 or int(n_samples) < 1:
             raise ValueError(
                 f"n_terms and n_samples must be >= 1; got n_terms={n_terms}, n_samples={n_samples}."
@@ -191,11 +207,7 @@ class PowerSeries(LogDetEstimator):
             tape.watch(x)
             gx = g(x)
 
-        def vjp(w):
-            return tape.gradient(
-                gx, x, output_gradients=w, unconnected_gradients=tf.UnconnectedGradients.ZERO
-            )
-
+        vjp = _vjp_function(tape, gx, x)
         total = tf.zeros(tf.shape(x)[:1], x.dtype)
         for s in range(self.n_samples):
             v = _probe(tf.shape(x), x.dtype, self.probe, _fold_seed(seed, s))
@@ -307,10 +319,7 @@ class RussianRoulette(LogDetEstimator):
             tape.watch(x)
             gx = g(x)
 
-        def final_vjp(w):
-            return tape.gradient(
-                gx, x, output_gradients=w, unconnected_gradients=tf.UnconnectedGradients.ZERO
-            )
+        final_vjp = _vjp_function(tape, gx, x)
 
         def series_vjp(w):
             # A random number of terms needs a tf.while_loop; the loop re-evaluates g
@@ -319,9 +328,7 @@ class RussianRoulette(LogDetEstimator):
             with tf.GradientTape() as inner:
                 inner.watch(x_frozen)
                 out = g(x_frozen)
-            return inner.gradient(
-                out, x_frozen, output_gradients=w, unconnected_gradients=tf.UnconnectedGradients.ZERO
-            )
+            return _vjp_function(inner, out, x_frozen)(w)
 
         total = tf.zeros(tf.shape(x)[:1], x.dtype)
         for s in range(self.n_samples):

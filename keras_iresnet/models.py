@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_iresnet import logdet as logdet_lib
 from keras_iresnet.bijector import density_model
 from keras_iresnet.callbacks import RefineSpectralNorm
 from keras_iresnet.layers import (
@@ -208,7 +209,7 @@ class IResNetClassifier(_RefiningFitMixin, keras.Model):
             dropout=self.dropout,
             kernel_sizes=self.kernel_sizes,
             vanilla=self.vanilla,
-            logdet=self.logdet if isinstance(self.logdet, str) else "auto",
+            logdet=logdet_lib.serialize(self.logdet),
         )
         return config
 
@@ -333,7 +334,7 @@ class IResNetFlow(_DensityMixin, _RefiningFitMixin, keras.Model):
             coeff=self.coeff,
             activation=self.activation,
             power_iterations=self.power_iterations,
-            logdet=self.logdet if isinstance(self.logdet, str) else "auto",
+            logdet=logdet_lib.serialize(self.logdet),
             kernel_sizes=self.kernel_sizes,
             data_8bit=self.data_8bit,
         )

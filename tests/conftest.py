@@ -37,3 +37,16 @@ def mnist_images():
     if not MNIST_FILE.exists():
         pytest.skip(f"MNIST test images not found at {MNIST_FILE} (only in the developers' checkout)")
     return np.load(MNIST_FILE)["data"]
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One 2-replica MirroredStrategy on the two logical CPUs, shared by all tests.
+
+    Separate strategy objects in one process can hand out colliding collective
+    instance keys (seen as "Shape mismatch in the collective instance"), so the
+    tests share this one.
+    """
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    return strategy

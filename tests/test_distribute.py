@@ -19,13 +19,12 @@ def _flow():
     return models.iresnet_flow((2,), blocks_per_scale=2, hidden=16, coeff=0.9, logdet="exact")
 
 
-def test_one_step_two_replicas_matches_one_device():
+def test_one_step_two_replicas_matches_one_device(mirrored_strategy):
     points = data.sample_2d("moons", 64, seed=0)
     keras.utils.set_random_seed(0)
     single = _flow()
     single.compile(keras.optimizers.SGD(0.05))
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
+    with mirrored_strategy.scope():
         mirrored = _flow()
         mirrored.compile(keras.optimizers.SGD(0.05))
     mirrored.set_weights(single.get_weights())
@@ -45,9 +44,8 @@ def test_one_step_two_replicas_matches_one_device():
     assert changed
 
 
-def test_fit_distributed_with_mirrored_strategy_lowers_nll():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
+def test_fit_distributed_with_mirrored_strategy_lowers_nll(mirrored_strategy):
+    with mirrored_strategy.scope():
         model = _flow()
         model.compile(keras.optimizers.Adam(1e-2))
     points = data.sample_2d("moons", 512, seed=0)
