@@ -18,6 +18,7 @@ if _keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on th
     )
 
 from keras_iresnet import bridge, callbacks, inverse, logdet, spectral  # noqa: E402
+from keras_iresnet import certify, data, models, train  # noqa: E402
 from keras_iresnet.bijector import IResNetBijector, density_model  # noqa: E402
 from keras_iresnet.layers import (  # noqa: E402
     ActNorm,
@@ -47,6 +48,10 @@ __all__ = [
     "SpectralDense",
     "Squeeze",
     "callbacks",
+    "certify",
+    "data",
+    "models",
+    "train",
     "inverse",
     "logdet",
     "spectral",
