@@ -118,7 +118,7 @@ def _expand(mask, like):
     return tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([tf.rank(like) - 1], tf.int32)], 0))
 
 
-def _anderson(g, y, tol, max_iterations=100, memory=5, beta=1.0, regularization=1e-6):
+def _anderson(g, y, tol, max_iterations=100, memory=5, beta=1.0, regularization=1e-10):
     batch = tf.shape(y)[0]
     shape = tf.shape(y)
     y_flat = tf.reshape(y, [batch, -1])
@@ -139,13 +139,15 @@ def _anderson(g, y, tol, max_iterations=100, memory=5, beta=1.0, regularization=
         write = tf.maximum(one_hot, first)
         xs = xs * (1.0 - write) + x[:, None, :] * write
         fs = fs * (1.0 - write) + fx[:, None, :] * write
-        gs = fs - xs  # [batch, m, dim] residuals
+        # The m x m least-squares problem in float64: near convergence the residuals
+        # are ~1e-7 of y and their Gram matrix is ill-conditioned in float32.
+        gs = tf.cast(fs - xs, tf.float64)  # [batch, m, dim] residuals
         gram = tf.matmul(gs, gs, transpose_b=True)  # [batch, m, m]
-        scale = tf.linalg.trace(gram)[:, None, None] / memory + 1e-30
-        gram = gram + regularization * scale * tf.eye(memory, dtype=x.dtype)
-        ones = tf.ones([batch, memory, 1], x.dtype)
+        scale = tf.linalg.trace(gram)[:, None, None] / memory + 1e-300
+        gram = gram + regularization * scale * tf.eye(memory, dtype=tf.float64)
+        ones = tf.ones([batch, memory, 1], tf.float64)
         a = tf.linalg.solve(gram, ones)[..., 0]
-        alpha = a / tf.reduce_sum(a, axis=1, keepdims=True)
+        alpha = tf.cast(a / tf.reduce_sum(a, axis=1, keepdims=True), x.dtype)
         mixed = beta * tf.einsum("bm,bmd->bd", alpha, fs)
         if beta != 1.0:
             mixed += (1.0 - beta) * tf.einsum("bm,bmd->bd", alpha, xs)

@@ -136,17 +136,17 @@ def spectral_layers(layer):
     ]
 
 
-def operator_norm(layer, max_iterations=5000, tol=1e-6, seed=0):
+def operator_norm(layer, input_shape=None, max_iterations=5000, tol=1e-6, seed=0):
     """Norm of a spectral layer's *effective* linear operator, as it is applied.
 
     For ``SpectralDense`` this is the largest singular value of the normalized
     kernel matrix (computed by SVD). For ``SpectralConv2D`` it is the operator
     norm of the convolution with the layer's real strides and (zero) padding on
-    its built input shape, by power iteration through ``conv2d`` /
-    ``conv2d_transpose`` from a random start run until the right singular
-    vector moves less than ``tol`` (this converges to the true norm from below; the
-    exact circular-padding values of :func:`conv_singular_values` are an upper
-    check for stride-1 layers).
+    ``input_shape`` (``(H, W, C)``; default: the layer's built input shape), by
+    power iteration through ``conv2d`` / ``conv2d_transpose`` from a random start
+    run until the right singular vector moves less than ``tol``. This converges
+    to the true norm from below; the exact circular-padding values of
+    :func:`conv_singular_values` are an independent check for stride-1 layers.
 
     Returns a Python float.
     """
@@ -161,8 +161,27 @@ def operator_norm(layer, max_iterations=5000, tol=1e-6, seed=0):
     kernel = layer.normalized_kernel(training=False)
     if layer.operator_rank == 2:
         return float(tf.linalg.svd(kernel, compute_uv=False)[0])
-    start = tf.random.stateless_normal(layer.power_v.shape, seed=[seed, 17], dtype=kernel.dtype)
-    _, _, sigma = layer.compiled_power_iteration(kernel, start, max_iterations, tol)
+    if input_shape is None:
+        _, _, sigma = layer.compiled_power_iteration(
+            kernel,
+            tf.random.stateless_normal(layer.power_v.shape, seed=[seed, 17], dtype=kernel.dtype),
+            max_iterations,
+            tol,
+        )
+        return float(sigma)
+    shape = (1,) + tuple(int(d) for d in input_shape[-3:])
+    if shape[-1] != layer.built_input_shape[-1]:
+        raise ValueError(
+            f"input_shape must have {layer.built_input_shape[-1]} channels for layer "
+            f"{layer.name!r}; got input_shape={tuple(input_shape)}."
+        )
+    _, _, sigma = power_iteration(
+        lambda v: layer.apply_operator(v, kernel),
+        lambda u: layer.apply_adjoint(u, kernel, input_shape=shape),
+        tf.random.stateless_normal(shape, seed=[seed, 17], dtype=kernel.dtype),
+        max_iterations=max_iterations,
+        tol=tol,
+    )
     return float(sigma)
 
 

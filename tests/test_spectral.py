@@ -186,3 +186,16 @@ def test_bad_power_iterations_and_rank():
         kir.SpectralDense(3)(tf.zeros([2, 6, 3]))
     with pytest.raises(ValueError, match="padding"):
         kir.SpectralConv2D(3, 3, padding="causal")
+
+
+def test_operator_norm_on_another_input_shape():
+    """The zero-padded conv's norm depends on the input size; operator_norm takes it."""
+    layer = kir.SpectralConv2D(3, 3, coeff=0.9)
+    layer.build((None, 6, 6, 2))
+    layer.kernel.assign(tf.random.normal(layer.kernel.shape, seed=9))
+    layer.refine_power_iteration(5000, tol=1e-7)
+    kernel = tf.cast(layer.normalized_kernel(), tf.float64)
+    truth = top_singular_value(explicit_matrix(lambda v: tf.nn.conv2d(v, kernel, 1, "SAME"), (4, 5, 2)))
+    assert spectral.operator_norm(layer, input_shape=(4, 5, 2), tol=1e-8) == pytest.approx(truth, rel=1e-4)
+    with pytest.raises(ValueError, match="channels"):
+        spectral.operator_norm(layer, input_shape=(4, 5, 3))

@@ -102,8 +102,11 @@ class SpectralLayerBase(keras.layers.Layer):
         """The linear map without bias, ``x -> W x``."""
         raise NotImplementedError
 
-    def apply_adjoint(self, u, kernel):
-        """The adjoint map ``u -> W^T u`` (exact transpose of ``apply_operator``)."""
+    def apply_adjoint(self, u, kernel, input_shape=None):
+        """The adjoint map ``u -> W^T u`` (exact transpose of ``apply_operator``).
+
+        ``input_shape`` ([batch,] H, W, C) selects the input space of a convolution
+        other than the built one."""
         raise NotImplementedError
 
     # -- build / state -------------------------------------------------------
@@ -283,7 +286,7 @@ class SpectralDense(SpectralLayerBase):
     def apply_operator(self, x, kernel):
         return tf.matmul(x, kernel)
 
-    def apply_adjoint(self, u, kernel):
+    def apply_adjoint(self, u, kernel, input_shape=None):
         return tf.matmul(u, kernel, transpose_b=True)
 
     def compute_output_shape(self, input_shape):
@@ -365,8 +368,9 @@ class SpectralConv2D(SpectralLayerBase):
     def apply_operator(self, x, kernel):
         return tf.nn.conv2d(x, kernel, strides=self.strides, padding=self.padding.upper())
 
-    def apply_adjoint(self, u, kernel):
-        h, w, c = self.built_input_shape[1:]
+    def apply_adjoint(self, u, kernel, input_shape=None):
+        """``conv2d_transpose`` onto inputs of ``input_shape`` (default: the built one)."""
+        h, w, c = (input_shape or self.built_input_shape)[-3:]
         output_shape = tf.stack([tf.shape(u)[0], h, w, c])
         return tf.nn.conv2d_transpose(
             u, kernel, output_shape, strides=self.strides, padding=self.padding.upper()
