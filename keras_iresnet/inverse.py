@@ -64,7 +64,8 @@ def _flat_norm(t):
     return tf.norm(tf.reshape(t, [tf.shape(t)[0], -1]), axis=1)
 
 
-def _in_xla_context():
+def in_xla_context():
+    """Whether ops are being built inside an XLA (``jit_compile``) function."""
     try:
         from tensorflow.python.ops import control_flow_util
 
@@ -78,7 +79,7 @@ def check_finite(y):
         if not bool(tf.reduce_all(tf.math.is_finite(y))):
             raise ValueError("inverse(y): y contains NaN or Inf values; expected finite inputs.")
         return y
-    if _in_xla_context():
+    if in_xla_context():
         return y
     return tf.debugging.assert_all_finite(
         y, "inverse(y): y contains NaN or Inf values; expected finite inputs."
@@ -194,7 +195,7 @@ def report_non_convergence(converged, residual_rel, strict, max_iterations):
                 raise InverseNotConvergedError(message)
             warnings.warn(message, InverseConvergenceWarning, stacklevel=3)
         return tf.no_op()
-    if _in_xla_context():
+    if in_xla_context():
         return tf.no_op()  # XLA has no Assert/Print: use return_info=True to inspect.
     all_converged = tf.reduce_all(converged)
     worst = tf.reduce_max(tf.where(converged, tf.zeros_like(residual_rel), residual_rel))

@@ -133,6 +133,16 @@ class LogDetEstimator:
         return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
 
 
+def _log_abs_det(matrices):
+    """``log|det|`` of ``[batch, d, d]``: ``slogdet``, or QR under XLA (no slogdet kernel there)."""
+    from keras_iresnet.inverse import in_xla_context
+
+    if in_xla_context():
+        r = tf.linalg.qr(matrices).r
+        return tf.reduce_sum(tf.math.log(tf.abs(tf.linalg.diag_part(r))), axis=-1)
+    return tf.linalg.slogdet(matrices)[1]
+
+
 class Exact(LogDetEstimator):
     """``log|det(I + J_g(x))|`` from the full Jacobian (one batched VJP per basis vector) and ``slogdet``.
 
@@ -163,8 +173,7 @@ class Exact(LogDetEstimator):
         rows = tape.gradient(g_copies, copies, output_gradients=tf.reshape(basis, tf.shape(copies)))
         jac = tf.reshape(rows, [-1, d, d])  # jac[b, i, :] = e_i^T J_g(x_b)
         gx = tf.reshape(g_copies, tf.concat([[batch, d], tf.shape(x)[1:]], 0))[:, 0]
-        _, log_abs_det = tf.linalg.slogdet(tf.eye(d, dtype=x.dtype) + jac)
-        return gx, log_abs_det
+        return gx, _log_abs_det(tf.eye(d, dtype=x.dtype) + jac)
 
     def get_config(self):
         return {"max_dim": self.max_dim}
