@@ -29,7 +29,6 @@ from keras_iresnet import logdet as logdet_lib
 from keras_iresnet.bijector import density_model
 from keras_iresnet.callbacks import RefineSpectralNorm
 from keras_iresnet.layers import (
-    ActNorm,
     InjectivePad,
     InvertibleResidualBlock,
     InvertibleSequential,

@@ -1,6 +1,4 @@
 """Invertible blocks, building layers and the fixed-point inverse (issue 3)."""
-import warnings
-
 import keras
 import numpy as np
 import pytest
