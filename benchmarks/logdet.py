@@ -96,6 +96,21 @@ def memory_probe(n_terms, neumann):
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
 
 
+def memory_rows(n_values):
+    """Peak RSS (MiB) of one training step per number of terms, each in a fresh process."""
+    rows = []
+    for n in n_values:
+        row = {"n_terms": n}
+        for mode in ("plain", "neumann"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--memory-probe", str(n), mode],
+                capture_output=True, text=True, check=True,
+            ).stdout.strip().splitlines()[-1]
+            row[f"peak_rss_mib_{mode}"] = float(out)
+        rows.append(row)
+    return rows
+
+
 def main():
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--memory-probe", nargs=2, default=None, help=argparse_hidden())
@@ -122,24 +137,15 @@ def main():
         {"step": name, "step_ms": 1e3 * t, "ratio_to_no_logdet": t / times["no log-det"]}
         for name, t in times.items()
     ]
-    memory_rows = []
-    for n in ((2, 5) if args.tiny else (2, 5, 10, 20)):
-        row = {"n_terms": n}
-        for mode in ("plain", "neumann"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--memory-probe", str(n), mode],
-                capture_output=True, text=True, check=True,
-            ).stdout.strip().splitlines()[-1]
-            row[f"peak_rss_mib_{mode}"] = float(out)
-        memory_rows.append(row)
+    memory = memory_rows((2, 5) if args.tiny else (2, 5, 10, 20))
     print()
     report("logdet", rows, ["event", "estimator", "bias_bits_per_dim", "std_bits_per_dim",
                             "standard_error_bits_per_dim", "theorem3_bound_bits_per_dim"], args,
-           extra={"cost": cost_rows, "memory": memory_rows})
+           extra={"cost": cost_rows, "memory": memory})
     print()
     report("logdet-cost", cost_rows, ["step", "step_ms", "ratio_to_no_logdet"], _NoOut())
     print()
-    report("logdet-memory", memory_rows, ["n_terms", "peak_rss_mib_plain", "peak_rss_mib_neumann"], _NoOut())
+    report("logdet-memory", memory, ["n_terms", "peak_rss_mib_plain", "peak_rss_mib_neumann"], _NoOut())
 
 
 class _NoOut:

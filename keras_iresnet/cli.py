@@ -151,8 +151,12 @@ def cmd_train(args):
             if args.task == "density":
                 model = models.iresnet_flow(shape, scales=2, blocks_per_scale=args.blocks or 2, **common)
             elif args.task == "classify":
+                # The paper's layout: invertible downsampling, zero-padding to 16 channels.
+                squeeze = shape[0] % 2 == 0 and shape[1] % 2 == 0
                 model = models.iresnet_classifier(
-                    shape, int(np.max(train[1])) + 1, stages=(args.blocks or 2,) * 2, vanilla=args.vanilla, **common
+                    shape, int(np.max(train[1])) + 1, stages=(args.blocks or 2,) * 2, vanilla=args.vanilla,
+                    initial_squeeze=squeeze, pad_channels=max(0, 16 - (4 if squeeze else 1) * shape[-1]),
+                    **{**common, "hidden": args.hidden or 32},
                 )
             else:
                 model = models.iresnet_hybrid(shape, int(np.max(train[1])) + 1, stages=(args.blocks or 1,) * 2, **common)

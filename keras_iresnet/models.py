@@ -67,8 +67,12 @@ def _block_kwargs(coeff, activation, power_iterations, dropout, logdet, kernel_s
     )
 
 
-def build_trunk(input_shape, stages, hidden, pad_channels=0, **block_kwargs):
-    """The invertible trunk: [InjectivePad] -> stage blocks, ``Squeeze`` between stages.
+def build_trunk(input_shape, stages, hidden, pad_channels=0, initial_squeeze=False, **block_kwargs):
+    """The invertible trunk: [Squeeze] -> [InjectivePad] -> stage blocks, ``Squeeze`` between stages.
+
+    ``initial_squeeze`` is the official code's ``init_ds 2``: a space-to-depth
+    step before the first stage (``[H, W, C] -> [H/2, W/2, 4C]``), so the blocks
+    work on more channels at lower resolution.
 
     Vectors (``len(input_shape) == 1``) get one stage of dense blocks (padding
     and squeezing do not apply).
@@ -78,6 +82,8 @@ def build_trunk(input_shape, stages, hidden, pad_channels=0, **block_kwargs):
         for _ in range(sum(stages)):
             layers.append(InvertibleResidualBlock(**{**block_kwargs, "hidden": hidden}))
         return InvertibleSequential(layers, name="trunk")
+    if initial_squeeze:
+        layers.append(Squeeze())
     if pad_channels:
         layers.append(InjectivePad(pad_channels))
     for index, depth in enumerate(stages):
@@ -108,6 +114,15 @@ def _validate_shape(input_shape):
     return shape
 
 
+def _validate_initial_squeeze(initial_squeeze, shape):
+    if initial_squeeze and (len(shape) != 3 or shape[0] % 2 or shape[1] % 2):
+        raise ValueError(
+            "initial_squeeze=True needs image inputs (H, W, C) with even H and W; "
+            f"got input_shape={shape!r}."
+        )
+    return bool(initial_squeeze)
+
+
 @keras.saving.register_keras_serializable(package="keras_iresnet")
 class IResNetClassifier(_RefiningFitMixin, keras.Model):
     """The paper's i-ResNet classifier (section 5.1, Appendix C).
@@ -116,6 +131,9 @@ class IResNetClassifier(_RefiningFitMixin, keras.Model):
     separated by ``Squeeze``, then a non-invertible head (BatchNorm, ReLU, global
     average pooling, Dense). ``vanilla=True`` builds the same network without
     spectral normalization (``coeff=None``), for the paper's comparison.
+    ``initial_squeeze=True`` puts a ``Squeeze`` before the padding (the official
+    code's ``init_ds 2``): the blocks then work at half resolution on 4x the
+    channels, and the head sees 4x more channels.
 
     Inputs ``[batch, H, W, C]`` (or ``[batch, d]``); outputs logits ``[batch, num_classes]``.
     ``features(x)`` gives the trunk output and ``invert(features)`` reconstructs ``x``.
@@ -135,10 +153,12 @@ class IResNetClassifier(_RefiningFitMixin, keras.Model):
         kernel_sizes=(3, 1, 3),
         vanilla=False,
         logdet="auto",
+        initial_squeeze=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.input_shape_ = _validate_shape(input_shape)
+        self.initial_squeeze = _validate_initial_squeeze(initial_squeeze, self.input_shape_)
         self.logdet = logdet
         self.num_classes = int(num_classes)
         self.stages = tuple(int(s) for s in stages)
@@ -155,6 +175,7 @@ class IResNetClassifier(_RefiningFitMixin, keras.Model):
             self.stages,
             self.hidden,
             self.pad_channels,
+            self.initial_squeeze,
             **_block_kwargs(
                 None if self.vanilla else coeff,
                 activation,
@@ -209,6 +230,7 @@ class IResNetClassifier(_RefiningFitMixin, keras.Model):
             kernel_sizes=self.kernel_sizes,
             vanilla=self.vanilla,
             logdet=logdet_lib.serialize(self.logdet),
+            initial_squeeze=self.initial_squeeze,
         )
         return config
 
@@ -267,7 +289,8 @@ class IResNetFlow(_DensityMixin, _RefiningFitMixin, keras.Model):
 
     Images: ``scales`` stages of ``blocks_per_scale`` (ActNorm + residual block)
     with ``Squeeze`` between stages (multi-scale, all dimensions kept), Gaussian
-    base. Vectors: a stack of dense blocks. The log-det estimator is
+    base (``initial_squeeze=True`` starts with a ``Squeeze``, as the official
+    MNIST/CIFAR density models do). Vectors: a stack of dense blocks. The log-det estimator is
     ``logdet`` (``"auto"``: exact for events of <= 16 dims, else the power
     series of Algorithm 2).
 
@@ -287,10 +310,12 @@ class IResNetFlow(_DensityMixin, _RefiningFitMixin, keras.Model):
         logdet="auto",
         kernel_sizes=(3, 1, 3),
         data_8bit=None,
+        initial_squeeze=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.input_shape_ = _validate_shape(input_shape)
+        self.initial_squeeze = _validate_initial_squeeze(initial_squeeze, self.input_shape_)
         self.scales = int(scales)
         self.blocks_per_scale = int(blocks_per_scale)
         self.hidden = int(hidden)
@@ -305,6 +330,7 @@ class IResNetFlow(_DensityMixin, _RefiningFitMixin, keras.Model):
             stages,
             self.hidden,
             0,
+            self.initial_squeeze,
             **_block_kwargs(
                 coeff, activation, self.power_iterations, 0.0, logdet, self.kernel_sizes, True
             ),
@@ -336,6 +362,7 @@ class IResNetFlow(_DensityMixin, _RefiningFitMixin, keras.Model):
             logdet=logdet_lib.serialize(self.logdet),
             kernel_sizes=self.kernel_sizes,
             data_8bit=self.data_8bit,
+            initial_squeeze=self.initial_squeeze,
         )
         return config
 

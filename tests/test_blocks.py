@@ -55,6 +55,20 @@ def test_reconstruction_vectors_random_network(coeff):
     assert rel_error(x_rec, x) < 1e-5
 
 
+def test_sequential_inverse_passes_solver_settings_to_blocks():
+    flow = image_flow(0.9, n_blocks=2)
+    x = tf.random.uniform([2, 28, 28, 1])
+    flow(x)
+    saturate(flow)
+    y = flow(x)
+    with pytest.raises(InverseNotConvergedError):
+        flow.inverse(y, strict=True, max_iterations=1)
+    x_rec = flow.inverse(y, strict=True, solver="anderson", rtol=1e-7, atol=0.0)
+    assert rel_error(x_rec, x) < 1e-6
+    with pytest.raises(TypeError, match="unexpected inverse arguments"):
+        flow.inverse(y, tolerance=1e-3)
+
+
 def _mean_iterations(coeff, solver="fixed_point"):
     """Iterations to invert a linear residual map whose Jacobian has eigenvalue Lip(g) = coeff.
 

@@ -40,25 +40,34 @@ def test_bits_per_dim_scaling_for_8bit_images():
     assert model.sample(3).shape == (3, 8, 8, 1)
 
 
+# The paper's classification layout (section 5.1; the official code's `init_ds 2`,
+# `inj_pad`): invertible downsampling first, zero-padding to 16 channels, then
+# stages of blocks; trained with the paper's optimizer (SGD, momentum 0.9, lr 0.1).
+DIGITS_LAYOUT = dict(stages=(2, 2), hidden=32, initial_squeeze=True, pad_channels=12)
+DIGITS_SEEDS = (0, 1, 2)
+
+
 def _digits_classifiers(epochs=6):
+    """Test accuracy per seed of the i-ResNet (c=0.9) and vanilla twins, and reconstruction errors."""
     images, labels = data.digits_arrays()
     scaled = images.astype("float32") / 255.0
     stats = (float(scaled.mean()), float(scaled.std()))
     train = data.image_dataset(images[:1400], labels[:1400], "classify", 64, stats=stats)
     test = data.image_dataset(images[1400:], labels[1400:], "classify", 256, shuffle=False, stats=stats)
-    results = {}
-    for vanilla in (False, True):
-        keras.utils.set_random_seed(0)
-        model = models.iresnet_classifier((8, 8, 1), 10, stages=(2, 2), hidden=16, coeff=0.9, vanilla=vanilla)
-        model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
-        model.fit(train, epochs=epochs, verbose=0)
-        accuracy = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
-        x = next(iter(test))[0][:32]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the vanilla inverse is expected not to converge
-            error = certify.reconstruction_report(model.trunk, x)["max"]
-        results["vanilla" if vanilla else "iresnet"] = (accuracy, error)
+    x = next(iter(test))[0][:32]
+    results = {"iresnet": {"accuracy": [], "error": []}, "vanilla": {"accuracy": [], "error": []}}
+    for seed in DIGITS_SEEDS:
+        for vanilla in (False, True):
+            keras.utils.set_random_seed(seed)
+            model = models.iresnet_classifier((8, 8, 1), 10, coeff=0.9, vanilla=vanilla, **DIGITS_LAYOUT)
+            model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                          keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+            model.fit(train, epochs=epochs, verbose=0)
+            entry = results["vanilla" if vanilla else "iresnet"]
+            entry["accuracy"].append(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the vanilla inverse is expected not to converge
+                entry["error"].append(certify.reconstruction_report(model.trunk, x)["max"])
     return results
 
 
@@ -69,17 +78,17 @@ def digits_results():
 
 @pytest.mark.slow
 def test_digits_classifier_learns_and_inverts(digits_results):
-    accuracy, error = digits_results["iresnet"]
-    assert accuracy > 0.8, digits_results
-    assert error < 1e-5, digits_results  # Table 1: i-ResNet reconstructs from its features
+    ires = digits_results["iresnet"]
+    assert min(ires["accuracy"]) > 0.85, digits_results
+    assert max(ires["error"]) < 1e-5, digits_results  # Table 1: i-ResNet reconstructs from its features
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "after 6 epochs on digits the i-ResNet (c=0.9) trails the vanilla network by more than "
-    "2 points (measured 84% vs 94%; 91% vs 95% after 15 epochs); see the issue note"))
 def test_digits_classifier_within_two_points_of_vanilla(digits_results):
-    assert digits_results["iresnet"][0] >= digits_results["vanilla"][0] - 0.02, digits_results
+    """Mean test accuracy over 3 seeds, same layout and training; see the README for the layouts compared."""
+    ires = float(np.mean(digits_results["iresnet"]["accuracy"]))
+    vanilla = float(np.mean(digits_results["vanilla"]["accuracy"]))
+    assert ires >= vanilla - 0.02, digits_results
 
 
 def test_hybrid_trains_and_round_trips(tmp_path):

@@ -65,15 +65,27 @@ class InvertibleSequential(InvertibleLayer):
             total = total + log_det
         return x, total
 
-    def inverse(self, outputs, strict=None):
-        """Invert every layer in reverse order; ``strict`` is passed to the residual blocks."""
+    def inverse(self, outputs, strict=None, solver=None, **overrides):
+        """Invert every layer in reverse order.
+
+        ``strict``, ``solver`` and the stopping rule (``max_iterations``, ``atol``,
+        ``rtol``) are passed to every residual block (and nested sequence); the
+        other layers have closed-form inverses. ``outputs``: ``[batch, ...]``.
+        """
+        unknown = set(overrides) - set(SOLVER_SETTINGS)
+        if unknown:
+            raise TypeError(
+                f"unexpected inverse arguments {sorted(unknown)}; expected strict, solver or {SOLVER_SETTINGS}."
+            )
         y = tf.convert_to_tensor(outputs)
         self._ensure_built_from_output(y.shape)
+        settings = dict(overrides)
+        if strict is not None:
+            settings["strict"] = strict
+        if solver is not None:
+            settings["solver"] = solver
         for layer in reversed(self.chain):
-            if strict is not None and _accepts_strict(layer):
-                y = layer.inverse(y, strict=strict)
-            else:
-                y = layer.inverse(y)
+            y = layer.inverse(y, **settings) if settings and _takes_solver_settings(layer) else layer.inverse(y)
         return y
 
     def get_config(self):
@@ -88,5 +100,8 @@ class InvertibleSequential(InvertibleLayer):
         return cls(**config)
 
 
-def _accepts_strict(layer):
+SOLVER_SETTINGS = ("max_iterations", "atol", "rtol")
+
+
+def _takes_solver_settings(layer):
     return isinstance(layer, InvertibleSequential) or hasattr(layer, "inverse_settings")
