@@ -159,6 +159,7 @@ def density_2d_rows(args, extra):
                 scores[label].append(-float(tf.reduce_mean(dist.log_prob(test))))
                 params[label] = count(variables)
         best = min(scores, key=lambda k: np.mean(scores[k]))
+        print(f"2d: {name}: " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in scores.items()), flush=True)
         for label, values in scores.items():
             rows.append({
                 "density": name, "model": label, "parameters": params[label],
@@ -252,6 +253,7 @@ def image_rows(args):
         else:
             evaluation, estimator = "power series, 20 terms", kir.logdet.PowerSeries(n_terms=20)
         ires_bpd = with_estimator(flow, estimator, lambda: mean_bits_per_dim(flow.log_prob, test_ds, d))
+        print(f"images: {name}: i-ResNet flow {ires_bpd:.3f} bits/dim after {ires_seconds:.0f} s", flush=True)
         rows.append({"data": name, "model": f"i-ResNet flow ({scales} scales x {blocks} blocks, hidden {hidden})",
                      "parameters": count(flow.trainable_variables), "epochs": epochs,
                      "train_seconds": ires_seconds, "test_bits_per_dim": ires_bpd, "evaluation": evaluation})
@@ -319,6 +321,7 @@ def classification_rows(args):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # the vanilla inverse need not converge
                     errors.append(certify.reconstruction_report(model.trunk, x)["max"])
+            print(f"classification: {layout}, {label}: accuracy {np.mean(accuracies):.3f}", flush=True)
             rows.append({"layout": layout, "model": label, "test_accuracy_mean": float(np.mean(accuracies)),
                          "test_accuracy_std": float(np.std(accuracies)),
                          "reconstruction_error_max": float(np.max(errors)), "epochs": epochs, "seeds": seeds})
