@@ -88,22 +88,25 @@ def step_for(shape, batch, estimator, blocks=2, hidden=32):
     return lambda: step().numpy()
 
 
-def memory_probe(n_terms, neumann):
+def memory_probe(n_terms, neumann, batch=64):
     """Run one training step in this (fresh) process; print its peak RSS in MiB."""
     estimator = logdet.PowerSeries(n_terms=n_terms, neumann_gradient=neumann)
-    fn = step_for((16, 16, 16), 64, estimator, blocks=1, hidden=64)
+    fn = step_for((16, 16, 16), batch, estimator, blocks=1, hidden=64)
     fn()
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
 
 
-def memory_rows(n_values):
-    """Peak RSS (MiB) of one training step per number of terms, each in a fresh process."""
+def memory_rows(n_values, batch=64):
+    """Peak RSS (MiB) of one training step per number of terms, each in a fresh process.
+
+    One block on 16x16x16, hidden 64, ``batch`` examples.
+    """
     rows = []
     for n in n_values:
-        row = {"n_terms": n}
+        row = {"n_terms": n, "batch": batch}
         for mode in ("plain", "neumann"):
             out = subprocess.run(
-                [sys.executable, __file__, "--memory-probe", str(n), mode],
+                [sys.executable, __file__, "--memory-probe", str(n), mode, str(batch)],
                 capture_output=True, text=True, check=True,
             ).stdout.strip().splitlines()[-1]
             row[f"peak_rss_mib_{mode}"] = float(out)
@@ -113,10 +116,10 @@ def memory_rows(n_values):
 
 def main():
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--memory-probe", nargs=2, default=None, help=argparse_hidden())
+    p.add_argument("--memory-probe", nargs=3, default=None, help=argparse_hidden())
     args = p.parse_args()
     if args.memory_probe:
-        memory_probe(int(args.memory_probe[0]), args.memory_probe[1] == "neumann")
+        memory_probe(int(args.memory_probe[0]), args.memory_probe[1] == "neumann", int(args.memory_probe[2]))
         return
     draws = 40 if args.tiny else 2000
     rows = bias_rows((64,), draws, 64) + bias_rows((6, 6, 2), draws, 16)

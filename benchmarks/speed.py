@@ -13,10 +13,15 @@
     ``MirroredStrategy`` over 2 logical CPU devices.
 
 Steps (a), (b), (d) are ``tf.function``-compiled gradient steps with Adam on
-the same random batch, timed in interleaved rounds (median).
+the same random batch; (a) and (b) are timed in interleaved rounds (median) in
+this process. (d) and (f) run each candidate in a fresh process (PyTorch's
+spinning OpenMP threads, and state left by earlier parts, would skew them);
+(d) alternates the candidates over two rounds and reports the median.
 """
 from common import parser, report, time_interleaved  # noqa: I001
 
+import argparse  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 
@@ -121,79 +126,106 @@ def inverse_rows(tiny):
     }]
 
 
-def normflows_rows(shape, batch, blocks, hidden, repeats):
-    """(d): the same stack of iResBlocks in keras_iresnet and in normflows (PyTorch), CPU."""
-    try:
+NF_TERMS, NF_COEFF = 5, 0.97
+
+
+def normflows_probe(which, shape, batch, blocks, hidden, repeats):
+    """In a fresh process: median step time (ms) and parameter count of one implementation.
+
+    Each implementation runs alone in its own process: PyTorch's OpenMP threads
+    keep spinning after each op and would slow down TensorFlow ops interleaved
+    with them (and TensorFlow's pools would slow PyTorch).
+    """
+    from common import time_call
+
+    shape = tuple(shape)
+    x = tf.random.uniform((batch,) + shape, seed=0)
+    if which == "torch":
         import normflows as nf
         import torch
-    except ImportError as error:
-        print(f"(d) skipped: {error}. Install the reference with `pip install torch normflows`.")
-        return [], {"skipped": str(error)}
-    torch.manual_seed(0)
-    torch.set_num_threads(os.cpu_count())
-    height, width, channels = shape
-    n_terms, coeff = 5, 0.97
 
-    # Ours: `blocks` pre-activation LipSwish blocks 3x3 -> 1x1 -> 3x3, power series n=5, Neumann gradient.
+        torch.manual_seed(0)
+        torch.set_num_threads(os.cpu_count())
+        height, width, channels = shape
+        flows = [
+            nf.flows.Residual(
+                nf.nets.LipschitzCNN([channels, hidden, hidden, channels], [3, 1, 3], lipschitz_const=NF_COEFF,
+                                     max_lipschitz_iter=1),
+                n_power_series=NF_TERMS, reduce_memory=True,
+            )
+            for _ in range(blocks)
+        ]
+        model = nf.NormalizingFlow(q0=nf.distributions.DiagGaussian((channels, height, width), trainable=False),
+                                   flows=flows)
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        x_torch = torch.from_numpy(np.transpose(x.numpy(), (0, 3, 1, 2)).copy())
+
+        def step():
+            optimizer.zero_grad()
+            loss = model.forward_kld(x_torch)
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return {"step_ms": 1e3 * time_call(step, repeats=repeats, warmup=3), "parameters": int(params),
+                "versions": {"torch": torch.__version__, "normflows": getattr(nf, "__version__", "?")}}
     keras.utils.set_random_seed(0)
     ours = kir.InvertibleSequential([
-        kir.InvertibleResidualBlock(hidden=hidden, coeff=coeff, activation="lipswish", preactivation=True,
-                                    logdet=logdet.PowerSeries(n_terms=n_terms))
+        kir.InvertibleResidualBlock(hidden=hidden, coeff=NF_COEFF, activation="lipswish", preactivation=True,
+                                    logdet=logdet.PowerSeries(n_terms=NF_TERMS))
         for _ in range(blocks)
     ])
     ours.build((None,) + shape)
 
-    def ours_loss(model, x, y):
+    def loss_fn(model, x, y):
         z, log_det = model.forward_and_log_det(x, training=True)
         return -tf.reduce_mean(models.standard_normal_log_prob(z) + log_det)
 
-    x = tf.random.uniform((batch,) + shape)
     variables = kir.bridge.tf_variables(ours, trainable_only=True)
-    ours_step = compiled_step(ours, ours_loss, variables)
-    ours_xla = compiled_step(ours, ours_loss, variables, jit_compile=True)
+    step = compiled_step(ours, loss_fn, variables, jit_compile=which == "ours_xla")
+    return {"step_ms": 1e3 * time_call(bound(step, x, None), repeats=repeats, warmup=3),
+            "parameters": int(sum(np.prod(v.shape) for v in variables))}
 
-    # normflows: the same widths, kernels, coefficient, terms and one power iteration per step.
-    flows = [
-        nf.flows.Residual(
-            nf.nets.LipschitzCNN([channels, hidden, hidden, channels], [3, 1, 3], lipschitz_const=coeff,
-                                 max_lipschitz_iter=1),
-            n_power_series=n_terms, reduce_memory=True,
-        )
-        for _ in range(blocks)
-    ]
-    theirs = nf.NormalizingFlow(q0=nf.distributions.DiagGaussian((channels, height, width), trainable=False),
-                                flows=flows)
-    theirs.train()
-    optimizer = torch.optim.Adam(theirs.parameters(), lr=1e-4)
-    x_torch = torch.from_numpy(np.transpose(x.numpy(), (0, 3, 1, 2)).copy())
 
-    def torch_step():
-        optimizer.zero_grad()
-        loss = theirs.forward_kld(x_torch)
-        loss.backward()
-        optimizer.step()
-        return float(loss)
+def normflows_rows(shape, batch, blocks, hidden, repeats, rounds=2):
+    """(d): the same stack of iResBlocks in keras_iresnet and in normflows (PyTorch), CPU.
 
-    times = time_interleaved(
-        {"keras_iresnet": bound(ours_step, x, None), "keras_iresnet, jit_compile": bound(ours_xla, x, None),
-         "normflows (PyTorch)": torch_step},
-        repeats=repeats, warmup=2,
-    )
-    count = {"keras_iresnet": int(sum(np.prod(v.shape) for v in variables)),
-             "normflows (PyTorch)": int(sum(p.numel() for p in theirs.parameters() if p.requires_grad))}
-    count["keras_iresnet, jit_compile"] = count["keras_iresnet"]
-    rows = [{"part": "d", "implementation": name, "parameters": count[name], "step_ms": 1e3 * t,
-             "ratio_to_normflows": t / times["normflows (PyTorch)"]} for name, t in times.items()]
-    return rows, {"torch": torch.__version__, "normflows": getattr(nf, "__version__", "?"),
-                  "architecture": f"{blocks} blocks on {shape}, hidden {hidden}, kernels 3-1-3, LipSwish "
-                                  f"pre-activation, coeff {coeff}, power series n={n_terms}, batch {batch}"}
+    Fresh processes in alternating rounds; the median over rounds is reported.
+    """
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("normflows") is None or importlib.util.find_spec("torch") is None:
+        reason = "normflows/torch not installed (`pip install torch normflows`)"
+        print(f"(d) skipped: {reason}")
+        return [], {"skipped": reason}
+    labels = {"ours": "keras_iresnet", "ours_xla": "keras_iresnet, jit_compile", "torch": "normflows (PyTorch)"}
+    results = {which: [] for which in labels}
+    spec = json.dumps([list(shape), batch, blocks, hidden, repeats])
+    for _ in range(rounds):
+        for which in labels:
+            out = subprocess.run([sys.executable, __file__, "--normflows-probe", which, spec],
+                                 capture_output=True, text=True, check=True).stdout
+            results[which].append(json.loads(out.strip().splitlines()[-1]))
+    median = {which: float(np.median([r["step_ms"] for r in runs])) for which, runs in results.items()}
+    rows = [{"part": "d", "implementation": labels[which], "parameters": runs[0]["parameters"],
+             "step_ms": median[which], "ratio_to_normflows": median[which] / median["torch"]}
+            for which, runs in results.items()]
+    info = dict(results["torch"][0]["versions"])
+    info["architecture"] = (f"{blocks} blocks on {shape}, hidden {hidden}, kernels 3-1-3, LipSwish pre-activation, "
+                            f"coeff {NF_COEFF}, 1 power iteration, power series n={NF_TERMS}, batch {batch}")
+    return rows, info
 
 
 def memory_rows(tiny):
     """(e): reuses the log-det benchmark's fresh-process memory probe."""
     import logdet as logdet_benchmark
 
-    return [dict(part="e", **row) for row in logdet_benchmark.memory_rows((2, 5) if tiny else (2, 5, 10, 20))]
+    rows = logdet_benchmark.memory_rows((2, 5) if tiny else (2, 5, 10, 20), batch=8 if tiny else 256)
+    return [dict(part="e", **row) for row in rows]
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -204,66 +236,82 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def fit_rows(shape, batch, stages, hidden, examples, epochs):
-    """(f): examples/s of ``model.fit`` in its last epoch (the first ones include tracing and compiling)."""
+FIT_SETTINGS = {"default": "default", "jit": "jit_compile=True", "mirrored": "MirroredStrategy, 2 logical CPUs"}
+
+
+def fit_probe(task, setting, shape, batch, stages, hidden, examples, epochs):
+    """In a fresh process: examples/s of ``model.fit`` in its last epoch (earlier ones include tracing)."""
+    shape, stages = tuple(shape), tuple(stages)
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(examples,) + shape).astype("float32")
     y = rng.integers(0, 10, size=examples).astype("int32")
+    strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if setting == "mirrored"
+                else tf.distribute.get_strategy())
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        if task == "classify":
+            model = models.iresnet_classifier(shape, 10, stages=stages, hidden=hidden, pad_channels=0)
+            model.compile(keras.optimizers.Adam(1e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          jit_compile=setting == "jit")
+            data = (x, y)
+        else:
+            model = models.iresnet_flow(shape, scales=len(stages), blocks_per_scale=stages[0], hidden=hidden,
+                                        logdet=logdet.PowerSeries(n_terms=5))
+            model.compile(keras.optimizers.Adam(1e-4), jit_compile=setting == "jit")
+            data = (x,)
+    timer = _EpochTimer()
+    model.fit(*data, batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
+    return {"examples_per_s": examples / timer.seconds}
+
+
+def fit_rows(shape, batch, stages, hidden, examples, epochs):
+    """(f): ``model.fit`` throughput per task and setting, each in a fresh process."""
+    import subprocess
+    import sys
+
     rows = []
-    settings = [("default", None, False), ("jit_compile=True", None, True),
-                ("MirroredStrategy, 2 logical CPUs", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), False)]
     for task in ("classify", "density"):
-        for label, strategy, jit in settings:
-            scope = strategy.scope() if strategy else _null_scope()
-            with scope:
-                keras.utils.set_random_seed(0)
-                if task == "classify":
-                    model = models.iresnet_classifier(shape, 10, stages=stages, hidden=hidden, pad_channels=0)
-                    model.compile(keras.optimizers.Adam(1e-4),
-                                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                                  jit_compile=jit)
-                    args = (x, y)
-                else:
-                    model = models.iresnet_flow(shape, scales=len(stages), blocks_per_scale=stages[0],
-                                                hidden=hidden, logdet=logdet.PowerSeries(n_terms=5))
-                    model.compile(keras.optimizers.Adam(1e-4), jit_compile=jit)
-                    args = (x,)
-            timer = _EpochTimer()
-            model.fit(*args, batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
-            rows.append({"part": "f", "task": task, "setting": label,
-                         "examples_per_s": examples / timer.seconds})
-        base = rows[-len(settings)]["examples_per_s"]
-        for row in rows[-len(settings):]:
+        for setting, label in FIT_SETTINGS.items():
+            spec = json.dumps([list(shape), batch, list(stages), hidden, examples, epochs])
+            out = subprocess.run([sys.executable, __file__, "--fit-probe", task, setting, spec],
+                                 capture_output=True, text=True, check=True).stdout
+            rows.append({"part": "f", "task": task, "setting": label, "batch": batch,
+                         **json.loads(out.strip().splitlines()[-1])})
+        base = rows[-len(FIT_SETTINGS)]["examples_per_s"]
+        for row in rows[-len(FIT_SETTINGS):]:
             row["speedup"] = row["examples_per_s"] / base
     return rows
 
 
-class _null_scope:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def main():
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--normflows-probe", nargs=2, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--fit-probe", nargs=3, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.fit_probe:
+        task, setting, spec = args.fit_probe
+        print(json.dumps(fit_probe(task, setting, *json.loads(spec))))
+        return
+    if args.normflows_probe:
+        which, spec = args.normflows_probe
+        print(json.dumps(normflows_probe(which, *json.loads(spec))))
+        return
     setting = "tiny" if args.tiny else ("full" if args.full else "default")
     shape, batch, stages, hidden, nf_blocks = SETTINGS[setting]
     repeats = 3 if args.tiny else 15
     rows = step_rows(shape, batch, stages, hidden, repeats)
     rows += inverse_rows(args.tiny)
-    nf_rows, nf_info = normflows_rows(shape, batch, nf_blocks, hidden, repeats)
+    nf_rows, nf_info = normflows_rows(shape, batch, nf_blocks, hidden, repeats, rounds=1 if args.tiny else 2)
     rows += nf_rows
     rows += memory_rows(args.tiny)
-    rows += fit_rows(shape, batch, stages, hidden, 4 * batch if args.tiny else 16 * batch, 3)
+    rows += fit_rows(shape, batch, stages, hidden, 4 * batch if args.tiny else 32 * batch, 2)
     tables = {
         "a/b: training steps": ["step", "step_ms", "ratio_to_plain_classifier", "ratio_to_spectral_classifier"],
         "c: inverse vs forward": ["network", "batch", "forward_ms", "inverse_ms", "inverse_over_forward",
                                   "relative_error"],
         "d: vs normflows": ["implementation", "parameters", "step_ms", "ratio_to_normflows"],
-        "e: peak memory": ["n_terms", "peak_rss_mib_plain", "peak_rss_mib_neumann"],
-        "f: model.fit": ["task", "setting", "examples_per_s", "speedup"],
+        "e: peak memory": ["n_terms", "batch", "peak_rss_mib_plain", "peak_rss_mib_neumann"],
+        "f: model.fit": ["task", "setting", "batch", "examples_per_s", "speedup"],
     }
     for title, columns in tables.items():
         part_rows = [r for r in rows if r["part"] in title.split(":")[0].split("/")]
