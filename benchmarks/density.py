@@ -65,18 +65,10 @@ def maf(layers, hidden):
 
 
 def train_tfp(dist, variables, train, epochs, batch, lr, seed):
-    optimizer = keras.optimizers.Adam(lr)
-
-    @tf.function
-    def step(x):
-        with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(dist.log_prob(x))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-
+    """Maximum likelihood with Adam on the points ``train``, reshuffled every epoch."""
     rng = np.random.default_rng(seed)
-    for _ in range(epochs):
-        for chunk in np.array_split(rng.permutation(train), max(1, len(train) // batch)):
-            step(chunk)
+    train_dataset(dist, variables, lambda: np.array_split(rng.permutation(train), max(1, len(train) // batch)),
+                  epochs, lr)
 
 
 def count(variables):
@@ -269,7 +261,8 @@ def image_rows(args):
 
 
 def train_dataset(dist, variables, dataset, epochs, lr):
-    """Maximum likelihood with Adam over a ``tf.data`` pipeline (fresh dequantization each epoch)."""
+    """Maximum likelihood with Adam over ``dataset`` (an iterable of batches, or a callable
+    returning one per epoch); a ``tf.data`` pipeline draws fresh dequantization each epoch."""
     optimizer = keras.optimizers.Adam(lr)
 
     @tf.function
@@ -279,7 +272,7 @@ def train_dataset(dist, variables, dataset, epochs, lr):
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
     for _ in range(epochs):
-        for x in dataset:
+        for x in dataset() if callable(dataset) else dataset:
             step(x)
 
 
@@ -289,11 +282,7 @@ def classification_rows(args):
 
     from keras_iresnet import certify
 
-    images, labels = data.digits_arrays()
-    scaled = images.astype("float32") / 255.0
-    stats = (float(scaled.mean()), float(scaled.std()))
-    train = data.image_dataset(images[:1400], labels[:1400], "classify", 64, stats=stats)
-    test = data.image_dataset(images[1400:], labels[1400:], "classify", 256, shuffle=False, stats=stats)
+    train, test = data.digits_split("classify")
     x = next(iter(test))[0][:64]
     layouts = {
         "paper: squeeze, pad to 16 channels, hidden 32": dict(stages=(2, 2), hidden=32, initial_squeeze=True,

@@ -32,15 +32,11 @@ def trained_digits_trunk(coeff, epochs):
 
     from keras_iresnet import data, models
 
-    images, labels = data.digits_arrays()
-    scaled = images.astype("float32") / 255.0
-    stats = (float(scaled.mean()), float(scaled.std()))
-    train = data.image_dataset(images[:1400], labels[:1400], "classify", 64, stats=stats)
+    train, test = data.digits_split("classify", test_batch_size=128)
     keras.utils.set_random_seed(0)
     model = models.iresnet_classifier((8, 8, 1), 10, stages=(2, 2), hidden=16, coeff=coeff)
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(train, epochs=epochs, verbose=0)
-    test = data.image_dataset(images[1400:], labels[1400:], "classify", 128, shuffle=False, stats=stats)
     x = next(iter(test))[0]
     blocks = [layer for layer in model.trunk.chain if isinstance(layer, kir.InvertibleResidualBlock)]
     return model.trunk, blocks, x

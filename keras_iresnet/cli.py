@@ -280,10 +280,7 @@ def _datasets(task, train, test, batch, seed, is_2d):
     if is_2d:
         train_ds = tf.data.Dataset.from_tensor_slices(train).shuffle(len(train), seed=seed).batch(batch)
         return train_ds, tf.data.Dataset.from_tensor_slices(test).batch(batch)
-    stats = None
-    if task == "classify":
-        scaled = train[0].astype("float32") / 255.0
-        stats = (float(scaled.mean()), float(scaled.std()))
+    stats = data.standardization_stats(train[0]) if task == "classify" else None
     return (
         data.image_dataset(train[0], train[1], task, batch, seed=seed, stats=stats),
         data.image_dataset(test[0], test[1], task, batch, shuffle=False, stats=stats),

@@ -23,6 +23,8 @@ __all__ = [
     "sample_2d",
     "density_2d_dataset",
     "digits_arrays",
+    "digits_split",
+    "standardization_stats",
     "mnist_file_arrays",
     "tfds_arrays",
     "load_images",
@@ -107,6 +109,30 @@ def digits_arrays():
     bunch = load_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).astype("uint8")[..., None]
     return images, bunch.target.astype("int32")
+
+
+def standardization_stats(images):
+    """``(mean, std)`` of 8-bit ``images`` scaled to ``[0, 1]``: the ``stats`` of :func:`image_dataset`.
+
+    Compute them on the training split only and pass them to both splits.
+    """
+    scaled = np.asarray(images).astype("float32") / 255.0
+    return float(scaled.mean()), float(scaled.std())
+
+
+def digits_split(task="classify", n_train=1400, batch_size=64, test_batch_size=256, seed=0):
+    """Digits as ``(train, test)`` pipelines: the first ``n_train`` of the 1,797 images train.
+
+    For ``task="classify"`` both splits are standardized with the training split's
+    statistics (:func:`standardization_stats`); the test split is not shuffled.
+    """
+    images, labels = digits_arrays()
+    if not 0 < n_train < len(images):
+        raise ValueError(f"n_train must be in (0, {len(images)}); got n_train={n_train!r}.")
+    stats = standardization_stats(images[:n_train]) if task == "classify" else None
+    train = image_dataset(images[:n_train], labels[:n_train], task, batch_size, seed=seed, stats=stats)
+    test = image_dataset(images[n_train:], labels[n_train:], task, test_batch_size, shuffle=False, stats=stats)
+    return train, test
 
 
 def mnist_file_arrays(path=None):
@@ -197,7 +223,7 @@ def image_dataset(images, labels=None, task="density", batch_size=64, shuffle=Tr
     images = np.asarray(images)
     if task == "classify":
         scaled = images.astype("float32") / 255.0
-        mean, std = stats if stats is not None else (float(scaled.mean()), float(scaled.std()))
+        mean, std = stats if stats is not None else standardization_stats(images)
         ds = tf.data.Dataset.from_tensor_slices(((scaled - mean) / std, labels))
     elif task == "density":
         ds = tf.data.Dataset.from_tensor_slices(images)

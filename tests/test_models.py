@@ -49,11 +49,7 @@ DIGITS_SEEDS = (0, 1, 2)
 
 def _digits_classifiers(epochs=6):
     """Test accuracy per seed of the i-ResNet (c=0.9) and vanilla twins, and reconstruction errors."""
-    images, labels = data.digits_arrays()
-    scaled = images.astype("float32") / 255.0
-    stats = (float(scaled.mean()), float(scaled.std()))
-    train = data.image_dataset(images[:1400], labels[:1400], "classify", 64, stats=stats)
-    test = data.image_dataset(images[1400:], labels[1400:], "classify", 256, shuffle=False, stats=stats)
+    train, test = data.digits_split("classify")
     x = next(iter(test))[0][:32]
     results = {"iresnet": {"accuracy": [], "error": []}, "vanilla": {"accuracy": [], "error": []}}
     for seed in DIGITS_SEEDS:
@@ -123,6 +119,19 @@ def test_data_sets_and_errors(tmp_path, mnist_images):
         data.mnist_file_arrays(tmp_path / "missing.npz")
     with pytest.raises(ValueError, match="needs labels"):
         data.image_dataset(file_images[:10], None, "classify")
+
+
+def test_digits_split_uses_training_statistics():
+    """Both splits are standardized with the training split's mean and std."""
+    images, labels = data.digits_arrays()
+    train, test = data.digits_split("classify", n_train=1000, test_batch_size=797)
+    mean, std = data.standardization_stats(images[:1000])
+    test_x, test_y = next(iter(test))
+    np.testing.assert_allclose(test_x.numpy(), (images[1000:] / 255.0 - mean) / std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(test_y.numpy(), labels[1000:])
+    assert abs(float(np.mean(np.concatenate([x.numpy() for x, _ in train])))) < 1e-5
+    with pytest.raises(ValueError, match="n_train must be in"):
+        data.digits_split(n_train=1797)
 
 
 def test_tfds_loading_with_mock_data():
