@@ -314,6 +314,26 @@ def test_blocks_save_load_round_trip(tmp_path, activation):
     assert loaded_block.get_config() == block.get_config()
 
 
+@pytest.mark.parametrize("preactivation", [False, True])
+@pytest.mark.parametrize("activation", ["elu", "lipswish"])
+def test_every_trainable_block_weight_gets_a_gradient(activation, preactivation):
+    """No dead weights: a LipSwish beta exists only where the activation is applied."""
+    block = kir.InvertibleResidualBlock(
+        hidden=8, coeff=0.8, activation=activation, preactivation=preactivation, actnorm=True, logdet="exact"
+    )
+    x = tf.random.normal([4, 3], seed=0)
+    block(x, training=True)
+    with tf.GradientTape() as tape:
+        y, log_det = block.forward_and_log_det(x, training=True)
+        loss = tf.reduce_sum(y**2) - tf.reduce_sum(log_det)
+    grads = tape.gradient(loss, block.trainable_variables)
+    missing = [v.path for v, g in zip(block.trainable_variables, grads) if g is None]
+    assert not missing, missing
+    betas = [v for v in block.trainable_variables if "beta_raw" in v.path]
+    # kernel sizes (3, 1, 3): phi before the 2nd and 3rd layers, and before the 1st with preactivation
+    assert len(betas) == ((3 if preactivation else 2) if activation == "lipswish" else 0)
+
+
 def test_lipswish_is_one_lipschitz():
     act = kir.LipSwish()
     x = tf.linspace(-10.0, 10.0, 20001)

@@ -95,7 +95,12 @@ class InvertibleResidualBlock(InvertibleLayer):
         self.kernel_sizes = kernel_sizes
         self.coeff = validate_coeff(coeff)
         self.activation = activation
-        self.activation_fns = [get_activation(activation) for _ in kernel_sizes]
+        # phi before every linear layer but the first (and before the first too with
+        # preactivation); None where no activation is applied, so that a learnable
+        # activation (LipSwish) creates no weight that never gets a gradient.
+        self.activation_fns = [
+            get_activation(activation) if i > 0 or preactivation else None for i in range(len(kernel_sizes))
+        ]
         self.power_iterations = validate_positive_int("power_iterations", power_iterations)
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must satisfy 0 <= dropout < 1; got dropout={dropout!r}.")
@@ -142,7 +147,7 @@ class InvertibleResidualBlock(InvertibleLayer):
             shape = layer.compute_output_shape(shape)
             self.linear_layers.append(layer)
         for act in self.activation_fns:
-            if isinstance(act, keras.layers.Layer) and not act.built:
+            if act is not None and isinstance(act, keras.layers.Layer) and not act.built:
                 act.build(input_shape)
         if self.actnorm is not None:
             self.actnorm.build(input_shape)
