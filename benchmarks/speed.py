@@ -46,7 +46,7 @@ SETTINGS = {
 
 
 def compiled_step(model, loss_fn, variables=None, jit_compile=False):
-    """A ``tf.function`` Adam step on ``loss_fn(model, x, y)``; returns a blocking thunk factory."""
+    """A ``tf.function`` Adam step ``step(x, y) -> loss`` on ``loss_fn(model, x, y)``."""
     optimizer = keras.optimizers.Adam(1e-4)
     variables = variables if variables is not None else model.trainable_variables
 
