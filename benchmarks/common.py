@@ -63,6 +63,18 @@ def time_interleaved(fns, repeats=20, warmup=3):
     return {name: sorted(ts)[len(ts) // 2] for name, ts in samples.items()}
 
 
+def run_probe(script, *args):
+    """Run ``python script *args`` in a fresh process; return its last stdout line parsed as JSON.
+
+    Probes measure in a process of their own: peak memory, and timings that earlier
+    work in this process (thread pools, caches) would skew.
+    """
+    import subprocess
+
+    out = subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def report(name, rows, columns, args, extra=None):
     """Print a table and write ``{"benchmark", "machine", "rows", ...}`` to ``args.out``."""
     widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]

@@ -10,10 +10,8 @@
 """
 import math
 import resource
-import subprocess
-import sys
 
-from common import parser, report, time_interleaved  # noqa: I001
+from common import parser, report, run_probe, time_interleaved  # noqa: I001
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -105,11 +103,7 @@ def memory_rows(n_values, batch=64):
     for n in n_values:
         row = {"n_terms": n, "batch": batch}
         for mode in ("plain", "neumann"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--memory-probe", str(n), mode, str(batch)],
-                capture_output=True, text=True, check=True,
-            ).stdout.strip().splitlines()[-1]
-            row[f"peak_rss_mib_{mode}"] = float(out)
+            row[f"peak_rss_mib_{mode}"] = float(run_probe(__file__, "--memory-probe", n, mode, batch))
         rows.append(row)
     return rows
 

@@ -18,7 +18,7 @@ this process. (d) and (f) run each candidate in a fresh process (PyTorch's
 spinning OpenMP threads, and state left by earlier parts, would skew them);
 (d) alternates the candidates over two rounds and reports the median.
 """
-from common import parser, report, time_interleaved  # noqa: I001
+from common import parser, report, run_probe, time_interleaved  # noqa: I001
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -195,8 +195,6 @@ def normflows_rows(shape, batch, blocks, hidden, repeats, rounds=2):
     Fresh processes in alternating rounds; the median over rounds is reported.
     """
     import importlib.util
-    import subprocess
-    import sys
 
     if importlib.util.find_spec("normflows") is None or importlib.util.find_spec("torch") is None:
         reason = "normflows/torch not installed (`pip install torch normflows`)"
@@ -207,9 +205,7 @@ def normflows_rows(shape, batch, blocks, hidden, repeats, rounds=2):
     spec = json.dumps([list(shape), batch, blocks, hidden, repeats])
     for _ in range(rounds):
         for which in labels:
-            out = subprocess.run([sys.executable, __file__, "--normflows-probe", which, spec],
-                                 capture_output=True, text=True, check=True).stdout
-            results[which].append(json.loads(out.strip().splitlines()[-1]))
+            results[which].append(run_probe(__file__, "--normflows-probe", which, spec))
     median = {which: float(np.median([r["step_ms"] for r in runs])) for which, runs in results.items()}
     rows = [{"part": "d", "implementation": labels[which], "parameters": runs[0]["parameters"],
              "step_ms": median[which], "ratio_to_normflows": median[which] / median["torch"]}
@@ -266,17 +262,12 @@ def fit_probe(task, setting, shape, batch, stages, hidden, examples, epochs):
 
 def fit_rows(shape, batch, stages, hidden, examples, epochs):
     """(f): ``model.fit`` throughput per task and setting, each in a fresh process."""
-    import subprocess
-    import sys
-
     rows = []
+    spec = json.dumps([list(shape), batch, list(stages), hidden, examples, epochs])
     for task in ("classify", "density"):
         for setting, label in FIT_SETTINGS.items():
-            spec = json.dumps([list(shape), batch, list(stages), hidden, examples, epochs])
-            out = subprocess.run([sys.executable, __file__, "--fit-probe", task, setting, spec],
-                                 capture_output=True, text=True, check=True).stdout
             rows.append({"part": "f", "task": task, "setting": label, "batch": batch,
-                         **json.loads(out.strip().splitlines()[-1])})
+                         **run_probe(__file__, "--fit-probe", task, setting, spec)})
         base = rows[-len(FIT_SETTINGS)]["examples_per_s"]
         for row in rows[-len(FIT_SETTINGS):]:
             row["speedup"] = row["examples_per_s"] / base

@@ -147,7 +147,7 @@ class InvertibleResidualBlock(InvertibleLayer):
             shape = layer.compute_output_shape(shape)
             self.linear_layers.append(layer)
         for act in self.activation_fns:
-            if act is not None and isinstance(act, keras.layers.Layer) and not act.built:
+            if isinstance(act, keras.layers.Layer) and not act.built:
                 act.build(input_shape)
         if self.actnorm is not None:
             self.actnorm.build(input_shape)
