@@ -17,42 +17,62 @@ if _keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on th
         f"{_keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing keras."
     )
 
-from keras_iresnet import bridge, callbacks, inverse, logdet, spectral  # noqa: E402
-from keras_iresnet import certify, data, models, train  # noqa: E402
+from keras_iresnet import bridge, inverse, logdet, recipes, spectral, validation  # noqa: E402
+from keras_iresnet import callbacks, certify, data, metrics, models, runs, train  # noqa: E402
 from keras_iresnet.bijector import IResNetBijector, density_model  # noqa: E402
+from keras_iresnet.inverse import InverseSettings  # noqa: E402
 from keras_iresnet.layers import (  # noqa: E402
     ActNorm,
+    ClassifierHead,
+    DiagonalGaussian,
+    FactorOut,
+    FlattenEvent,
     InjectivePad,
     InvertibleLayer,
     InvertibleResidualBlock,
+    InvertibleResidualStack,
     InvertibleSequential,
     LipSwish,
+    Logit,
     SpectralConv2D,
     SpectralDense,
     Squeeze,
+    StandardNormal,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActNorm",
+    "ClassifierHead",
+    "DiagonalGaussian",
+    "FactorOut",
+    "FlattenEvent",
     "IResNetBijector",
-    "bridge",
-    "density_model",
     "InjectivePad",
+    "InverseSettings",
     "InvertibleLayer",
     "InvertibleResidualBlock",
+    "InvertibleResidualStack",
     "InvertibleSequential",
     "LipSwish",
+    "Logit",
     "SpectralConv2D",
     "SpectralDense",
     "Squeeze",
+    "StandardNormal",
+    "bridge",
     "callbacks",
     "certify",
     "data",
-    "models",
-    "train",
+    "density_model",
     "inverse",
     "logdet",
+    "metrics",
+    "models",
+    "recipes",
+    "runs",
     "spectral",
+    "train",
+    "validation",
 ]

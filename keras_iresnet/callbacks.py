@@ -1,33 +1,70 @@
-"""Keras callbacks of keras_iresnet."""
+"""Keras callbacks of keras_iresnet.
+
+- :class:`RefineSpectralNorm` -- at the end of ``fit``, a final safety check of
+  the spectral estimates (the models add it);
+- :class:`StopOnNonFiniteLoss` -- stop ``fit`` with a clear error when the loss
+  turns NaN or Inf (the models add it);
+- :class:`SwapEMAWeights` -- Keras' ``SwapEMAWeights`` that also re-tracks the
+  spectral layers' power iteration for the weights swapped in;
+- :class:`DataDependentInit` -- initialize every ActNorm on one large batch
+  before the first step.
+"""
 from __future__ import annotations
 
+import math
+import warnings
+
 import keras
+import numpy as np
 
-from keras_iresnet import spectral
+from keras_iresnet.certify import refine, spectral_layers
 
-__all__ = ["RefineSpectralNorm"]
+__all__ = ["RefineSpectralNorm", "StopOnNonFiniteLoss", "SwapEMAWeights", "DataDependentInit", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when training produced a NaN or Inf loss."""
 
 
 class RefineSpectralNorm(keras.callbacks.Callback):
-    """Run the power iteration of every spectral layer to convergence at the end of ``fit``.
+    """At the end of ``fit``: run every spectral layer's power iteration to convergence.
 
-    With one power iteration per training step (the paper's setting) the stored
-    estimate lags behind the weights, so equation (2) may let a layer's norm
-    exceed ``coeff`` after large updates. This callback calls
-    :func:`keras_iresnet.spectral.refine` at the end of training (and, with
-    ``every_epoch=True``, after every epoch, so validation also sees refined
-    estimates), which restores ``||W~||_2 <= coeff`` up to the convergence
-    tolerance. The keras_iresnet models add it to ``fit`` automatically.
+    The layers keep their estimates accurate at every step (a warm-started
+    iteration to ``power_tol``, re-tracked after each optimizer update), so this
+    normally changes the effective weights by less than that tolerance: it is a
+    final check, not a correction. It records the largest relative change of
+    any estimate in ``largest_change`` and warns if it exceeds ``warn_above``
+    (e.g. with ``power_tol=None`` and one iteration per step, the paper's rule,
+    the estimate can lag behind large updates; then this refinement does change
+    the model). It also runs after weights were swapped in (EMA) at the end.
+
+    Args:
+      warn_above: relative change of sigma~ above which it warns.
+      every_epoch: also check after every epoch.
     """
 
-    def __init__(self, max_iterations=1000, tol=1e-5, every_epoch=False):
+    def __init__(self, warn_above=1e-3, every_epoch=False):
         super().__init__()
-        self.max_iterations = max_iterations
-        self.tol = tol
+        self.warn_above = warn_above
         self.every_epoch = every_epoch
+        self.largest_change = 0.0
 
     def _refine(self):
-        spectral.refine(self.model, max_iterations=self.max_iterations, tol=self.tol)
+        layers = [layer for layer in spectral_layers(self.model) if layer.coeff is not None]
+        before = [np.atleast_1d(layer.sigma_estimate().numpy()) for layer in layers]
+        refine(self.model)
+        changes = [
+            float(np.max(np.abs(np.atleast_1d(layer.sigma_estimate().numpy()) - old) / np.maximum(old, 1e-12)))
+            for layer, old in zip(layers, before)
+        ]
+        self.largest_change = max(changes, default=0.0)
+        if self.largest_change > self.warn_above:
+            warnings.warn(
+                f"RefineSpectralNorm: a spectral estimate moved by {self.largest_change:.2e} (relative) when "
+                "refined at the end of fit, so the model changed; the per-step power iteration lagged behind "
+                "the updates (set power_tol, or raise power_iterations).",
+                stacklevel=2,
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         if self.every_epoch:
@@ -35,3 +72,59 @@ class RefineSpectralNorm(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._refine()
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raise :class:`NonFiniteLossError` at the first batch whose loss is NaN or Inf.
+
+    (Outside XLA the models' training step already fails at that batch with a
+    clear message; under ``jit_compile=True`` XLA drops that check, and this
+    callback reports it right after the step.)
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+            raise NonFiniteLossError(
+                f"fit: the loss is {float(loss)} at batch {batch}: the data contain NaN/Inf values or "
+                "training diverged (lower the learning rate or clip gradients)."
+            )
+
+
+class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
+    """``keras.callbacks.SwapEMAWeights`` for i-ResNets: evaluate and save the EMA weights.
+
+    Keras keeps an exponential moving average of the weights when the optimizer
+    has ``use_ema=True``; this callback swaps the averages into the model for
+    validation (and, with ``swap_on_epoch=True``, at each epoch's end, so
+    checkpoints hold them), and after the last epoch the model keeps them.
+    Swapping changes the kernels, so every spectral layer's power iteration is
+    re-run for the weights swapped in (Residual Flows does the same,
+    ``update_lipschitz`` after ``ema.swap()``).
+    """
+
+    def _swap_variables(self):
+        super()._swap_variables()
+        refine(self.model)
+
+
+class DataDependentInit(keras.callbacks.Callback):
+    """Before the first step: one training-mode pass on ``x`` initializes every ActNorm.
+
+    The official i-ResNet code initializes on 1,024 images; a larger batch than
+    the training batch gives steadier statistics. (Without this callback each
+    ActNorm initializes on the first training batch.)
+
+    Args:
+      x: a batch of inputs, ``[n, ...]`` (as the model takes them).
+    """
+
+    def __init__(self, x):
+        super().__init__()
+        self.x = x
+
+    def on_train_begin(self, logs=None):
+        if self.x is not None:
+            self.model(self.x, training=True)
+            self.x = None

@@ -23,33 +23,107 @@ Solvers:
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import sys
 import warnings
 
 import tensorflow as tf
 
+from keras_iresnet import validation
+from keras_iresnet._tf import in_xla_context
+
 __all__ = [
     "SOLVERS",
+    "InverseSettings",
     "InverseInfo",
     "InverseNotConvergedError",
     "InverseConvergenceWarning",
     "solve_inverse",
     "report_non_convergence",
     "check_finite",
+    "merge_infos",
 ]
 
 SOLVERS = ("fixed_point", "anderson")
 
+
+@dataclasses.dataclass(frozen=True)
+class InverseSettings:
+    """How an inverse is solved: the one place its defaults are written.
+
+    Every invertible layer takes these as keyword arguments of
+    ``inverse(y, **settings)`` (layers with a closed-form inverse accept and
+    ignore them); a residual block holds its own defaults as one of these.
+
+    Fields:
+      solver: ``"fixed_point"`` (Algorithm 1) or ``"anderson"``.
+      max_iterations: cap on the evaluations of ``g`` per block (>= 1).
+      atol, rtol: stop once ``||y - g(x) - x|| <= atol + rtol * ||y||`` per example.
+      strict: raise :class:`InverseNotConvergedError` (eager) or fail an assert
+        (graph) instead of warning when the tolerance is not met.
+      anderson_memory: iterates mixed by Anderson acceleration.
+    """
+
+    solver: str = "fixed_point"
+    max_iterations: int = 100
+    atol: float = 1e-6
+    rtol: float = 1e-6
+    strict: bool = False
+    anderson_memory: int = 5
+
+    def __post_init__(self):
+        validation.one_of("solver", self.solver, SOLVERS)
+        validation.positive_int("max_iterations", self.max_iterations)
+        validation.non_negative_float("atol", self.atol)
+        validation.non_negative_float("rtol", self.rtol)
+        if self.atol == 0 and self.rtol == 0:
+            raise ValueError("atol and rtol must not both be 0 (the solve could never stop).")
+        if not isinstance(self.strict, bool):
+            raise ValueError(f"strict must be True or False; got strict={self.strict!r}.")
+        validation.positive_int("anderson_memory", self.anderson_memory)
+
+    @classmethod
+    def names(cls):
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **overrides):
+        """A copy with ``overrides`` applied (``None`` values keep the current setting).
+
+        Raises ``TypeError`` for a name that is not a setting.
+        """
+        unknown = sorted(set(overrides) - set(self.names()))
+        if unknown:
+            raise TypeError(f"unexpected inverse settings {unknown}; the settings are {self.names()}.")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **given) if given else self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
 InverseInfo = collections.namedtuple("InverseInfo", ["iterations", "residual", "converged"])
-InverseInfo.__doc__ = """Convergence report of an inverse, per example.
+InverseInfo.__doc__ = """Convergence report of an inverse, per example (only computed when asked for).
 
 Fields:
-  iterations: ``[batch]`` int32, evaluations of ``g`` the example needed.
+  iterations: ``[batch]`` int32, evaluations of ``g`` the example needed
+    (summed over the blocks of a stack or a network).
   residual: ``[batch]``, relative residual ``||x + g(x) - y|| / ||y||`` of the
-    returned ``x`` (computed with one extra evaluation of ``g``).
-  converged: ``[batch]`` bool, whether the tolerance was met.
+    returned ``x`` (one extra evaluation of ``g``; the worst block's).
+  converged: ``[batch]`` bool, whether the tolerance was met (in every block).
 """
+
+
+def merge_infos(infos):
+    """One :class:`InverseInfo` for blocks solved one after the other (``None`` entries skipped)."""
+    infos = [info for info in infos if info is not None]
+    if not infos:
+        return None
+    iterations, residual, converged = infos[0]
+    for info in infos[1:]:
+        iterations = iterations + info.iterations
+        residual = tf.maximum(residual, info.residual)
+        converged = tf.logical_and(converged, info.converged)
+    return InverseInfo(iterations=iterations, residual=residual, converged=converged)
 
 
 class InverseNotConvergedError(RuntimeError):
@@ -62,16 +136,6 @@ class InverseConvergenceWarning(UserWarning):
 
 def _flat_norm(t):
     return tf.norm(tf.reshape(t, [tf.shape(t)[0], -1]), axis=1)
-
-
-def in_xla_context():
-    """Whether ops are being built inside an XLA (``jit_compile``) function."""
-    try:
-        from tensorflow.python.ops import control_flow_util
-
-        return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
-    except Exception:  # pragma: no cover - private API moved
-        return False
 
 
 def check_finite(y):
@@ -209,57 +273,56 @@ def report_non_convergence(converged, residual_rel, strict, max_iterations):
     )
 
 
-def solve_inverse(
-    g,
-    y,
-    solver="fixed_point",
-    max_iterations=100,
-    atol=1e-6,
-    rtol=1e-6,
-    strict=False,
-    return_info=False,
-    anderson_memory=5,
-    report=True,
-):
+def run_solver(g, y, settings):
+    """The solve without any reporting: ``(x, converged, iterations, loop_residual)``.
+
+    ``loop_residual`` is the relative fixed-point residual the loop measured last
+    (of the iterate *before* the returned ``x``, an upper bound of the final one
+    for a contraction); no extra evaluation of ``g`` is made.
+    """
+    y = tf.convert_to_tensor(y)
+    y_norm = _flat_norm(y)
+    tol = settings.atol + settings.rtol * y_norm
+    if settings.solver == "fixed_point":
+        run = functools.partial(_fixed_point, g, max_iterations=settings.max_iterations)
+    else:
+        run = functools.partial(
+            _anderson, g, max_iterations=settings.max_iterations, memory=settings.anderson_memory
+        )
+    x, converged, iterations, residual = run(y, tol)
+    return x, converged, iterations, residual / (y_norm + 1e-30)
+
+
+def final_info(g, x, y, converged, iterations):
+    """The :class:`InverseInfo` of a solve, with the final residual (one evaluation of ``g``)."""
+    final = _flat_norm(x + g(x) - y) / (_flat_norm(y) + 1e-30)
+    return InverseInfo(iterations=iterations, residual=final, converged=converged)
+
+
+def solve_inverse(g, y, settings=None, return_info=False, report=True):
     """Solve ``x + g(x) = y`` for ``x`` (Algorithm 1, or Anderson acceleration).
 
     Args:
       g: the residual function, a contraction mapping ``[batch, ...]`` to the same shape.
       y: ``[batch, ...]`` outputs of the block.
-      solver: ``"fixed_point"`` (Algorithm 1) or ``"anderson"``.
-      max_iterations: cap on the evaluations of ``g`` (>= 1).
-      atol, rtol: stop once ``||y - g(x) - x|| <= atol + rtol * ||y||`` per example.
-      strict: raise :class:`InverseNotConvergedError` (eager) or fail an assert
-        (graph) instead of warning when the tolerance is not met.
-      return_info: also return an :class:`InverseInfo`.
+      settings: an :class:`InverseSettings` (default: the defaults).
+      return_info: also return an :class:`InverseInfo` (costs one more evaluation of ``g``).
       report: warn/raise on non-convergence here (``False`` leaves it to the
         caller, e.g. outside a ``tf.function``, via :func:`report_non_convergence`).
 
     Returns:
       ``x`` of the shape of ``y``, or ``(x, InverseInfo)``.
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}; got solver={solver!r}.")
-    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
-        raise ValueError(f"max_iterations must be an integer >= 1; got {max_iterations!r}.")
-    if atol < 0 or rtol < 0 or (atol == 0 and rtol == 0):
-        raise ValueError(f"atol and rtol must be >= 0 and not both 0; got atol={atol}, rtol={rtol}.")
-    y = tf.convert_to_tensor(y)
-    y = check_finite(y)
-    y_norm = _flat_norm(y)
-    tol = atol + rtol * y_norm
-    if solver == "fixed_point":
-        run = functools.partial(_fixed_point, g, max_iterations=max_iterations)
-    else:
-        run = functools.partial(_anderson, g, max_iterations=max_iterations, memory=anderson_memory)
-    x, converged, iterations, residual = run(y, tol)
-    residual_rel = residual / (y_norm + 1e-30)
+    settings = settings if settings is not None else InverseSettings()
+    if not isinstance(settings, InverseSettings):
+        raise TypeError(f"settings must be an InverseSettings; got {type(settings).__name__}.")
+    y = check_finite(tf.convert_to_tensor(y))
+    x, converged, iterations, residual = run_solver(g, y, settings)
     if report:
-        check = report_non_convergence(converged, residual_rel, strict, max_iterations)
+        check = report_non_convergence(converged, residual, settings.strict, settings.max_iterations)
         if not tf.executing_eagerly():
             with tf.control_dependencies([check]):
                 x = tf.identity(x)
     if not return_info:
         return x
-    final = _flat_norm(x + g(x) - y) / (y_norm + 1e-30)
-    return x, InverseInfo(iterations=iterations, residual=final, converged=converged)
+    return x, final_info(g, x, y, converged, iterations)

@@ -10,55 +10,81 @@ activations with continuous derivatives (ELU, softplus) for density models
 """
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 
-__all__ = ["LipSwish", "get_activation", "LIPSCHITZ_ONE_ACTIVATIONS"]
+from keras_iresnet import validation
+
+__all__ = ["LipSwish", "lipswish", "get_activation", "LIPSCHITZ_ONE_ACTIVATIONS"]
 
 LIPSCHITZ_ONE_ACTIVATIONS = ("elu", "softplus", "relu", "tanh", "lipswish")
+
+#: The effective beta the reference starts from: its raw parameter is 0.5 and it
+#: applies softplus (Residual Flows, ``resflows/layers/base/activations.py``).
+REFERENCE_BETA = math.log1p(math.exp(0.5))  # 0.974077...
+
+
+def lipswish(x, beta):
+    """``x * sigmoid(beta * x) / 1.1`` (Chen et al. 2019, eq. 14), 1-Lipschitz for every ``beta > 0``."""
+    return x * tf.sigmoid(beta * x) / 1.1
 
 
 @keras.saving.register_keras_serializable(package="keras_iresnet")
 class LipSwish(keras.layers.Layer):
     """LipSwish (Chen et al., 2019, Residual Flows): ``x * sigmoid(beta * x) / 1.1``.
 
-    ``beta = softplus(beta_raw) > 0`` is learnable (initialized to 0.5 like the
-    reference implementation). ``max_x d/dx [x sigmoid(beta x)] ~= 1.0998`` for
-    every beta > 0, so dividing by 1.1 makes it 1-Lipschitz.
+    ``beta = softplus(beta_raw) > 0`` is learnable and starts at the reference
+    implementation's effective value ``softplus(0.5) ~= 0.974``.
+    ``max_x d/dx [x sigmoid(beta x)] ~= 1.0998`` for every beta > 0, so dividing
+    by 1.1 makes it 1-Lipschitz.
+
+    Args:
+      beta_init: the starting (effective) beta, > 0.
+      stack: hold this many independent betas ``[stack]`` (for residual
+        stacks, which apply slice ``i`` in block ``i``), or None.
 
     Shapes: any; elementwise.
     """
 
-    def __init__(self, beta_init=0.5, **kwargs):
+    def __init__(self, beta_init=REFERENCE_BETA, stack=None, **kwargs):
         super().__init__(**kwargs)
-        if not beta_init > 0:
-            raise ValueError(f"beta_init must be > 0; got beta_init={beta_init!r}.")
-        self.beta_init = float(beta_init)
+        self.beta_init = validation.positive_float("beta_init", beta_init)
+        self.stack = None if stack is None else validation.positive_int("stack", stack)
 
     def build(self, input_shape):
-        raw = float(tf.math.log(tf.math.expm1(tf.constant(self.beta_init, tf.float64))))
+        raw = math.log(math.expm1(self.beta_init))
         self.beta_raw = self.add_weight(
-            name="beta_raw", shape=(), initializer=keras.initializers.Constant(raw)
+            name="beta_raw",
+            shape=(self.stack,) if self.stack else (),
+            initializer=keras.initializers.Constant(raw),
         )
 
     @property
     def beta(self):
+        """``softplus(beta_raw)``: a scalar, or ``[stack]``."""
         return tf.nn.softplus(tf.convert_to_tensor(self.beta_raw))
 
     def call(self, inputs):
-        return inputs * tf.sigmoid(self.beta * inputs) / 1.1
+        if self.stack:
+            raise ValueError(f"LipSwish {self.name!r} holds {self.stack} betas; use lipswish(x, beta[i]).")
+        return lipswish(inputs, self.beta)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
         config = super().get_config()
-        config["beta_init"] = self.beta_init
+        config.update(beta_init=self.beta_init, stack=self.stack)
         return config
 
 
-def get_activation(identifier):
-    """Resolve an activation name or callable to a callable ``x -> phi(x)``."""
+def get_activation(identifier, stack=None):
+    """Resolve an activation name or callable to a callable ``x -> phi(x)``.
+
+    ``"lipswish"`` gives a fresh :class:`LipSwish` layer (with ``stack`` betas).
+    """
     if callable(identifier):
         return identifier
     if not isinstance(identifier, str) or identifier.lower() not in LIPSCHITZ_ONE_ACTIVATIONS:
@@ -68,5 +94,5 @@ def get_activation(identifier):
         )
     name = identifier.lower()
     if name == "lipswish":
-        return LipSwish()
+        return LipSwish(stack=stack)
     return {"elu": tf.nn.elu, "softplus": tf.nn.softplus, "relu": tf.nn.relu, "tanh": tf.tanh}[name]

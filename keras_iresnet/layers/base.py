@@ -1,11 +1,29 @@
-"""The invertible-layer protocol shared by every layer, block, network and bijector.
+"""The invertible-layer contract shared by every layer, block, network and bijector.
 
 ::
 
     class InvertibleLayer(keras.layers.Layer):
-        def call(self, x, training=None):                 # y = f(x)
-        def forward_and_log_det(self, x, training=None):  # (y, log|det df/dx|), log_det: [batch]
-        def inverse(self, y):                             # x = f^-1(y)
+        def call(self, x, training=None):                                # y = f(x)
+        def forward_and_log_det(self, x, training=None, logdet=None):    # (y, log|det df/dx|) [batch]
+        def inverse(self, y, return_info=False, **settings)              # x = f^-1(y)
+
+``logdet`` (an estimator of :mod:`keras_iresnet.logdet`) replaces the estimator
+of every layer that *estimates* its log-det (residual blocks) for this call, e.g.
+a more accurate one for evaluation; layers with exact log-dets ignore it.
+
+``inverse`` is the same on every layer: ``settings`` are the fields of
+:class:`keras_iresnet.inverse.InverseSettings` (``solver``, ``max_iterations``,
+``atol``, ``rtol``, ``strict``, ``anderson_memory``); layers that solve (residual
+blocks) apply them, layers with a closed-form inverse accept and ignore them, and
+an unknown name or a bad value raises at once. ``return_info=True`` returns
+``(x, info)`` with an :class:`~keras_iresnet.inverse.InverseInfo` (``None`` for
+closed-form layers); without it no report is computed.
+
+To write your own invertible layer, subclass :class:`InvertibleLayer` and
+implement ``forward_and_log_det`` and ``_inverse(y, settings)`` (and
+``compute_output_shape`` / ``compute_inverse_shape`` if the shape changes);
+``keras_iresnet.testing.check_invertible_layer`` then checks it the way every
+layer of this package is checked.
 
 ``forward_and_log_det`` and ``inverse`` may be called on an unbuilt layer: the
 layer builds itself from the input shape (for ``inverse``, from the input shape
@@ -16,26 +34,52 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_iresnet.inverse import InverseSettings
+
 __all__ = ["InvertibleLayer"]
+
+_DEFAULT_SETTINGS = InverseSettings()
 
 
 class InvertibleLayer(keras.layers.Layer):
     """Base class of the invertible layers of keras_iresnet.
 
-    Subclasses implement :meth:`forward_and_log_det` and :meth:`inverse`; the
-    default ``call`` returns the first element of ``forward_and_log_det``.
+    Subclasses implement :meth:`forward_and_log_det` and :meth:`_inverse`
+    (solving layers also :meth:`_inverse_and_info`); the default ``call``
+    returns the first element of ``forward_and_log_det``.
     """
 
     def call(self, inputs, training=None):
         return self.forward_and_log_det(inputs, training=training)[0]
 
-    def forward_and_log_det(self, inputs, training=None):
-        """Return ``(y, log_det)`` with ``log_det`` of shape ``[batch]``."""
+    def forward_and_log_det(self, inputs, training=None, logdet=None):
+        """Return ``(y, log_det)`` with ``log_det`` of shape ``[batch]`` (``logdet``: see the module docstring)."""
         raise NotImplementedError
 
-    def inverse(self, outputs):
-        """Return ``x`` with ``f(x) = outputs``."""
+    def inverse(self, outputs, return_info=False, **settings):
+        """``x`` with ``f(x) = outputs`` (``[batch, ...]``); see the module docstring.
+
+        Args:
+          outputs: ``y``, ``[batch, ...]``.
+          return_info: also return an :class:`~keras_iresnet.inverse.InverseInfo`
+            (``None`` where nothing was solved).
+          **settings: fields of :class:`~keras_iresnet.inverse.InverseSettings`
+            for this call (``None`` keeps a layer's own default).
+        """
+        _DEFAULT_SETTINGS.replace(**settings)  # names and values checked once, here
+        y = tf.convert_to_tensor(outputs)
+        self._ensure_built_from_output(y.shape)
+        if return_info:
+            return self._inverse_and_info(y, settings)
+        return self._inverse(y, settings)
+
+    def _inverse(self, y, settings):
+        """``f^{-1}(y)``; ``settings`` is a dict of validated overrides (often empty)."""
         raise NotImplementedError
+
+    def _inverse_and_info(self, y, settings):
+        """``(f^{-1}(y), info)``; layers that solve override this (default: no info)."""
+        return self._inverse(y, settings), None
 
     def compute_inverse_shape(self, output_shape):
         """Input shape that produces ``output_shape`` (identity unless overridden)."""

@@ -1,145 +1,185 @@
-"""The invertible residual block ``y = x + g(x)`` with ``Lip(g) < 1`` (Theorem 1)."""
+"""Invertible residual blocks ``y = x + g(x)`` with ``Lip(g) < 1`` (Theorem 1), alone or stacked.
+
+:class:`InvertibleResidualStack` applies ``num_blocks`` independent blocks of the
+same shape one after the other. Their weights are stacked (``[num_blocks, ...]``
+per parameter) and the blocks run in one ``tf.while_loop`` over a single traced
+body, so a deep flow costs the same to trace, compile and optimize as one block
+(a 100-block 2-D flow starts training in seconds, and the optimizer updates a
+handful of stacked variables instead of hundreds of small ones). Their power
+iterations run as one batched iteration. :class:`InvertibleResidualBlock` is the
+stack of one (unstacked variables).
+"""
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
-from keras_iresnet._compile import graph_function
-
 from keras_iresnet import inverse as inverse_lib
 from keras_iresnet import logdet as logdet_lib
-from keras_iresnet.layers.activations import get_activation
+from keras_iresnet import validation
+from keras_iresnet._tf import graph_function, no_autograph
+from keras_iresnet.layers.activations import LipSwish, get_activation, lipswish
 from keras_iresnet.layers.base import InvertibleLayer
 from keras_iresnet.layers.flow_layers import ActNorm
-from keras_iresnet.layers.spectral_layers import (
-    SpectralConv2D,
-    SpectralDense,
-    validate_coeff,
-    validate_positive_int,
-)
+from keras_iresnet.layers.spectral_layers import SpectralConv2D, SpectralDense
 
-__all__ = ["InvertibleResidualBlock"]
+__all__ = ["InvertibleResidualStack", "InvertibleResidualBlock", "ACTNORM_MODES"]
+
+ACTNORM_MODES = ("channel", "position")
+
+
+def _actnorm_mode(actnorm):
+    if actnorm is True:
+        return "channel"
+    if actnorm is False or actnorm is None:
+        return None
+    return validation.one_of("actnorm", actnorm, ACTNORM_MODES + (True, False, None))
 
 
 @keras.saving.register_keras_serializable(package="keras_iresnet")
-class InvertibleResidualBlock(InvertibleLayer):
-    """Invertible residual block ``F(x) = x + g(x)`` (Behrmann et al. 2019, section 2).
+class InvertibleResidualStack(InvertibleLayer):
+    """``num_blocks`` invertible residual blocks ``F_i(x) = x + g_i(x)`` applied in turn (section 2).
 
-    ``g = W_L phi(... W_2 phi(W_1 x))`` is built from spectral-normalized layers
-    (equation (2)) and 1-Lipschitz activations, so ``Lip(g) <= coeff^L < 1``:
+    Each ``g_i = W_L phi(... W_2 phi(W_1 x))`` is built from spectral-normalized
+    layers (equation (2)) and 1-Lipschitz activations, so ``Lip(g_i) <= coeff^L < 1``:
 
     - images ``[batch, H, W, C]``: :class:`SpectralConv2D` with ``kernel_sizes``
       (the paper's bottleneck ``(3, 1, 3)``), widths ``hidden, ..., hidden, C``;
     - vectors ``[batch, d]``: :class:`SpectralDense` with the same number of
       layers, ``len(kernel_sizes)`` (the sizes themselves are ignored).
 
-    The inverse solves ``x + g(x) = y`` by the fixed-point iteration of
-    Algorithm 1 (or Anderson acceleration) in a ``tf.while_loop``; the log-det
-    ``log det(I + J_g)`` comes from a pluggable estimator (section 3).
+    The inverse solves ``x + g_i(x) = y`` block by block, last first, by the
+    fixed-point iteration of Algorithm 1 (or Anderson acceleration) in a
+    ``tf.while_loop``; the log-det ``sum_i log det(I + J_{g_i})`` comes from a
+    pluggable estimator (section 3).
 
     Args:
+      num_blocks: how many blocks (>= 1); their weights are stacked.
       hidden: width of the hidden layers of g (channels or units).
       kernel_sizes: kernel size of each conv of g; its length is the number of
         linear layers (also for vectors).
       coeff: spectral-normalization coefficient, ``0 < coeff < 1``; ``None``
-        builds the same block *without* normalization (a vanilla ResNet block,
+        builds the same blocks *without* normalization (vanilla ResNet blocks,
         not guaranteed invertible).
       activation: ``"elu"`` (default), ``"softplus"``, ``"relu"``, ``"tanh"``,
-        ``"lipswish"`` or a callable you guarantee to be 1-Lipschitz.
-      power_iterations: power-iteration steps per training call.
+        ``"lipswish"`` (a learnable beta per block and layer) or a callable you
+        guarantee to be 1-Lipschitz.
+      power_iterations: cap on the power iterations per training call.
+      power_tol: the power iteration stops once sigma~ changes by at most this
+        (relative) in one iteration (``None``: exactly ``power_iterations``).
+        See :mod:`keras_iresnet.layers.spectral_layers` for the guarantee.
       dropout: dropout rate on the hidden activations of g, training only. Note
         that inverted dropout scales by ``1 / (1 - rate)``, so during training
         ``Lip(g)`` can exceed ``coeff`` by that factor (choose coeff accordingly,
         as the paper does); at inference there is no dropout.
-      preactivation: apply ``phi`` to the input of g too (the official code's
-        pre-activation blocks).
-      actnorm: put an :class:`ActNorm` before the residual map (its log-det is added).
+      preactivation: apply ``phi`` to the input of g too (pre-activation blocks,
+        as in Residual Flows and the official code's density models).
+      actnorm: put an :class:`ActNorm` before each residual map (its log-det is
+        added): ``True`` or ``"channel"`` (per channel), ``"position"`` (per
+        dimension), or ``False``.
+      actnorm_variance_floor: the ActNorms' initialization variance floor.
       logdet: ``"auto"`` (exact for events of at most 16 dims, else power series),
         ``"exact"``, ``"power_series"``, ``"russian_roulette"`` or an estimator
         from :mod:`keras_iresnet.logdet`.
-      solver: ``"fixed_point"`` (Algorithm 1) or ``"anderson"``.
-      max_iterations, atol, rtol: inverse stopping rule, see
-        :func:`keras_iresnet.inverse.solve_inverse`.
-      strict: default for ``inverse(strict=...)``: raise instead of warning when
-        the inverse does not converge.
+      solver, max_iterations, atol, rtol, strict: this layer's defaults for
+        :class:`keras_iresnet.inverse.InverseSettings` (None: the package default).
       seed: seed of the log-det probes (each call draws fresh probes from it,
-        different on each replica of a strategy).
+        different on each replica of a strategy and in each block).
 
     Shapes: ``[batch, d]`` or ``[batch, H, W, C]`` -> same; log-det ``[batch]``.
     """
 
     def __init__(
         self,
+        num_blocks=1,
         hidden=64,
         kernel_sizes=(3, 1, 3),
         coeff=0.97,
         activation="elu",
-        power_iterations=1,
+        power_iterations=20,
+        power_tol=1e-4,
         dropout=0.0,
         preactivation=False,
         actnorm=False,
+        actnorm_variance_floor=0.0,
         logdet="auto",
-        solver="fixed_point",
-        max_iterations=100,
-        atol=1e-6,
-        rtol=1e-6,
-        strict=False,
+        solver=None,
+        max_iterations=None,
+        atol=None,
+        rtol=None,
+        strict=None,
         seed=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.hidden = validate_positive_int("hidden", hidden)
-        kernel_sizes = tuple(int(k) for k in kernel_sizes)
-        if not kernel_sizes or any(k < 1 for k in kernel_sizes):
-            raise ValueError(f"kernel_sizes must be a non-empty list of sizes >= 1; got {kernel_sizes}.")
+        self.num_blocks = validation.positive_int("num_blocks", num_blocks)
+        self.hidden = validation.positive_int("hidden", hidden)
+        try:
+            kernel_sizes = tuple(validation.positive_int("kernel_sizes", k) for k in kernel_sizes)
+        except TypeError:
+            kernel_sizes = ()
+        if not kernel_sizes:
+            raise ValueError(f"kernel_sizes must be a non-empty list of sizes >= 1; got {kernel_sizes!r}.")
         self.kernel_sizes = kernel_sizes
-        self.coeff = validate_coeff(coeff)
+        self.coeff = validation.coeff(coeff)
         self.activation = activation
+        stack = self.num_blocks if self.num_blocks > 1 else None
         # phi before every linear layer but the first (and before the first too with
         # preactivation); None where no activation is applied, so that a learnable
         # activation (LipSwish) creates no weight that never gets a gradient.
         self.activation_fns = [
-            get_activation(activation) if i > 0 or preactivation else None for i in range(len(kernel_sizes))
+            get_activation(activation, stack=stack) if i > 0 or preactivation else None
+            for i in range(len(kernel_sizes))
         ]
-        self.power_iterations = validate_positive_int("power_iterations", power_iterations)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must satisfy 0 <= dropout < 1; got dropout={dropout!r}.")
-        self.dropout = float(dropout)
+        self.power_iterations = validation.positive_int("power_iterations", power_iterations)
+        self.power_tol = None if power_tol is None else validation.positive_float("power_tol", power_tol)
+        self.dropout = validation.fraction("dropout", dropout)
         self.preactivation = bool(preactivation)
-        self.actnorm = ActNorm() if actnorm else None
-        self.estimator = logdet_lib.get(logdet)
-        if solver not in inverse_lib.SOLVERS:
-            raise ValueError(f"solver must be one of {inverse_lib.SOLVERS}; got solver={solver!r}.")
-        self.solver = solver
-        self.inverse_settings = dict(
-            max_iterations=validate_positive_int("max_iterations", max_iterations),
-            atol=float(atol),
-            rtol=float(rtol),
+        self.actnorm_mode = _actnorm_mode(actnorm)
+        self.actnorm_variance_floor = validation.non_negative_float("actnorm_variance_floor", actnorm_variance_floor)
+        self.actnorm = (
+            ActNorm(
+                per_position=self.actnorm_mode == "position",
+                variance_floor=self.actnorm_variance_floor,
+                stack=stack,
+                name=f"{self.name}_actnorm",
+            )
+            if self.actnorm_mode
+            else None
         )
-        self.strict = bool(strict)
-        self.seed = seed
+        self.estimator = logdet_lib.get(logdet)
+        self.inverse_defaults = inverse_lib.InverseSettings().replace(
+            solver=solver, max_iterations=max_iterations, atol=atol, rtol=rtol, strict=strict
+        )
+        self.seed = None if seed is None else validation.non_negative_int("seed", seed)
         self.linear_layers = []
-        self._compiled_inverse_fn = None
+        self._compiled_solvers = {}
+
+    @property
+    def stack_size(self):
+        """``num_blocks`` if the weights are stacked, else None (a single block)."""
+        return self.num_blocks if self.num_blocks > 1 else None
 
     # -- build ---------------------------------------------------------------
     def build(self, input_shape):
         input_shape = tuple(input_shape)
         if len(input_shape) not in (2, 4) or any(d is None for d in input_shape[1:]):
             raise ValueError(
-                "InvertibleResidualBlock expects inputs [batch, d] or [batch, H, W, C] with a "
+                f"{type(self).__name__} expects inputs [batch, d] or [batch, H, W, C] with a "
                 f"fully known event shape; got input shape {input_shape}."
             )
         channels = int(input_shape[-1])
         widths = [self.hidden] * (len(self.kernel_sizes) - 1) + [channels]
-        is_image = len(input_shape) == 4
         shape = input_shape
         for i, (width, size) in enumerate(zip(widths, self.kernel_sizes)):
             common = dict(
                 coeff=self.coeff,
                 power_iterations=self.power_iterations,
+                power_tol=self.power_tol,
+                stack=self.stack_size,
                 name=f"{self.name}_linear{i}",
             )
-            if is_image:
+            if len(input_shape) == 4:
                 layer = SpectralConv2D(width, size, padding="same", **common)
             else:
                 layer = SpectralDense(width, **common)
@@ -160,35 +200,50 @@ class InvertibleResidualBlock(InvertibleLayer):
             aggregation="only_first_replica",
         )
 
-    # -- the residual function -------------------------------------------------
-    def residual_function(self, training=False):
-        """A pure function ``g`` for this call: kernels normalized once, dropout masks fixed.
-
-        With ``training=True`` the spectral layers advance their power iteration
-        (once, here), so ``g`` can then be evaluated any number of times (by the
-        log-det estimator or the inverse) without changing state.
-        """
+    # -- the residual functions ------------------------------------------------
+    def _parameters(self, training):
+        """Every block's parameters for this call (kernels normalized once; stacked if a stack)."""
         kernels = [layer.normalized_kernel(training=training) for layer in self.linear_layers]
-        biases = [layer.bias for layer in self.linear_layers]
+        biases = [None if layer.bias is None else tf.convert_to_tensor(layer.bias) for layer in self.linear_layers]
+        betas = [act.beta if isinstance(act, LipSwish) else None for act in self.activation_fns]
+        return kernels, biases, betas
+
+    def _pick(self, t, index):
+        return t if t is None or self.stack_size is None else t[index]
+
+    def _g(self, parameters, index, training):
+        kernels, biases, betas = ([self._pick(t, index) for t in group] for group in parameters)
         use_dropout = bool(training) and self.dropout > 0
         masks = {}
 
         def g(x):
             h = x
-            for i, (layer, kernel, bias) in enumerate(zip(self.linear_layers, kernels, biases)):
-                if i > 0 or self.preactivation:
-                    h = self.activation_fns[i](h)
-                    if use_dropout and i > 0:
-                        if i not in masks:
+            for j, (layer, act) in enumerate(zip(self.linear_layers, self.activation_fns)):
+                if act is not None:
+                    h = lipswish(h, betas[j]) if isinstance(act, LipSwish) else act(h)
+                    if use_dropout and j > 0:
+                        if j not in masks:
                             keep = tf.random.uniform(tf.shape(h), dtype=h.dtype) >= self.dropout
-                            masks[i] = tf.cast(keep, h.dtype) / (1.0 - self.dropout)
-                        h = h * masks[i]
-                h = layer.apply_operator(h, kernel)
-                if bias is not None:
-                    h = h + bias
+                            masks[j] = tf.cast(keep, h.dtype) / (1.0 - self.dropout)
+                        h = h * masks[j]
+                h = layer.apply_operator(h, kernels[j])
+                if biases[j] is not None:
+                    h = h + biases[j]
             return h
 
         return g
+
+    def residual_function(self, training=False, index=0):
+        """A pure function ``g`` of block ``index`` for this call: kernels normalized once,
+        dropout masks fixed.
+
+        With ``training=True`` the spectral layers advance their power iteration
+        (once, here), so ``g`` can then be evaluated any number of times (by the
+        log-det estimator or the inverse) without changing state.
+        """
+        if not 0 <= int(index) < self.num_blocks:
+            raise ValueError(f"index must be in [0, {self.num_blocks}); got index={index!r}.")
+        return self._g(self._parameters(training), int(index), training)
 
     def _probe_seed(self):
         """A fresh ``[2]`` seed per call: (user seed + replica id, call counter)."""
@@ -202,97 +257,164 @@ class InvertibleResidualBlock(InvertibleLayer):
         return tf.stack([tf.cast(base, tf.int32) + tf.cast(replica, tf.int32) * 7919, counter])
 
     # -- protocol --------------------------------------------------------------
-    def call(self, inputs, training=None):
-        x = inputs
-        if self.actnorm is not None:
-            x = self.actnorm(x, training=training)
-        return x + self.residual_function(training=bool(training))(x)
+    @no_autograph
+    def _forward(self, x, training, estimator):
+        """``(y, log_det or None)``; ``estimator=None`` skips the log-det (classifiers)."""
+        parameters = self._parameters(training)
+        seed = self._probe_seed() if estimator is not None else None
+        actnorm = self.actnorm
+        if actnorm is not None:
+            an_bias, an_log_scale = tf.convert_to_tensor(actnorm.bias), tf.convert_to_tensor(actnorm.log_scale)
 
-    def forward_and_log_det(self, inputs, training=None):
+        def block(index, x):
+            log_det = self._zero_log_det(x)
+            used = None
+            if actnorm is not None:
+                used = actnorm.parameters_for_step(
+                    x, self._pick(an_bias, index), self._pick(an_log_scale, index), training
+                )
+                x, log_det = actnorm.affine(x, *used)
+            g = self._g(parameters, index, training)
+            if estimator is None:
+                return x + g(x), log_det, used
+            block_seed = tf.random.experimental.stateless_fold_in(seed, index)
+            gx, block_log_det = estimator(g, x, seed=block_seed)
+            return x + gx, log_det + block_log_det, used
+
+        initialize = bool(training) and actnorm is not None
+        if self.stack_size is None:
+            y, log_det, used = block(0, x)
+            if initialize:
+                actnorm.store_initialization(*used)
+            return y, log_det
+
+        def body(index, x, log_det, bias_stack, log_scale_stack):
+            y, block_log_det, used = block(index, x)
+            if initialize:  # collect the initial values (nothing to do once initialized)
+                bias_stack, log_scale_stack = tf.cond(
+                    actnorm.is_initialized(),
+                    lambda: (bias_stack, log_scale_stack),
+                    lambda: (
+                        tf.tensor_scatter_nd_update(bias_stack, [[index]], used[0][None]),
+                        tf.tensor_scatter_nd_update(log_scale_stack, [[index]], used[1][None]),
+                    ),
+                )
+            return index + 1, y, log_det + block_log_det, bias_stack, log_scale_stack
+
+        empty = tf.zeros([0])
+        state = (
+            tf.constant(0),
+            x,
+            self._zero_log_det(x),
+            an_bias if initialize else empty,
+            an_log_scale if initialize else empty,
+        )
+        _, y, log_det, bias_stack, log_scale_stack = tf.while_loop(
+            lambda index, *_: index < self.num_blocks, body, state, maximum_iterations=self.num_blocks
+        )
+        if initialize:
+            actnorm.store_initialization(bias_stack, log_scale_stack)
+        return y, log_det
+
+    def call(self, inputs, training=None):
+        x = tf.convert_to_tensor(inputs)
+        return self._forward(x, bool(training), None)[0]
+
+    def forward_and_log_det(self, inputs, training=None, logdet=None):
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
-        log_det = self._zero_log_det(x)
-        if self.actnorm is not None:
-            x, log_det = self.actnorm.forward_and_log_det(x, training=training)
-        g = self.residual_function(training=bool(training))
-        gx, block_log_det = self.estimator(g, x, seed=self._probe_seed())
-        return x + gx, log_det + block_log_det
+        estimator = self.estimator if logdet is None else logdet_lib.get(logdet)
+        return self._forward(x, bool(training), estimator)
 
-    def inverse(self, outputs, return_info=False, strict=None, solver=None, **overrides):
-        """``x = F^{-1}(y)`` by fixed-point iteration (Algorithm 1) or Anderson acceleration.
+    def _inverse(self, y, settings):
+        return self._solve(y, settings, return_info=False)[0]
 
-        Args:
-          outputs: ``y``, ``[batch, ...]``.
-          return_info: also return a :class:`keras_iresnet.inverse.InverseInfo`
-            (per-example iterations, final relative residual
-            ``||x + g(x) - y|| / ||y||``, converged flags).
-          strict: raise :class:`keras_iresnet.inverse.InverseNotConvergedError`
-            instead of warning when the tolerance is not reached (default: the
-            block's ``strict``).
-          solver: override the block's solver for this call.
-          **overrides: ``max_iterations``, ``atol``, ``rtol`` for this call.
-        """
-        y = tf.convert_to_tensor(outputs)
-        self._ensure_built_from_output(y.shape)
-        unknown = set(overrides) - set(self.inverse_settings)
-        if unknown:
-            raise TypeError(f"unexpected inverse arguments {sorted(unknown)}.")
-        settings = {**self.inverse_settings, **overrides}
-        solver = solver or self.solver
-        strict = self.strict if strict is None else strict
+    def _inverse_and_info(self, y, settings):
+        return self._solve(y, settings, return_info=True)
+
+    def _solve(self, y, overrides, return_info):
+        settings = self.inverse_defaults.replace(**overrides)
         if tf.executing_eagerly():
-            # One traced graph per block and setting (an eager while_loop is a slow
+            # One traced graph per layer and setting (an eager while_loop is a slow
             # Python loop); non-convergence is reported here, in Python.
             inverse_lib.check_finite(y)
-            x, info = self._compiled_inverse(y, solver, tuple(sorted(settings.items())))
-            last = info.residual
-            inverse_lib.report_non_convergence(
-                info.converged, last, strict, settings["max_iterations"]
-            )
-            result = (x, info) if return_info else x
-        else:
-            result = inverse_lib.solve_inverse(
-                self.residual_function(training=False),
-                y,
-                solver=solver,
-                strict=strict,
-                return_info=return_info,
-                **settings,
-            )
-        x, info = result if return_info else (result, None)
-        if self.actnorm is not None:
-            x = self.actnorm.inverse(x)
-        return (x, info) if return_info else x
-
-    @property
-    def _compiled_inverse(self):
-        if getattr(self, "_compiled_inverse_fn", None) is None:
-
-            def run(y, solver, settings):
-                return inverse_lib.solve_inverse(
-                    self.residual_function(training=False),
-                    y,
-                    solver=solver,
-                    return_info=True,
-                    report=False,
-                    **dict(settings),
+            key = (settings, return_info)
+            if key not in self._compiled_solvers:
+                self._compiled_solvers[key] = graph_function(
+                    lambda t: self._solve_graph(t, settings, return_info)
                 )
+            x, converged, iterations, residual, final = self._compiled_solvers[key](y)
+            inverse_lib.report_non_convergence(converged, residual, settings.strict, settings.max_iterations)
+        else:
+            y = inverse_lib.check_finite(y)
+            x, converged, iterations, residual, final = self._solve_graph(y, settings, return_info)
+            check = inverse_lib.report_non_convergence(
+                converged, residual, settings.strict, settings.max_iterations
+            )
+            with tf.control_dependencies([check]):
+                x = tf.identity(x)
+        info = inverse_lib.InverseInfo(iterations, final, converged) if return_info else None
+        return x, info
 
-            self._compiled_inverse_fn = graph_function(run)
-        return self._compiled_inverse_fn
+    @no_autograph
+    def _solve_graph(self, y, settings, return_info):
+        """Every block's solve, last block first: ``(x, converged, iterations, loop residual, final residual)``."""
+        parameters = self._parameters(False)
+        actnorm = self.actnorm
+        if actnorm is not None:
+            an_bias, an_log_scale = tf.convert_to_tensor(actnorm.bias), tf.convert_to_tensor(actnorm.log_scale)
 
-    def lipschitz_bound(self):
-        """Certified upper bound on ``Lip(g)``: product of the exact operator norms.
+        def block(index, y):
+            g = self._g(parameters, index, False)
+            x, converged, iterations, residual = inverse_lib.run_solver(g, y, settings)
+            if return_info:
+                final = inverse_lib.final_info(g, x, y, converged, iterations).residual
+            else:
+                final = tf.zeros_like(residual)
+            if actnorm is not None:
+                x = actnorm.inverse_affine(x, self._pick(an_bias, index), self._pick(an_log_scale, index))
+            return x, converged, iterations, residual, final
 
-        Uses :func:`keras_iresnet.spectral.operator_norm` of each layer as applied
-        (activations are 1-Lipschitz). Returns a Python float.
+        if self.stack_size is None:
+            return block(0, y)
+
+        def body(index, y, converged, iterations, residual, final):
+            x, c, it, r, f = block(index, y)
+            return (
+                index - 1,
+                x,
+                tf.logical_and(converged, c),
+                iterations + it,
+                tf.maximum(residual, r),
+                tf.maximum(final, f),
+            )
+
+        batch = tf.shape(y)[:1]
+        state = (
+            tf.constant(self.num_blocks - 1),
+            y,
+            tf.ones(batch, tf.bool),
+            tf.zeros(batch, tf.int32),
+            tf.zeros(batch, y.dtype),
+            tf.zeros(batch, y.dtype),
+        )
+        _, x, converged, iterations, residual, final = tf.while_loop(
+            lambda index, *_: index >= 0, body, state, maximum_iterations=self.num_blocks
+        )
+        return x, converged, iterations, residual, final
+
+    def lipschitz_bounds(self):
+        """Certified upper bound on ``Lip(g_i)`` of every block: products of exact operator norms.
+
+        Uses ``operator_norm()`` of each layer as applied (activations are
+        1-Lipschitz). Returns a list of ``num_blocks`` Python floats.
         """
-        from keras_iresnet.spectral import operator_norm
-
-        bound = 1.0
+        bounds = [1.0] * self.num_blocks
         for layer in self.linear_layers:
-            bound *= operator_norm(layer)
-        return bound
+            norms = layer.operator_norm()
+            norms = norms if isinstance(norms, list) else [norms]
+            bounds = [b * n for b, n in zip(bounds, norms)]
+        return bounds
 
     def get_config(self):
         config = super().get_config()
@@ -300,20 +422,21 @@ class InvertibleResidualBlock(InvertibleLayer):
         if callable(activation):
             activation = keras.saving.serialize_keras_object(activation)
         config.update(
+            num_blocks=self.num_blocks,
             hidden=self.hidden,
             kernel_sizes=list(self.kernel_sizes),
             coeff=self.coeff,
             activation=activation,
             power_iterations=self.power_iterations,
+            power_tol=self.power_tol,
             dropout=self.dropout,
             preactivation=self.preactivation,
-            actnorm=self.actnorm is not None,
+            actnorm=self.actnorm_mode or False,
+            actnorm_variance_floor=self.actnorm_variance_floor,
             logdet=logdet_lib.serialize(self.estimator),
-            solver=self.solver,
-            strict=self.strict,
             seed=self.seed,
-            **self.inverse_settings,
         )
+        config.update({k: v for k, v in self.inverse_defaults.to_dict().items() if k != "anderson_memory"})
         return config
 
     @classmethod
@@ -324,3 +447,27 @@ class InvertibleResidualBlock(InvertibleLayer):
             config["activation"] = keras.saving.deserialize_keras_object(activation)
         return cls(**config)
 
+
+@keras.saving.register_keras_serializable(package="keras_iresnet")
+class InvertibleResidualBlock(InvertibleResidualStack):
+    """One invertible residual block ``F(x) = x + g(x)`` (Behrmann et al. 2019, section 2).
+
+    The same arguments as :class:`InvertibleResidualStack` without
+    ``num_blocks`` (a stack of one, with unstacked variables). Use a stack for
+    deep networks of blocks of the same shape: it traces, compiles and trains
+    much faster than a chain of single blocks.
+    """
+
+    def __init__(self, **kwargs):
+        if kwargs.pop("num_blocks", 1) != 1:
+            raise ValueError("InvertibleResidualBlock is one block; use InvertibleResidualStack(num_blocks=...).")
+        super().__init__(num_blocks=1, **kwargs)
+
+    def lipschitz_bound(self):
+        """Certified upper bound on ``Lip(g)`` (see :meth:`lipschitz_bounds`)."""
+        return self.lipschitz_bounds()[0]
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("num_blocks")
+        return config

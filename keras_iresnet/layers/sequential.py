@@ -4,6 +4,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_iresnet.inverse import merge_infos
 from keras_iresnet.layers.base import InvertibleLayer
 
 __all__ = ["InvertibleSequential"]
@@ -14,10 +15,12 @@ class InvertibleSequential(InvertibleLayer):
     """``f = f_n o ... o f_1``: forward in order, inverse in reverse order, log-dets summed.
 
     Args:
-      layers: list of :class:`InvertibleLayer` (blocks, ActNorm, Squeeze, ...,
-        or other ``InvertibleSequential``).
+      layers: list of :class:`InvertibleLayer` (blocks, stacks, ActNorm,
+        Squeeze, ..., or other ``InvertibleSequential``).
 
-    ``inverse(y, strict=...)`` forwards ``strict`` to the residual blocks.
+    ``inverse(y, **settings)`` passes the settings to every layer (the solving
+    ones apply them); ``forward_and_log_det(x, logdet=...)`` passes the
+    estimator override to every layer.
     """
 
     def __init__(self, layers, **kwargs):
@@ -56,37 +59,26 @@ class InvertibleSequential(InvertibleLayer):
             x = layer(x, training=training)
         return x
 
-    def forward_and_log_det(self, inputs, training=None):
+    def forward_and_log_det(self, inputs, training=None, logdet=None):
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
         total = self._zero_log_det(x)
         for layer in self.chain:
-            x, log_det = layer.forward_and_log_det(x, training=training)
+            x, log_det = layer.forward_and_log_det(x, training=training, logdet=logdet)
             total = total + log_det
         return x, total
 
-    def inverse(self, outputs, strict=None, solver=None, **overrides):
-        """Invert every layer in reverse order.
-
-        ``strict``, ``solver`` and the stopping rule (``max_iterations``, ``atol``,
-        ``rtol``) are passed to every residual block (and nested sequence); the
-        other layers have closed-form inverses. ``outputs``: ``[batch, ...]``.
-        """
-        unknown = set(overrides) - set(SOLVER_SETTINGS)
-        if unknown:
-            raise TypeError(
-                f"unexpected inverse arguments {sorted(unknown)}; expected strict, solver or {SOLVER_SETTINGS}."
-            )
-        y = tf.convert_to_tensor(outputs)
-        self._ensure_built_from_output(y.shape)
-        settings = dict(overrides)
-        if strict is not None:
-            settings["strict"] = strict
-        if solver is not None:
-            settings["solver"] = solver
+    def _inverse(self, y, settings):
         for layer in reversed(self.chain):
-            y = layer.inverse(y, **settings) if settings and _takes_solver_settings(layer) else layer.inverse(y)
+            y = layer.inverse(y, **settings)
         return y
+
+    def _inverse_and_info(self, y, settings):
+        infos = []
+        for layer in reversed(self.chain):
+            y, info = layer.inverse(y, return_info=True, **settings)
+            infos.append(info)
+        return y, merge_infos(infos)
 
     def get_config(self):
         config = super().get_config()
@@ -98,10 +90,3 @@ class InvertibleSequential(InvertibleLayer):
         config = dict(config)
         config["layers"] = [keras.saving.deserialize_keras_object(c) for c in config["layers"]]
         return cls(**config)
-
-
-SOLVER_SETTINGS = ("max_iterations", "atol", "rtol")
-
-
-def _takes_solver_settings(layer):
-    return isinstance(layer, InvertibleSequential) or hasattr(layer, "inverse_settings")

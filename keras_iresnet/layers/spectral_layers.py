@@ -1,58 +1,53 @@
-"""Spectral-normalized ``Dense`` and ``Conv2D`` layers (section 2.1, equation (2)).
+"""Spectral-normalized dense and convolutional layers (equation (2), section 2.1).
 
-Both layers own their kernel and bias. In ``call`` they compute the normalized
-kernel
+``W~ = W / max(1, sigma~ / coeff)``, with sigma~ the power-iteration estimate of
+the operator norm of ``W`` *as it is applied* (dense: the matrix; conv: the
+convolution with its strides and zero padding on the layer's input shape).
 
-    W~ = coeff * W / sigma~   if coeff / sigma~ < 1,   else  W          (eq. 2)
+The estimate is kept accurate at every training step, not only after training:
 
-where sigma~ is a power-iteration estimate of the operator norm ``||W||_2``
-taken through the operator itself (the convolution and its transpose on the
-layer's input shape, Gouk et al. 2018), not through the reshaped kernel matrix.
-The stored kernel is never overwritten: gradients flow through sigma~ as in the
-paper, and the kernel variable stays the optimizer's.
+- at ``build`` the vectors start converged (dense: an exact SVD; conv: the power
+  iteration run to ``rtol = 1e-6``), so an inverse before any step is sound;
+- on every training call the power iteration is warm-started from the stored
+  vectors and run until sigma~ changes by less than ``power_tol`` (relative) in
+  one iteration, at most ``power_iterations`` times, in a ``tf.while_loop``
+  (``tf.function`` and XLA compatible; usually 1-3 iterations, since the
+  weights move little between steps). The vectors are under
+  ``tf.stop_gradient``; the gradient flows through ``sigma~ = ||W v||`` into the
+  kernel, as in the paper;
+- the keras_iresnet models also re-track the vectors right after each optimizer
+  update (:meth:`SpectralLayerBase.track`), so the model that ``evaluate``,
+  ``predict`` or an inverse sees after any step is normalized with the estimate
+  of *its* weights (Residual Flows instead lags one update behind).
 
-The power-iteration vectors ``power_u`` (output space) and ``power_v`` (input
-space) are non-trainable weights: created in ``build`` from the input shape
-(already iterated to a good estimate there, so an inverse or inference before
-any training step is sound), advanced only when ``training=True``, identical on
-every replica of a ``tf.distribute`` strategy (``ONLY_FIRST_REPLICA``
-aggregation: all replicas compute the same vectors from the same mirrored
-kernel), and saved with the model.
+``power_tol=None`` restores the paper's fixed number of iterations per step
+(``power_iterations``, e.g. 1). The vectors are identical on every replica of a
+``tf.distribute`` strategy (``ONLY_FIRST_REPLICA`` aggregation: all replicas
+compute them from the same mirrored kernel) and are saved with the model.
+
+A layer built with ``stack=n`` holds ``n`` independent kernels ``[n, ...]`` (with
+``n`` power iterations run as one batched iteration); the residual stacks of
+:mod:`keras_iresnet.layers.residual_block` apply slice ``i`` in block ``i``.
 """
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from keras_iresnet._compile import graph_function
-
-from keras_iresnet.spectral import l2_normalize, power_iteration
+from keras_iresnet import spectral, validation
+from keras_iresnet._tf import graph_function
 
 __all__ = ["SpectralLayerBase", "SpectralDense", "SpectralConv2D"]
 
+#: Iterations and tolerance of the power iteration at build, of ``refine()`` and of
+#: ``operator_norm()`` (conv layers; dense layers use an SVD).
+CONVERGED_ITERATIONS = 1000
+CONVERGED_RTOL = 1e-6
 
-def validate_coeff(coeff, allow_none=True):
-    """Check the normalization coefficient of equation (2): ``0 < coeff < 1`` or None."""
-    if coeff is None and allow_none:
-        return None
-    if isinstance(coeff, bool) or not isinstance(coeff, (int, float)):
-        raise ValueError(
-            f"coeff must be a float with 0 < coeff < 1 (or None to disable normalization); "
-            f"got coeff={coeff!r}."
-        )
-    if not 0.0 < float(coeff) < 1.0:
-        raise ValueError(
-            "coeff must satisfy 0 < coeff < 1 so that the layer is a contraction "
-            f"(Lip(g) < 1, Theorem 1); got coeff={coeff!r}. Use coeff=None to build an "
-            "unnormalized (vanilla) layer."
-        )
-    return float(coeff)
-
-
-def validate_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1; got {name}={value!r}.")
-    return value
+# One traced power iteration per operator signature, shared by every layer that
+# has it (a deep network of identical blocks traces it once, not once per layer).
+_POWER_ITERATION_FUNCTIONS = {}
 
 
 class SpectralLayerBase(keras.layers.Layer):
@@ -60,7 +55,8 @@ class SpectralLayerBase(keras.layers.Layer):
 
     Subclasses define the linear operator (``apply_operator``), its adjoint
     (``apply_adjoint``), the kernel shape and the shapes of the power-iteration
-    vectors for a given input shape.
+    vectors for a given input shape, and ``signature()`` (what determines the
+    operator besides the kernel).
     """
 
     operator_rank = None  # 2 for dense, 4 for conv
@@ -68,46 +64,56 @@ class SpectralLayerBase(keras.layers.Layer):
     def __init__(
         self,
         coeff=0.97,
-        power_iterations=1,
+        power_iterations=20,
+        power_tol=1e-4,
         use_bias=True,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         kernel_regularizer=None,
         bias_regularizer=None,
-        build_power_iterations=200,
+        stack=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.coeff = validate_coeff(coeff)
-        self.power_iterations = validate_positive_int("power_iterations", power_iterations)
-        self.build_power_iterations = validate_positive_int(
-            "build_power_iterations", build_power_iterations
-        )
+        self.coeff = validation.coeff(coeff)
+        self.power_iterations = validation.positive_int("power_iterations", power_iterations)
+        self.power_tol = None if power_tol is None else validation.positive_float("power_tol", power_tol)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self._power_iteration_fn = None
+        self.stack = None if stack is None else validation.positive_int("stack", stack)
 
     # -- to be defined by subclasses ---------------------------------------
     def _kernel_shape(self, input_shape):
         raise NotImplementedError
 
     def _vector_shapes(self, input_shape):
-        """``(u_shape, v_shape)``: output-space and input-space vector shapes."""
+        """``(u_shape, v_shape)``: output-space and input-space vector shapes (batch 1)."""
+        raise NotImplementedError
+
+    def spec(self):
+        """Hashable description of the operator apart from its kernel (after ``build``)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def operator(spec, x, kernel):
+        """The linear map without bias, ``x -> W x``, for one kernel (not a stack)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def adjoint(spec, u, kernel, input_shape=None):
+        """The adjoint map ``u -> W^T u`` (exact transpose of :meth:`operator`)."""
         raise NotImplementedError
 
     def apply_operator(self, x, kernel):
-        """The linear map without bias, ``x -> W x``."""
-        raise NotImplementedError
+        """``x -> W x`` with this layer's operator (one kernel, not a stack)."""
+        return self.operator(self.spec(), x, kernel)
 
     def apply_adjoint(self, u, kernel, input_shape=None):
-        """The adjoint map ``u -> W^T u`` (exact transpose of ``apply_operator``).
-
-        ``input_shape`` ([batch,] H, W, C) selects the input space of a convolution
-        other than the built one."""
-        raise NotImplementedError
+        """``u -> W^T u``; ``input_shape`` ([batch,] H, W, C) selects a conv input space other than the built one."""
+        return self.adjoint(self.spec(), u, kernel, input_shape)
 
     # -- build / state -------------------------------------------------------
     def _check_input_shape(self, input_shape):
@@ -125,19 +131,35 @@ class SpectralLayerBase(keras.layers.Layer):
             )
         return input_shape
 
+    def _stacked(self, shape):
+        return ((self.stack,) if self.stack else ()) + tuple(shape)
+
+    def _per_slice(self, initializer):
+        """A stack initializes every slice as a single kernel (fans from the slice's shape,
+        not from the stacked one, which would shrink Glorot's scale by ``sqrt(stack)``)."""
+        if not self.stack:
+            return initializer
+
+        def initialize(shape, dtype=None):
+            return tf.stack([initializer(shape[1:], dtype=dtype) for _ in range(shape[0])])
+
+        return initialize
+
     def build(self, input_shape):
         input_shape = self._check_input_shape(input_shape)
+        self.built_input_shape = input_shape
+        kernel_shape = self._kernel_shape(input_shape)
         self.kernel = self.add_weight(
             name="kernel",
-            shape=self._kernel_shape(input_shape),
-            initializer=self.kernel_initializer,
+            shape=self._stacked(kernel_shape),
+            initializer=self._per_slice(self.kernel_initializer),
             regularizer=self.kernel_regularizer,
         )
         if self.use_bias:
             self.bias = self.add_weight(
                 name="bias",
-                shape=(self._kernel_shape(input_shape)[-1],),
-                initializer=self.bias_initializer,
+                shape=self._stacked((kernel_shape[-1],)),
+                initializer=self._per_slice(self.bias_initializer),
                 regularizer=self.bias_regularizer,
             )
         else:
@@ -145,114 +167,216 @@ class SpectralLayerBase(keras.layers.Layer):
         u_shape, v_shape = self._vector_shapes(input_shape)
         self.power_u = self.add_weight(
             name="power_u",
-            shape=u_shape,
+            shape=self._stacked(u_shape),
             initializer=keras.initializers.RandomNormal(seed=1),
             trainable=False,
             aggregation="only_first_replica",
         )
         self.power_v = self.add_weight(
             name="power_v",
-            shape=v_shape,
+            shape=self._stacked(v_shape),
             initializer=keras.initializers.RandomNormal(seed=2),
             trainable=False,
             aggregation="only_first_replica",
         )
-        self.built_input_shape = input_shape
+        self.power_iterations_run = self.add_weight(
+            name="power_iterations_run",
+            shape=(),
+            dtype="int32",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+        )
         if self.coeff is not None:
             # A sound estimate from the start: an inverse or inference before any
             # training step must already see a contraction.
-            self.refine_power_iteration(self.build_power_iterations, tol=1e-4)
+            self.refine()
 
-    def refine_power_iteration(self, max_iterations=1000, tol=1e-5):
-        """Run up to ``max_iterations`` more power iterations (eagerly) and store the vectors.
+    # -- the power iteration ---------------------------------------------------
+    @property
+    def _batch_dims(self):
+        return 1 if self.stack else 0
 
-        Returns the new estimate sigma~ (Python float).
+    def _operator_pair(self, kernel, input_shape=None):
+        return _operator_pair(type(self), self.spec(), self.stack, kernel, input_shape)
+
+    def _iterate(self, kernel, v, max_iterations, rtol):
+        return _iterate(type(self), self.spec(), self.stack, kernel, v, max_iterations, rtol)
+
+    def _compiled_iteration(self):
+        """The power iteration of this operator as one traced graph, shared by equal operators."""
+        key = (type(self), self.spec(), self.stack)
+        if key not in _POWER_ITERATION_FUNCTIONS:
+            cls, spec, stack = key
+
+            def run(kernel, v, max_iterations, rtol):
+                return _iterate(cls, spec, stack, kernel, v, max_iterations, rtol)
+
+            _POWER_ITERATION_FUNCTIONS[key] = graph_function(run)
+        return _POWER_ITERATION_FUNCTIONS[key]
+
+    def refine(self, max_iterations=CONVERGED_ITERATIONS, rtol=CONVERGED_RTOL):
+        """Run the power iteration to convergence (eagerly) and store the vectors.
+
+        Dense layers use an exact SVD instead. Returns the new estimate(s) sigma~
+        of the raw kernel (numpy: a float, or ``[stack]``).
         """
         with tf.init_scope():
-            u, v, sigma = self.compiled_power_iteration(
-                tf.convert_to_tensor(self.kernel),
-                tf.convert_to_tensor(self.power_v),
-                max_iterations,
-                tol,
-            )
-            self.power_u.assign(u)
-            self.power_v.assign(v)
-            return float(sigma)
-
-    def compiled_power_iteration(self, kernel, v, max_iterations, tol):
-        """:func:`keras_iresnet.spectral.power_iteration` of this layer's operator, as one
-        graph traced once per layer (``max_iterations`` and ``tol`` are tensors)."""
-        if getattr(self, "_power_iteration_fn", None) is None:
-
-            def run(kernel, v, max_iterations, tol):
-                return power_iteration(
-                    lambda t: self.apply_operator(t, kernel),
-                    lambda t: self.apply_adjoint(t, kernel),
-                    v,
-                    max_iterations=max_iterations,
-                    tol=tol,
+            if self.operator_rank == 2:
+                u, v, sigma = spectral.dense_singular_vectors(self.kernel.numpy())
+            else:
+                u, v, sigma, _ = self._compiled_iteration()(
+                    tf.convert_to_tensor(self.kernel),
+                    tf.convert_to_tensor(self.power_v),
+                    tf.constant(int(max_iterations), tf.int32),
+                    tf.constant(float(rtol), self.kernel.dtype),
                 )
+                sigma = sigma.numpy()
+            self.power_u.assign(tf.cast(u, self.power_u.dtype))
+            self.power_v.assign(tf.cast(v, self.power_v.dtype))
+            return sigma
 
-            self._power_iteration_fn = graph_function(run)
-        return self._power_iteration_fn(
-            kernel,
-            v,
-            tf.constant(int(max_iterations), tf.int32),
-            tf.constant(-1.0 if tol is None else float(tol), kernel.dtype),
+    def track(self):
+        """Advance the stored vectors to the current kernel (graph-safe, no gradient).
+
+        Warm-started power iteration until the ``power_tol`` rule stops it (at
+        most ``power_iterations``). The models call it right after each
+        optimizer update; returns the number of iterations run.
+        """
+        if self.coeff is None:
+            return tf.constant(0)
+        kernel = tf.stop_gradient(tf.convert_to_tensor(self.kernel))
+        u, v, _, iterations = self._iterate(
+            kernel, tf.convert_to_tensor(self.power_v), self.power_iterations, self.power_tol
         )
+        self.power_u.assign(u)
+        self.power_v.assign(v)
+        self.power_iterations_run.assign_add(iterations)
+        return iterations
 
     def sigma_estimate(self):
-        """Current power-iteration estimate sigma~ = ||W v|| of the *raw* kernel (a lower bound)."""
+        """Current estimate sigma~ = ||W v|| of the *raw* kernel (a lower bound); ``[]`` or ``[stack]``."""
         kernel = tf.convert_to_tensor(self.kernel)
-        return tf.norm(tf.reshape(self.apply_operator(self.power_v, kernel), [-1]))
+        operator, _ = self._operator_pair(kernel)
+        return spectral._norms(operator(tf.convert_to_tensor(self.power_v)), self._batch_dims)
 
     def normalized_kernel(self, training=False):
-        """The kernel actually applied, ``W~`` of equation (2).
+        """The kernel actually applied, ``W~`` of equation (2) (a stack: ``[stack, ...]``).
 
-        With ``training=True`` this advances the power iteration by
-        ``power_iterations`` steps (vectors under ``tf.stop_gradient``) and
-        stores the vectors; otherwise it uses the stored vectors. Gradients flow
-        through sigma~ into the kernel, as in the paper.
+        With ``training=True`` this first advances the power iteration on the
+        current kernel (warm start, ``power_tol`` rule, at most
+        ``power_iterations``; vectors under ``tf.stop_gradient``) and stores the
+        vectors; otherwise it uses the stored vectors. Gradients flow through
+        sigma~ into the kernel, as in the paper.
         """
         kernel = tf.convert_to_tensor(self.kernel)
         if self.coeff is None:
             return kernel
+        v = tf.convert_to_tensor(self.power_v)
         if training:
-            frozen = tf.stop_gradient(kernel)
-            v = l2_normalize(self.apply_adjoint(tf.convert_to_tensor(self.power_u), frozen))
-            for _ in range(self.power_iterations - 1):
-                v = l2_normalize(self.apply_adjoint(self.apply_operator(v, frozen), frozen))
+            u, v, _, iterations = self._iterate(
+                tf.stop_gradient(kernel), v, self.power_iterations, self.power_tol
+            )
             v = tf.stop_gradient(v)
-            wv = self.apply_operator(v, kernel)
-            sigma = tf.norm(tf.reshape(wv, [-1]))
-            self.power_u.assign(tf.stop_gradient(wv / (sigma + 1e-12)))
+            self.power_u.assign(tf.stop_gradient(u))
             self.power_v.assign(v)
-        else:
-            wv = self.apply_operator(tf.convert_to_tensor(self.power_v), kernel)
-            sigma = tf.norm(tf.reshape(wv, [-1]))
+            self.power_iterations_run.assign_add(iterations)
+        operator, _ = self._operator_pair(kernel)
+        sigma = spectral._norms(operator(v), self._batch_dims)
         factor = tf.maximum(tf.ones_like(sigma), sigma / self.coeff)
+        if self.stack:
+            factor = tf.reshape(factor, [-1] + [1] * (len(kernel.shape) - 1))
         return kernel / factor
 
     def call(self, inputs, training=None):
+        if self.stack:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} holds a stack of {self.stack} kernels; it is "
+                "applied slice by slice by a residual stack, not called directly."
+            )
         kernel = self.normalized_kernel(training=bool(training))
         outputs = self.apply_operator(inputs, kernel)
         if self.bias is not None:
             outputs = outputs + self.bias
         return outputs
 
+    # -- exact norms (after training) -------------------------------------------
+    def operator_norm(self, input_shape=None, max_iterations=5000, tol=1e-7, seed=0):
+        """Norm of the *effective* (normalized) operator as applied; a float, or a list per slice.
+
+        Dense: the largest singular value of the normalized kernel (SVD). Conv:
+        the operator norm of the convolution with the layer's real strides and
+        zero padding on ``input_shape`` (``(H, W, C)``; default: the built
+        one), by power iteration from a random start run until sigma~ changes by
+        less than ``tol`` (relative). This converges to the true norm from below;
+        the exact circular-padding values of
+        :func:`keras_iresnet.spectral.conv_singular_values` are an independent
+        check for stride-1 layers.
+        """
+        if not self.built:
+            raise ValueError(f"layer {self.name!r} is not built yet: call it on an input first.")
+        kernel = self.normalized_kernel(training=False)
+        if self.operator_rank == 2:
+            values = np.linalg.svd(kernel.numpy().astype(np.float64), compute_uv=False)[..., 0]
+            return values.tolist() if self.stack else float(values)
+        shape = self.built_input_shape
+        if input_shape is not None:
+            shape = (1,) + tuple(int(d) for d in input_shape[-3:])
+            if shape[-1] != self.built_input_shape[-1]:
+                raise ValueError(
+                    f"input_shape must have {self.built_input_shape[-1]} channels for layer "
+                    f"{self.name!r}; got input_shape={tuple(input_shape)}."
+                )
+        start_shape = self._stacked((1,) + tuple(shape[1:]))
+        operator, adjoint = self._operator_pair(kernel, input_shape=(1,) + tuple(shape[1:]))
+        _, _, sigma, _ = graph_function(
+            lambda start: spectral.power_iteration(
+                operator, adjoint, start, max_iterations=max_iterations, rtol=tol, batch_dims=self._batch_dims
+            )
+        )(tf.random.stateless_normal(start_shape, seed=[seed, 17], dtype=kernel.dtype))
+        return sigma.numpy().tolist() if self.stack else float(sigma)
+
     def get_config(self):
         config = super().get_config()
         config.update(
             coeff=self.coeff,
             power_iterations=self.power_iterations,
-            build_power_iterations=self.build_power_iterations,
+            power_tol=self.power_tol,
             use_bias=self.use_bias,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
             bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
+            stack=self.stack,
         )
         return config
+
+
+def _operator_pair(cls, spec, stack, kernel, input_shape=None):
+    """``(operator, adjoint)`` closures for ``kernel`` (a stack: each slice on its own vector)."""
+    if not stack or cls.operator_rank == 2:  # batched matmul handles a stack of dense kernels
+        return (
+            lambda t: cls.operator(spec, t, kernel),
+            lambda t: cls.adjoint(spec, t, kernel, input_shape),
+        )
+
+    def per_slice(fn):
+        def apply(t):
+            return tf.map_fn(lambda pair: fn(pair[0], pair[1]), (t, kernel), fn_output_signature=t.dtype)
+
+        return apply
+
+    return (
+        per_slice(lambda t, k: cls.operator(spec, t, k)),
+        per_slice(lambda t, k: cls.adjoint(spec, t, k, input_shape)),
+    )
+
+
+def _iterate(cls, spec, stack, kernel, v, max_iterations, rtol):
+    operator, adjoint = _operator_pair(cls, spec, stack, kernel)
+    return spectral.power_iteration(
+        operator, adjoint, v, max_iterations=max_iterations, rtol=rtol, batch_dims=1 if stack else 0
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_iresnet")
@@ -263,19 +387,21 @@ class SpectralDense(SpectralLayerBase):
       units: output features.
       coeff: target Lipschitz bound, ``0 < coeff < 1``; the kernel is rescaled
         only when the estimate sigma~ exceeds it. ``None`` disables normalization.
-      power_iterations: power-iteration steps per training call (>= 1).
+      power_iterations: cap on the power iterations per training call (>= 1).
+      power_tol: stop the power iteration once sigma~ changes by at most this
+        (relative) in one iteration; ``None`` runs exactly ``power_iterations``.
       use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
       bias_regularizer: as in ``keras.layers.Dense``.
-      build_power_iterations: iterations run once when the layer is built.
+      stack: hold this many independent kernels (for residual stacks), or None.
 
     Shapes: input ``[batch, in_features]`` -> output ``[batch, units]``.
     """
 
     operator_rank = 2
 
-    def __init__(self, units, coeff=0.97, power_iterations=1, **kwargs):
-        super().__init__(coeff=coeff, power_iterations=power_iterations, **kwargs)
-        self.units = validate_positive_int("units", units)
+    def __init__(self, units, coeff=0.97, **kwargs):
+        super().__init__(coeff=coeff, **kwargs)
+        self.units = validation.positive_int("units", units)
 
     def _kernel_shape(self, input_shape):
         return (int(input_shape[-1]), self.units)
@@ -283,10 +409,15 @@ class SpectralDense(SpectralLayerBase):
     def _vector_shapes(self, input_shape):
         return (1, self.units), (1, int(input_shape[-1]))
 
-    def apply_operator(self, x, kernel):
+    def spec(self):
+        return ()
+
+    @staticmethod
+    def operator(spec, x, kernel):
         return tf.matmul(x, kernel)
 
-    def apply_adjoint(self, u, kernel, input_shape=None):
+    @staticmethod
+    def adjoint(spec, u, kernel, input_shape=None):
         return tf.matmul(u, kernel, transpose_b=True)
 
     def compute_output_shape(self, input_shape):
@@ -296,15 +427,6 @@ class SpectralDense(SpectralLayerBase):
         config = super().get_config()
         config["units"] = self.units
         return config
-
-
-def _pair(value, name):
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    value = tuple(value)
-    if len(value) != 2 or any((not isinstance(v, int)) or v < 1 for v in value):
-        raise ValueError(f"{name} must be a positive int or a pair of them; got {name}={value!r}.")
-    return value
 
 
 @keras.saving.register_keras_serializable(package="keras_iresnet")
@@ -322,7 +444,7 @@ class SpectralConv2D(SpectralLayerBase):
       kernel_size: int or pair.
       strides: int or pair.
       padding: ``"same"`` or ``"valid"`` (zero padding).
-      coeff, power_iterations, ...: as in :class:`SpectralDense`.
+      coeff, power_iterations, power_tol, ...: as in :class:`SpectralDense`.
 
     Shapes: ``[batch, H, W, C_in]`` -> ``[batch, H', W', filters]``; H and W must
     be static.
@@ -330,24 +452,12 @@ class SpectralConv2D(SpectralLayerBase):
 
     operator_rank = 4
 
-    def __init__(
-        self,
-        filters,
-        kernel_size,
-        strides=1,
-        padding="same",
-        coeff=0.97,
-        power_iterations=1,
-        **kwargs,
-    ):
-        super().__init__(coeff=coeff, power_iterations=power_iterations, **kwargs)
-        self.filters = validate_positive_int("filters", filters)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.strides = _pair(strides, "strides")
-        padding = str(padding).lower()
-        if padding not in ("same", "valid"):
-            raise ValueError(f"padding must be 'same' or 'valid'; got padding={padding!r}.")
-        self.padding = padding
+    def __init__(self, filters, kernel_size, strides=1, padding="same", coeff=0.97, **kwargs):
+        super().__init__(coeff=coeff, **kwargs)
+        self.filters = validation.positive_int("filters", filters)
+        self.kernel_size = validation.int_pair("kernel_size", kernel_size)
+        self.strides = validation.int_pair("strides", strides)
+        self.padding = validation.one_of("padding", str(padding).lower(), ("same", "valid"))
 
     def _kernel_shape(self, input_shape):
         return self.kernel_size + (int(input_shape[-1]), self.filters)
@@ -365,16 +475,22 @@ class SpectralConv2D(SpectralLayerBase):
         h, w, c = (int(d) for d in input_shape[1:])
         return (1,) + self._spatial_output(input_shape) + (self.filters,), (1, h, w, c)
 
-    def apply_operator(self, x, kernel):
-        return tf.nn.conv2d(x, kernel, strides=self.strides, padding=self.padding.upper())
+    def spec(self):
+        """``(strides, padding, (H, W, C) of the built input)``."""
+        return (self.strides, self.padding.upper(), tuple(int(d) for d in self.built_input_shape[1:]))
 
-    def apply_adjoint(self, u, kernel, input_shape=None):
+    @staticmethod
+    def operator(spec, x, kernel):
+        strides, padding, _ = spec
+        return tf.nn.conv2d(x, kernel, strides=strides, padding=padding)
+
+    @staticmethod
+    def adjoint(spec, u, kernel, input_shape=None):
         """``conv2d_transpose`` onto inputs of ``input_shape`` (default: the built one)."""
-        h, w, c = (input_shape or self.built_input_shape)[-3:]
+        strides, padding, built = spec
+        h, w, c = tuple(input_shape or built)[-3:]
         output_shape = tf.stack([tf.shape(u)[0], h, w, c])
-        return tf.nn.conv2d_transpose(
-            u, kernel, output_shape, strides=self.strides, padding=self.padding.upper()
-        )
+        return tf.nn.conv2d_transpose(u, kernel, output_shape, strides=strides, padding=padding)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0],) + self._spatial_output(input_shape) + (self.filters,)

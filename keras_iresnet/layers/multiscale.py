@@ -1,0 +1,138 @@
+"""Multi-scale flows with factor-out (RealNVP / Glow; the official i-ResNet density model)."""
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from keras_iresnet import validation
+from keras_iresnet.inverse import merge_infos
+from keras_iresnet.layers.base import InvertibleLayer
+
+__all__ = ["FactorOut"]
+
+
+@keras.saving.register_keras_serializable(package="keras_iresnet")
+class FactorOut(InvertibleLayer):
+    """Scales of a flow with half the channels leaving after each scale but the last.
+
+    ``stages[i]`` maps the image that reaches scale ``i`` (e.g. ``Squeeze`` +
+    residual stack); after every stage but the last, the last ``factor``
+    fraction of its channels (half by default) leaves the flow as latent
+    dimensions, and the rest continues. The output is the flat concatenation
+    of everything that left, then the last stage's output: ``[batch, D]`` with
+    ``D`` the data dimension, so the base distribution is over all of it and
+    ``forward_and_log_det`` stays exact (the split is a permutation).
+    ``inverse`` splits the latent back into its pieces and runs the stages in
+    reverse, re-attaching each factored part.
+
+    Args:
+      stages: list of :class:`InvertibleLayer`, one per scale.
+      factor: fraction of the channels that leave after each stage but the last.
+
+    Shapes: ``[batch, H, W, C] -> [batch, H * W * C]``.
+    """
+
+    def __init__(self, stages, factor=0.5, **kwargs):
+        super().__init__(**kwargs)
+        stages = list(stages)
+        if not stages or not all(isinstance(stage, InvertibleLayer) for stage in stages):
+            raise TypeError("stages must be a non-empty list of InvertibleLayer instances.")
+        self.stages = stages
+        self.factor = validation.open_unit("factor", factor)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or any(d is None for d in input_shape[1:]):
+            raise ValueError(
+                f"FactorOut expects images [batch, H, W, C] with a known event shape; got {tuple(input_shape)}."
+            )
+        shape = tuple(input_shape)
+        self.event_shape = tuple(int(d) for d in input_shape[1:])
+        self.splits = []  # per stage but the last: (kept channels, the factored shape)
+        self.final_shape = None
+        for index, stage in enumerate(self.stages):
+            if not stage.built:
+                stage.build(shape)
+            shape = tuple(stage.compute_output_shape(shape))
+            if index < len(self.stages) - 1:
+                channels = int(shape[-1])
+                leave = int(round(channels * self.factor))
+                if not 0 < leave < channels:
+                    raise ValueError(
+                        f"FactorOut: stage {index} outputs {channels} channels; factor={self.factor} "
+                        "must leave at least one channel and keep at least one."
+                    )
+                self.splits.append((channels - leave, tuple(shape[1:-1]) + (leave,)))
+                shape = shape[:-1] + (channels - leave,)
+        self.final_shape = tuple(int(d) for d in shape[1:])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], int(math.prod(input_shape[1:])))
+
+    def compute_inverse_shape(self, output_shape):
+        return (output_shape[0],) + self.event_shape
+
+    @staticmethod
+    def _flat(t):
+        return tf.reshape(t, [tf.shape(t)[0], -1])
+
+    def forward_and_log_det(self, inputs, training=None, logdet=None):
+        x = tf.convert_to_tensor(inputs)
+        self._ensure_built(x.shape)
+        total = self._zero_log_det(x)
+        latents = []
+        for index, stage in enumerate(self.stages):
+            x, log_det = stage.forward_and_log_det(x, training=training, logdet=logdet)
+            total = total + log_det
+            if index < len(self.splits):
+                keep = self.splits[index][0]
+                latents.append(self._flat(x[..., keep:]))
+                x = x[..., :keep]
+        latents.append(self._flat(x))
+        return tf.concat(latents, axis=1), total
+
+    def _ensure_built_from_output(self, output_shape):
+        if not self.built:
+            raise ValueError(f"FactorOut {self.name!r} must be built before its inverse (event shape unknown).")
+
+    def _pieces(self, z):
+        sizes = [int(math.prod(shape)) for _, shape in self.splits] + [int(math.prod(self.final_shape))]
+        return tf.split(z, sizes, axis=1)
+
+    def _run_inverse(self, y, settings, return_info):
+        pieces = self._pieces(y)
+        batch = tf.shape(y)[:1]
+        x = tf.reshape(pieces[-1], tf.concat([batch, self.final_shape], 0))
+        infos = []
+        for index in reversed(range(len(self.stages))):
+            if index < len(self.splits):
+                factored = tf.reshape(pieces[index], tf.concat([batch, self.splits[index][1]], 0))
+                x = tf.concat([x, factored], axis=-1)
+            if return_info:
+                x, info = self.stages[index].inverse(x, return_info=True, **settings)
+                infos.append(info)
+            else:
+                x = self.stages[index].inverse(x, **settings)
+        return x, infos
+
+    def _inverse(self, y, settings):
+        return self._run_inverse(y, settings, False)[0]
+
+    def _inverse_and_info(self, y, settings):
+        x, infos = self._run_inverse(y, settings, True)
+        return x, merge_infos(infos)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            stages=[keras.saving.serialize_keras_object(stage) for stage in self.stages],
+            factor=self.factor,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["stages"] = [keras.saving.deserialize_keras_object(c) for c in config["stages"]]
+        return cls(**config)

@@ -1,0 +1,266 @@
+"""Named, measured training recipes: the one place configurations are written.
+
+A recipe is a model (the arguments of a builder in :mod:`keras_iresnet.models`),
+an optimizer, a learning-rate warm-up, a batch size, a number of epochs and a
+data split. The model classes take their defaults from here, and the command
+line (``iresnet train --recipe NAME``), the tuner's search spaces, the notebooks,
+the README, the benchmarks and the tests all build from these recipes through
+:mod:`keras_iresnet.runs`. Each recipe says what it is sized for and where its
+numbers were measured.
+
+This module is data only (it imports nothing else of the package), so every
+other module may read it.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Mapping
+
+__all__ = ["Recipe", "RECIPES", "get", "names", "for_task"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A complete, named training configuration.
+
+    Fields:
+      name: the recipe's name.
+      task: ``"density"``, ``"classify"`` or ``"hybrid"``.
+      data: the data set it is made for (see :func:`keras_iresnet.data.load`).
+      summary: one line for listings.
+      model: builder arguments (without ``input_shape`` / ``num_classes``, which
+        come from the data).
+      optimizer: ``name`` (a ``keras.optimizers`` class, lower case) and its
+        arguments, e.g. ``{"name": "adam", "learning_rate": 1e-3, "clipnorm": 1.0,
+        "use_ema": True, "ema_momentum": 0.999}``.
+      warmup_steps: linear learning-rate warm-up from 0 (Keras' ``CosineDecay``
+        with ``warmup_target``, constant afterwards); 0 for none.
+      batch_size, epochs: for ``fit``.
+      n_train: training examples (2-D: points drawn; images: the first
+        ``n_train`` of the data set; None: all but the test examples).
+      n_test: held-out examples (2-D: points drawn with another seed; images:
+        the last ``n_test`` of the data set).
+      init_examples: ActNorm's data-dependent initialization batch (0: the
+        first training batch).
+      device: ``"cpu"`` (runs in minutes here) or ``"gpu"`` (paper scale, not run here).
+      measured: the benchmark command and result behind the recipe.
+    """
+
+    name: str
+    task: str
+    data: str
+    summary: str
+    model: Mapping[str, Any]
+    optimizer: Mapping[str, Any]
+    batch_size: int
+    epochs: int
+    n_test: int
+    n_train: int | None = None
+    warmup_steps: int = 0
+    init_examples: int = 0
+    device: str = "cpu"
+    measured: str = ""
+
+    def replace(self, **changes):
+        """A copy with some fields changed (``model`` and ``optimizer`` are merged, not replaced)."""
+        for key in ("model", "optimizer"):
+            if key in changes:
+                changes[key] = {**copy.deepcopy(dict(getattr(self, key))), **changes[key]}
+        return dataclasses.replace(self, **changes)
+
+
+_EXACT_2D_BLOCK = {"hidden": 18, "coeff": 0.99, "activation": "elu", "actnorm": True, "logdet": "exact"}
+
+RECIPES = {
+    recipe.name: recipe
+    for recipe in [
+        Recipe(
+            name="2d",
+            task="density",
+            data="moons",
+            summary="2-D densities: 40 dense blocks of width 18 at coeff 0.99, exact log-det (Figure 2)",
+            model={"blocks": 40, "block": _EXACT_2D_BLOCK, "base": "standard"},
+            optimizer={"name": "adam", "learning_rate": 3e-3},
+            batch_size=256,
+            epochs=15,
+            n_train=10000,
+            n_test=5000,
+            measured="benchmarks/density.py --parts 2d (configuration sweep in benchmarks/README.md)",
+        ),
+        Recipe(
+            name="digits-classifier",
+            task="classify",
+            data="digits",
+            summary="the paper's classifier layout on 8x8 digits: squeeze, pad to 16 channels, 2x2 blocks, SGD",
+            model={
+                "stages": (2, 2),
+                "block": {"hidden": 32, "coeff": 0.9, "activation": "elu"},
+                "initial_squeeze": True,
+                "pad_to_channels": 16,
+            },
+            optimizer={"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
+            batch_size=64,
+            epochs=10,
+            n_train=1400,
+            n_test=397,
+            measured="benchmarks/density.py --parts classification",
+        ),
+        Recipe(
+            name="digits-hybrid",
+            task="hybrid",
+            data="digits",
+            summary="classifier + density on 8x8 digits: logit, learned diagonal base, LipSwish blocks",
+            model={
+                "blocks": (2, 2),
+                "block": {"hidden": 32, "coeff": 0.98, "activation": "lipswish", "preactivation": True,
+                          "actnorm": True, "actnorm_variance_floor": 0.2, "logdet": "power_series"},
+                "logit": 0.05,
+                "base": "diagonal",
+                "initial_squeeze": True,
+                "density_weight": 0.1,
+            },
+            optimizer={"name": "adam", "learning_rate": 3e-3, "clipnorm": 1.0},
+            batch_size=64,
+            epochs=20,
+            n_train=1400,
+            n_test=397,
+            warmup_steps=100,
+            measured="benchmarks/density.py --parts hybrid",
+        ),
+        Recipe(
+            name="digits-density",
+            task="density",
+            data="digits",
+            summary="image density on 8x8 digits: logit, learned diagonal base, LipSwish blocks, EMA",
+            model={
+                "blocks": (2, 2),
+                "block": {"hidden": 32, "coeff": 0.98, "activation": "lipswish", "preactivation": True,
+                          "actnorm": True, "actnorm_variance_floor": 0.2, "logdet": "power_series"},
+                "logit": 1e-6,
+                "base": "diagonal",
+                "initial_squeeze": True,
+                "factor_out": False,
+                "fc_blocks": 0,
+            },
+            optimizer={"name": "adam", "learning_rate": 3e-3, "clipnorm": 1.0, "use_ema": True,
+                       "ema_momentum": 0.99},
+            batch_size=64,
+            epochs=30,
+            n_train=1400,
+            n_test=397,
+            warmup_steps=100,
+            init_examples=512,
+            measured="benchmarks/density.py --parts images",
+        ),
+        Recipe(
+            name="mnist",
+            task="density",
+            data="mnist-file",
+            summary="CPU-sized MNIST density: logit, learned diagonal base, 2 scales of LipSwish blocks, EMA",
+            model={
+                "blocks": (2, 2),
+                "block": {"hidden": 32, "coeff": 0.98, "activation": "lipswish", "preactivation": True,
+                          "actnorm": True, "actnorm_variance_floor": 0.2, "logdet": "power_series"},
+                "logit": 1e-6,
+                "base": "diagonal",
+                "initial_squeeze": True,
+                "factor_out": False,
+                "fc_blocks": 0,
+            },
+            optimizer={"name": "adam", "learning_rate": 2e-3, "clipnorm": 1.0, "use_ema": True,
+                       "ema_momentum": 0.99},
+            batch_size=64,
+            epochs=5,
+            n_train=9000,
+            n_test=1000,
+            warmup_steps=200,
+            init_examples=512,
+            measured="benchmarks/density.py --parts images",
+        ),
+        Recipe(
+            name="mnist-resflow",
+            task="density",
+            data="tfds:mnist",
+            summary="Residual Flows' MNIST settings (train_img.py defaults; GPU scale)",
+            model={
+                "blocks": (16, 16, 16),
+                "block": {"hidden": 512, "kernel_sizes": (3, 1, 3), "coeff": 0.98, "activation": "lipswish",
+                          "preactivation": True, "actnorm": True, "actnorm_variance_floor": 0.2,
+                          "logdet": {"class_name": "russian_roulette",
+                                     "config": {"n_exact_terms": 2, "p": 0.5, "n_samples": 1}}},
+                "logit": 1e-6,
+                "base": "standard",
+                "initial_squeeze": False,
+                "factor_out": False,
+                "fc_blocks": 4,
+                "fc_block": {"hidden": 128, "coeff": 0.98, "activation": "lipswish", "preactivation": True,
+                             "logdet": {"class_name": "russian_roulette",
+                                        "config": {"n_exact_terms": 2, "p": 0.5, "n_samples": 1}}},
+                "eval_logdet": {"class_name": "russian_roulette", "config": {"n_exact_terms": 20, "p": 0.5}},
+            },
+            optimizer={"name": "adam", "learning_rate": 1e-3, "beta_2": 0.99, "clipnorm": 1.0, "use_ema": True,
+                       "ema_momentum": 0.999},
+            batch_size=64,
+            epochs=1000,
+            n_test=10000,
+            warmup_steps=1000,
+            device="gpu",
+            measured="Chen et al. 2019 report 0.970 bits/dim; not run here (GPU scale)",
+        ),
+        Recipe(
+            name="cifar10-iresnet",
+            task="density",
+            data="tfds:cifar10",
+            summary="the official i-ResNet CIFAR-10 density settings (dens_est_cifar.sh; GPU scale)",
+            model={
+                "blocks": (16, 16, 16),
+                "block": {"hidden": 512, "kernel_sizes": (3, 1, 3), "coeff": 0.9, "activation": "elu",
+                          "preactivation": True, "actnorm": True,
+                          "logdet": {"class_name": "power_series", "config": {"n_terms": 5, "n_samples": 1}}},
+                "logit": None,
+                "base": "diagonal",
+                "initial_squeeze": True,
+                "factor_out": True,
+                "fc_blocks": 0,
+            },
+            optimizer={"name": "adamax", "learning_rate": 3e-3},
+            batch_size=128,
+            epochs=200,
+            n_test=10000,
+            warmup_steps=390,
+            init_examples=1024,
+            device="gpu",
+            measured="Behrmann et al. 2019 report 3.45 bits/dim; not run here (GPU scale)",
+        ),
+    ]
+}
+
+
+def names():
+    """The recipe names."""
+    return tuple(RECIPES)
+
+
+def get(name):
+    """A deep copy of recipe ``name`` (so callers may change it freely)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; the recipes are {names()}.")
+    return copy.deepcopy(RECIPES[name])
+
+
+def for_task(task, data):
+    """The recipe for ``task`` on ``data``: an exact match, else the task's CPU recipe of that kind."""
+    exact = [r for r in RECIPES.values() if r.task == task and r.data == data]
+    if exact:
+        return get(exact[0].name)
+    two_d = data not in ("digits", "mnist-file") and not str(data).startswith("tfds:")
+    fallback = {
+        ("density", True): "2d",
+        ("density", False): "mnist",
+        ("classify", False): "digits-classifier",
+        ("hybrid", False): "digits-hybrid",
+    }.get((task, two_d))
+    if fallback is None:
+        raise ValueError(f"no recipe for task {task!r} on data {data!r}.")
+    return get(fallback)

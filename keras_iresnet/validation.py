@@ -1,0 +1,128 @@
+"""Argument checks shared by every module: one clear ``ValueError`` naming the argument.
+
+This module sits at the bottom of the package (it imports nothing from it), so
+layers, solvers, estimators, models, recipes and the command line all validate
+with the same words. Every check returns the normalized value, so a constructor
+reads ``self.units = validation.positive_int("units", units)``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+__all__ = [
+    "coeff",
+    "positive_int",
+    "non_negative_int",
+    "positive_float",
+    "non_negative_float",
+    "fraction",
+    "open_unit",
+    "one_of",
+    "int_pair",
+    "shape",
+]
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def coeff(value, allow_none=True, name="coeff"):
+    """The normalization coefficient of equation (2): ``0 < coeff < 1``, or None (no normalization)."""
+    if value is None and allow_none:
+        return None
+    if not _is_real(value):
+        raise ValueError(
+            f"{name} must be a float with 0 < {name} < 1"
+            f"{' (or None to disable normalization)' if allow_none else ''}; got {name}={value!r}."
+        )
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(
+            f"{name} must satisfy 0 < {name} < 1 so that the layer is a contraction "
+            f"(Lip(g) < 1, Theorem 1); got {name}={value!r}."
+            + (" Use coeff=None to build an unnormalized (vanilla) layer." if allow_none else "")
+        )
+    return float(value)
+
+
+def positive_int(name, value):
+    """An integer ``>= 1`` (bools refused)."""
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {name}={value!r}.")
+    return int(value)
+
+
+def non_negative_int(name, value):
+    """An integer ``>= 0`` (bools refused)."""
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0; got {name}={value!r}.")
+    return int(value)
+
+
+def positive_float(name, value):
+    """A finite real ``> 0``."""
+    if not _is_real(value) or not math.isfinite(float(value)) or float(value) <= 0:
+        raise ValueError(f"{name} must be a finite number > 0; got {name}={value!r}.")
+    return float(value)
+
+
+def non_negative_float(name, value):
+    """A finite real ``>= 0``."""
+    if not _is_real(value) or not math.isfinite(float(value)) or float(value) < 0:
+        raise ValueError(f"{name} must be a finite number >= 0; got {name}={value!r}.")
+    return float(value)
+
+
+def fraction(name, value):
+    """A real in ``[0, 1)`` (dropout rates)."""
+    if not _is_real(value) or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{name} must satisfy 0 <= {name} < 1; got {name}={value!r}.")
+    return float(value)
+
+
+def open_unit(name, value):
+    """A real in ``(0, 1)`` (probabilities, the logit's alpha, EMA decays)."""
+    if not _is_real(value) or not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{name} must satisfy 0 < {name} < 1; got {name}={value!r}.")
+    return float(value)
+
+
+def one_of(name, value, choices):
+    """``value`` if it is one of ``choices`` (strings compared as given)."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}; got {name}={value!r}.")
+    return value
+
+
+def int_pair(name, value):
+    """A positive int or a pair of them -> ``(a, b)``."""
+    if _is_int(value):
+        value = (value, value)
+    try:
+        pair = tuple(value)
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or not all(_is_int(v) and v >= 1 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a pair of them; got {name}={value!r}.")
+    return tuple(int(v) for v in pair)
+
+
+def shape(name, value, ranks=(1, 3)):
+    """An event shape of one of ``ranks`` with positive integer sizes -> tuple of ints.
+
+    ``(d,)`` for vectors or ``(H, W, C)`` for images by default.
+    """
+    try:
+        dims = tuple(value)
+    except TypeError:
+        dims = None
+    if dims is None or len(dims) not in ranks or not all(_is_int(d) and d >= 1 for d in dims):
+        kinds = {1: "(d,) for vectors", 3: "(H, W, C) for images"}
+        expected = " or ".join(kinds.get(r, f"rank {r}") for r in ranks)
+        raise ValueError(f"{name} must be {expected} with positive integer sizes; got {name}={value!r}.")
+    return tuple(int(d) for d in dims)
