@@ -56,8 +56,10 @@ class IResNetBijector(tfb.Bijector):
     ``log_prob(x, bijector_kwargs={"training": True})`` in a training loop so the
     spectral power iteration advances and ActNorm initializes).
 
-    Shapes: any batch shape; the event has ``forward_min_event_ndims`` =
-    ``len(event_shape)`` dimensions (1 for vectors, 3 for images).
+    Shapes: any batch shape; the data event has ``len(event_shape)`` dimensions
+    (1 for vectors, 3 for images), the latent event ``len(latent_shape)``
+    (``forward_min_event_ndims`` is the rank of the bijector's forward input:
+    the latent's for ``"density"``, the data's for ``"network"``).
     """
 
     if _cache_util is not None:
@@ -96,8 +98,12 @@ class IResNetBijector(tfb.Bijector):
             self._inverse_kwargs = dict(inverse_kwargs or {})
             # tf.Module collects these: TFP's trainable_variables see the Keras state.
             self.keras_backed_variables = tf_variables(layer)
+            # The data and the latent may differ in rank (FlattenEvent, FactorOut: an image
+            # to a vector): each direction declares the rank of its own input.
+            forward_rank, inverse_rank = (len(shape) for shape in self._shapes())
             super().__init__(
-                forward_min_event_ndims=len(event_shape),
+                forward_min_event_ndims=forward_rank,
+                inverse_min_event_ndims=inverse_rank,
                 validate_args=validate_args,
                 parameters=parameters,
                 name=name,

@@ -20,7 +20,21 @@ __all__ = ["spectral_layers", "residual_stacks", "refine", "certify", "reconstru
 
 
 def _walk(layer, cls):
-    return [sub for sub in layer._flatten_layers(include_self=True, recursive=True) if isinstance(sub, cls)]  # noqa: SLF001
+    """Depth-first, in the order the sublayers were created (Keras' ``_flatten_layers``
+    reverses the sublayers of every nested layer)."""
+    found, seen = [], set()
+
+    def visit(sub):
+        if id(sub) in seen:
+            return
+        seen.add(id(sub))
+        if isinstance(sub, cls):
+            found.append(sub)
+        for child in sub._layers:  # noqa: SLF001
+            visit(child)
+
+    visit(layer)
+    return found
 
 
 def spectral_layers(layer):

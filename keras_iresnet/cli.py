@@ -1,119 +1,111 @@
 """The ``iresnet`` command: train, evaluate, sample, invert and certify i-ResNets.
 
-With nothing but a task it trains on an embedded default (two moons for
-``density``, scikit-learn's digits for ``classify`` and ``hybrid``), shows
-Keras progress bars, and writes into ``--out`` (default ``iresnet_runs/<task>``):
-``model.keras``, ``metrics.json`` and ``figure.png``.
+``iresnet train`` runs a named recipe (:mod:`keras_iresnet.recipes`), by
+``--recipe NAME`` or by ``--task`` (+ ``--data``), with a few overrides, and
+writes a run folder (default ``iresnet_runs/<recipe>-<data>[-vanilla][-seedN]``;
+an existing run is never replaced without ``--overwrite``):
+
+- ``model.keras`` (the final model; the EMA weights for recipes that keep them),
+  ``best.keras`` (the epoch with the best validation loss);
+- ``run.json``: the recipe, the overrides and the data split, so ``evaluate``,
+  ``sample``, ``invert`` and ``certify --run DIR`` use the same data;
+- ``metrics.json`` and ``figure.png``; ``backup/`` while training
+  (``--resume`` continues an interrupted run); TensorBoard logs with ``--logdir``.
+
+Every failure the user can cause is reported as one line, ``iresnet: error: ...``,
+with exit code 2.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
+import shutil
 import sys
+import zipfile
 
-__all__ = ["main", "build_parser"]
+from keras_iresnet._cli_args import build_parser
 
-DENSITY_2D = ("moons", "circles", "8gaussians", "pinwheel", "checkerboard", "2spirals")
+__all__ = ["main", "run", "build_parser", "CLIError"]
 
 
 class CLIError(Exception):
     """An error reported to the user as one line."""
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="iresnet", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+# -- runs ----------------------------------------------------------------------------
+def _recipe_for(args):
+    from keras_iresnet import recipes
 
-    train = sub.add_parser("train", help="train a model and save it with metrics and a figure")
-    train.add_argument("--task", choices=("density", "classify", "hybrid"), required=True)
-    train.add_argument("--data", default=None, help="moons|circles|8gaussians|pinwheel|checkerboard|"
-                       "2spirals|digits|mnist-file|tfds:NAME (default: moons for density, digits otherwise)")
-    _data_options(train)
-    train.add_argument("--epochs", type=int, default=None)
-    train.add_argument("--batch-size", type=int, default=None)
-    train.add_argument("--learning-rate", type=float, default=3e-3)
-    train.add_argument("--coeff", type=float, default=0.9)
-    train.add_argument("--blocks", type=int, default=None, help="residual blocks (per stage/scale)")
-    train.add_argument("--hidden", type=int, default=None)
-    train.add_argument("--logdet", default="auto", choices=("auto", "exact", "power_series", "russian_roulette"))
-    train.add_argument("--vanilla", action="store_true", help="classify: no spectral normalization")
-    train.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", default=None)
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    for name, text in [
-        ("evaluate", "evaluate a saved model"),
-        ("invert", "report reconstruction errors of a saved model's inverse"),
-    ]:
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--model", required=True)
-        p.add_argument("--data", default=None)
-        _data_options(p)
-        p.add_argument("--n", type=int, default=256, help="examples to use")
-    sample = sub.add_parser("sample", help="draw samples from a saved density model")
-    sample.add_argument("--model", required=True)
-    sample.add_argument("--n", type=int, default=64)
-    sample.add_argument("--temperature", type=float, default=1.0)
-    sample.add_argument("--out", default=None, help="PNG path (default: next to the model)")
-    certify = sub.add_parser("certify", help="exact per-layer Lipschitz bounds of a saved model")
-    certify.add_argument("--model", required=True)
-
-    tune = sub.add_parser("tune", help="keras-tuner search over coeff, depth, width, activation, lr")
-    tune.add_argument("--task", choices=("density", "classify", "hybrid"), required=True)
-    tune.add_argument("--data", default=None)
-    _data_options(tune)
-    tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="random")
-    tune.add_argument("--trials", type=int, default=5)
-    tune.add_argument("--epochs", type=int, default=3)
-    tune.add_argument("--batch-size", type=int, default=None)
-    tune.add_argument("--seed", type=int, default=0)
-    tune.add_argument("--out", default=None)
-    tune.add_argument("--quiet", action="store_true")
-    return parser
+    if args.recipe:
+        if args.recipe not in recipes.names():
+            raise CLIError(f"--recipe {args.recipe!r} is not a recipe; the recipes are {', '.join(recipes.names())}")
+        recipe = recipes.get(args.recipe)
+        if args.task and args.task != recipe.task:
+            raise CLIError(f"--recipe {recipe.name} is a {recipe.task} recipe, not --task {args.task}")
+        return recipe
+    if not args.task:
+        raise CLIError("train needs --recipe NAME or --task {density,classify,hybrid}")
+    data = args.data or recipes.for_task(args.task, "moons" if args.task == "density" else "digits").data
+    _check_data_for_task(args.task, data)
+    return recipes.for_task(args.task, data)
 
 
-def _data_options(parser):
-    parser.add_argument("--data-path", default=None, help="path of the MNIST images .npz (mnist-file)")
-    parser.add_argument("--data-dir", default=None, help="TFDS data_dir with prepared data (tfds:NAME)")
-    parser.add_argument("--download", action="store_true", help="let TFDS download (needs a network)")
+def _check_data_for_task(task, data):
+    from keras_iresnet import data as data_lib
+
+    valid = data_lib.data_sets_for(task)
+    if data not in valid and not str(data).startswith("tfds:"):
+        raise CLIError(f"--data {data!r} is not a data set for --task {task}; use one of {', '.join(valid)} "
+                       "or tfds:NAME")
+    if task != "density" and data in data_lib.DENSITIES_2D:
+        raise CLIError(f"--data {data} is a 2-D density without labels; use --task density")
 
 
-# -- data ------------------------------------------------------------------------
-def _default_data(task):
-    return "moons" if task == "density" else "digits"
+def _default_out(recipe, data, args):
+    name = f"{recipe.name}-{data.replace(':', '_')}"
+    if getattr(args, "vanilla", False):
+        name += "-vanilla"
+    if args.seed:
+        name += f"-seed{args.seed}"
+    return pathlib.Path("iresnet_runs") / name
 
 
-def _load(task, args, n_train=None, seed=0):
-    """Returns (train, test) as numpy arrays: x or (x, labels), raw (uint8 for images)."""
-    import numpy as np
-
-    from keras_iresnet import data
-
-    name = args.data or _default_data(task)
-    if name in DENSITY_2D:
-        if task != "density":
-            raise CLIError(f"--data {name} is a 2-D density without labels; use --task density")
-        return data.sample_2d(name, n_train or 8000, seed), data.sample_2d(name, 2000, seed + 1), None
-    try:
-        images, labels = data.load_images(
-            name, path=args.data_path, data_dir=args.data_dir, download=args.download
-        )
-    except (FileNotFoundError, ValueError) as error:
-        raise CLIError(str(error)) from None
-    if task != "density" and labels is None:
-        raise CLIError(f"--data {name} has no labels; use --task density")
-    order = np.random.default_rng(seed).permutation(len(images))
-    split = int(0.8 * len(images))
-    train_idx, test_idx = order[:split], order[split:]
-    labels_train = None if labels is None else labels[train_idx]
-    labels_test = None if labels is None else labels[test_idx]
-    return (images[train_idx], labels_train), (images[test_idx], labels_test), name
+def _prepare_folder(out, overwrite, resume):
+    holds_run = out.exists() and any((out / f).exists() for f in ("model.keras", "run.json", "backup"))
+    if holds_run and not (overwrite or resume):
+        raise CLIError(f"{out} already holds a run; pass --overwrite to replace it, --resume to continue an "
+                       "interrupted one, or --out DIR")
+    if resume and not (out / "backup").exists():
+        raise CLIError(f"--resume: {out} has no interrupted run to continue (no backup/ folder)")
+    if overwrite and out.exists() and not resume:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
 
 
-# -- commands --------------------------------------------------------------------
+def _overrides(args, recipe):
+    model = {}
+    block = dict(recipe.model.get("block", {}))
+    if args.coeff is not None:
+        block["coeff"] = args.coeff
+    if args.hidden is not None:
+        block["hidden"] = args.hidden
+    if args.logdet is not None:
+        if recipe.task == "classify":
+            raise CLIError("--logdet applies to density and hybrid models only")
+        block["logdet"] = args.logdet
+    if block != dict(recipe.model.get("block", {})):
+        model["block"] = block
+    if args.blocks is not None:
+        key = "stages" if recipe.task == "classify" else "blocks"
+        model[key] = args.blocks
+    if args.vanilla:
+        if recipe.task != "classify":
+            raise CLIError("--vanilla applies to --task classify only")
+        model["vanilla"] = True
+    return model
+
+
 def _strategy(name):
     import tensorflow as tf
 
@@ -126,113 +118,209 @@ def _strategy(name):
     return tf.distribute.get_strategy()
 
 
-def cmd_train(args):
-    import keras
+def _load_split(recipe, args, seed=0, n_train=None, record=None):
     import numpy as np
 
-    from keras_iresnet import certify, models, plots
+    from keras_iresnet import runs
 
+    data = args.data or (record or {}).get("data") or recipe.data
+    source = (record or {}).get("source", {})
+    try:
+        split = runs.load_split(
+            recipe,
+            data=data,
+            path=args.data_path or source.get("path"),
+            data_dir=args.data_dir or source.get("data_dir"),
+            download=args.download,
+            seed=seed,
+            n_train=n_train,
+            n_test=(record or {}).get("n_test"),
+        )
+    except (FileNotFoundError, ValueError, IsADirectoryError, PermissionError) as error:
+        raise CLIError(_one_line(error)) from None
+    for name, array in (("training", split.x_train), ("test", split.x_test)):
+        if not np.all(np.isfinite(np.asarray(array, dtype="float64"))):
+            raise CLIError(f"the {name} data of {data!r} contain NaN or Inf values; nothing was trained")
+    return split
+
+
+def cmd_train(args):
+    import keras
+
+    from keras_iresnet import certify, plots, runs
+
+    recipe = _recipe_for(args)
+    data = args.data or recipe.data
+    _check_data_for_task(recipe.task, data)
+    out = pathlib.Path(args.out) if args.out else _default_out(recipe, data, args)
+    model_overrides = _overrides(args, recipe)
     keras.utils.set_random_seed(args.seed)
-    out = pathlib.Path(args.out or f"iresnet_runs/{args.task}")
-    out.mkdir(parents=True, exist_ok=True)
-    train, test, image_name = _load(args.task, args, seed=args.seed)
+    split = _load_split(recipe, args, seed=args.seed, n_train=args.n_train)
+    _prepare_folder(out, args.overwrite, args.resume)
     strategy = _strategy(args.strategy)
-    verbose = 0 if args.quiet else 1
-    is_2d = image_name is None
     with strategy.scope():
-        if is_2d:
-            model = models.iresnet_flow(
-                (2,), blocks_per_scale=args.blocks or 6, hidden=args.hidden or 64, coeff=args.coeff,
-                logdet=args.logdet,
-            )
-        else:
-            shape = train[0].shape[1:]
-            common = dict(coeff=args.coeff, hidden=args.hidden or 16, logdet=args.logdet)
-            if args.task == "density":
-                model = models.iresnet_flow(shape, scales=2, blocks_per_scale=args.blocks or 2, **common)
-            elif args.task == "classify":
-                # The paper's layout: invertible downsampling, zero-padding to 16 channels.
-                squeeze = shape[0] % 2 == 0 and shape[1] % 2 == 0
-                model = models.iresnet_classifier(
-                    shape, int(np.max(train[1])) + 1, stages=(args.blocks or 2,) * 2, vanilla=args.vanilla,
-                    initial_squeeze=squeeze, pad_channels=max(0, 16 - (4 if squeeze else 1) * shape[-1]),
-                    **{**common, "hidden": args.hidden or 32},
-                )
-            else:
-                model = models.iresnet_hybrid(shape, int(np.max(train[1])) + 1, stages=(args.blocks or 1,) * 2, **common)
-        metrics = ["accuracy"] if args.task == "classify" else None
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True) if args.task == "classify" else None
-        model.compile(keras.optimizers.Adam(args.learning_rate), loss=loss, metrics=metrics)
-    batch = args.batch_size or (256 if is_2d else 64)
-    epochs = args.epochs or (15 if is_2d else 5)
-    train_ds, test_ds = _datasets(args.task, train, test, batch, args.seed, is_2d)
-    history = model.fit(train_ds, epochs=epochs, validation_data=test_ds, verbose=verbose, shuffle=False)
-    results = model.evaluate(test_ds, verbose=0, return_dict=True)
+        try:
+            model = runs.build_model(recipe, split, **model_overrides)
+        except (ValueError, TypeError) as error:
+            raise CLIError(_one_line(error)) from None
+        runs.compile_model(model, recipe, args.learning_rate, jit_compile=bool(args.jit))
+    arguments = runs.fit_arguments(recipe, split, args.epochs, args.batch_size)
+    callbacks = arguments.pop("callbacks")
+    callbacks.append(keras.callbacks.BackupAndRestore(str(out / "backup")))
+    callbacks.append(keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_loss", save_best_only=True))
+    if args.logdir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=args.logdir))
+    record = {
+        "recipe": recipe.name,
+        "task": recipe.task,
+        "model_overrides": model_overrides,
+        "training": {"epochs": arguments["epochs"], "batch_size": args.batch_size or recipe.batch_size,
+                     "learning_rate": args.learning_rate or recipe.optimizer["learning_rate"], "seed": args.seed,
+                     "strategy": args.strategy, "jit": bool(args.jit)},
+        "split": split.record(),
+    }
+    (out / "run.json").write_text(json.dumps(record, indent=2, default=_jsonable))
+    print(f"training recipe {recipe.name!r} on {data} ({len(split.x_train)} train / {len(split.x_test)} test) "
+          f"into {out}", flush=True)
+    history = model.fit(verbose=0 if args.quiet else 1, callbacks=callbacks, **arguments)
+    results = model.evaluate(arguments["validation_data"], verbose=0, return_dict=True)
     report = certify.certify(model)
     metrics = {
-        "task": args.task,
-        "data": args.data or _default_data(args.task),
-        "epochs": epochs,
+        "recipe": recipe.name,
+        "task": recipe.task,
+        "data": data,
+        "epochs": arguments["epochs"],
         "test": {k: float(v) for k, v in results.items()},
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
         "all_blocks_certified_contractions": report["all_contractions"],
     }
-    if not is_2d:
-        x_test = next(iter(test_ds))
-        x_test = x_test[0] if isinstance(x_test, tuple) else x_test
+    if not split.is_2d:
+        x_test = _first_inputs(arguments["validation_data"])
         recon = certify.reconstruction_report(model.trunk, x_test[:16])
         metrics["reconstruction_error"] = {"mean": recon["mean"], "max": recon["max"]}
     model_path = out / "model.keras"
     model.save(model_path)
     figure = out / "figure.png"
-    if is_2d:
-        plots.density_2d_figure(model, test, figure)
-    elif args.task == "classify":
+    if split.is_2d:
+        plots.density_2d_figure(model, split.x_test, figure)
+    elif recipe.task == "classify":
         plots.reconstruction_figure(model, x_test[:8], figure)
     else:
         plots.image_samples_figure(model, figure, reconstruct=x_test[:8])
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"saved model to {model_path}")
+    print(f"saved model to {model_path} (best epoch: {out / 'best.keras'})")
     print(f"saved metrics to {out / 'metrics.json'}: {json.dumps(metrics['test'])}")
     print(f"saved figure to {figure}")
     return 0
 
 
-def _load_model(path):
+def _jsonable(value):
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+def _first_inputs(dataset):
+    batch = next(iter(dataset))
+    return batch[0] if isinstance(batch, tuple) else batch
+
+
+def _one_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# -- saved models ----------------------------------------------------------------------
+def _model_and_record(args):
     import keras
 
     import keras_iresnet  # noqa: F401  (registers the classes)
 
-    if not pathlib.Path(path).exists():
-        raise CLIError(f"--model {path} does not exist")
-    return keras.models.load_model(path)
+    if args.run and args.model:
+        raise CLIError("give --run DIR or --model FILE, not both")
+    if not args.run and not args.model:
+        raise CLIError("give --run DIR (a folder written by 'iresnet train') or --model FILE")
+    record = None
+    if args.run:
+        run = pathlib.Path(args.run)
+        if not (run / "model.keras").is_file():
+            raise CLIError(f"--run {run}: no model.keras there (is it a run folder of 'iresnet train'?)")
+        path = run / "model.keras"
+        if (run / "run.json").is_file():
+            record = json.loads((run / "run.json").read_text())
+    else:
+        path = pathlib.Path(args.model)
+        if path.is_dir():
+            raise CLIError(f"--model {path} is a folder; pass the .keras file (or --run {path})")
+        if not path.exists():
+            raise CLIError(f"--model {path} does not exist")
+        beside = path.parent / "run.json"
+        if beside.is_file():
+            record = json.loads(beside.read_text())
+    if not zipfile.is_zipfile(path):
+        raise CLIError(f"{path} is not a valid .keras model file (truncated or not a Keras archive)")
+    try:
+        model = keras.models.load_model(path)
+    except Exception as error:  # noqa: BLE001 - a corrupt archive can raise almost anything
+        raise CLIError(f"{path} could not be loaded as a keras_iresnet model: {_one_line(error)}") from None
+    return model, record, path
 
 
-def _eval_inputs(model, args):
-    """Test inputs prepared for ``model`` (and labels or None)."""
-    from keras_iresnet import data, models
+def _task_of(model):
+    from keras_iresnet import models
 
-    task = "density" if isinstance(model, models.IResNetFlow) else (
-        "hybrid" if isinstance(model, models.IResNetHybrid) else "classify"
-    )
-    if len(model.input_shape_) == 1:
-        name = args.data or "moons"
-        if name not in DENSITY_2D:
-            raise CLIError(f"this model takes 2-D points; --data must be one of {DENSITY_2D}")
-        return task, data.sample_2d(name, args.n, seed=99), None
-    _, (images, labels), _ = _load(task, args)
-    images, labels = images[: args.n], None if labels is None else labels[: args.n]
-    ds = data.image_dataset(images, labels, task, batch_size=len(images), shuffle=False)
-    batch = next(iter(ds))
-    return (task, batch[0], batch[1]) if isinstance(batch, tuple) else (task, batch, None)
+    if isinstance(model, models.IResNetHybrid):
+        return "hybrid"
+    if isinstance(model, models.IResNetFlow):
+        return "density"
+    if isinstance(model, models.IResNetClassifier):
+        return "classify"
+    raise CLIError(f"{type(model).__name__} is not a keras_iresnet model")
+
+
+def _eval_split(model, record, args):
+    """The test split the model was trained with (or ``--data``), prepared like in training."""
+    from keras_iresnet import data as data_lib
+    from keras_iresnet import recipes, runs
+
+    task = _task_of(model)
+    is_2d = len(model.input_shape_) == 1
+    trained_on = (record or {}).get("split", {}).get("data")
+    data = args.data or trained_on or ("moons" if is_2d else "digits")
+    if is_2d and data not in data_lib.DENSITIES_2D:
+        raise CLIError(f"this model takes 2-D points; --data must be one of {', '.join(data_lib.DENSITIES_2D)}")
+    if not is_2d and data in data_lib.DENSITIES_2D:
+        raise CLIError(f"this model takes images of shape {model.input_shape_}; --data {data} is a 2-D density")
+    if args.data and trained_on and args.data != trained_on:
+        print(f"note: evaluating on {args.data}; the model was trained on {trained_on}", file=sys.stderr)
+    _check_data_for_task(task, data)
+    recipe = recipes.get((record or {}).get("recipe") or recipes.for_task(task, data).name)
+    split_record = (record or {}).get("split", {})
+    split = _load_split(recipe, args, seed=split_record.get("seed", 0), record=split_record)
+    if split_record.get("stats") and data == trained_on:
+        split.stats = tuple(split_record["stats"])
+    if split.input_shape != tuple(model.input_shape_):
+        raise CLIError(f"--data {data} has inputs of shape {split.input_shape}; the model takes {model.input_shape_}")
+    return split, runs.datasets(recipe, split)[1]
+
+
+def _limit(dataset, n):
+    return dataset.unbatch().take(n).batch(n) if n else dataset
 
 
 def cmd_evaluate(args):
-    model = _load_model(args.model)
-    task, x, y = _eval_inputs(model, args)
-    results = model.evaluate(x, y, verbose=0, return_dict=True) if y is not None else model.evaluate(
-        x, verbose=0, return_dict=True
-    )
+    from keras_iresnet import logdet, models
+
+    model, record, _ = _model_and_record(args)
+    _, test = _eval_split(model, record, args)
+    if args.terms is not None:
+        if not isinstance(model, models.IResNetFlow):
+            raise CLIError("--terms applies to density and hybrid models")
+        model.eval_logdet = logdet.PowerSeries(n_terms=args.terms, n_samples=args.probes)
+        model.compile(model.optimizer or "adam")  # retrace the evaluation with that estimator
+    elif model.optimizer is None:
+        model.compile("adam")
+    results = model.evaluate(_limit(test, args.n), verbose=0, return_dict=True)
     print(json.dumps({k: float(v) for k, v in results.items()}))
     return 0
 
@@ -240,8 +328,9 @@ def cmd_evaluate(args):
 def cmd_invert(args):
     from keras_iresnet import certify
 
-    model = _load_model(args.model)
-    _, x, _ = _eval_inputs(model, args)
+    model, record, _ = _model_and_record(args)
+    _, test = _eval_split(model, record, args)
+    x = _first_inputs(_limit(test, args.n))
     report = certify.reconstruction_report(model.trunk, x)
     print(json.dumps({"examples": len(report["errors"]), "mean_relative_error": report["mean"],
                       "max_relative_error": report["max"]}))
@@ -251,19 +340,22 @@ def cmd_invert(args):
 def cmd_sample(args):
     from keras_iresnet import models, plots
 
-    model = _load_model(args.model)
-    if not isinstance(model, (models.IResNetFlow, models.IResNetHybrid)):
+    model, _, path = _model_and_record(args)
+    if not isinstance(model, models.IResNetFlow):
         raise CLIError("sample needs a density model (trained with --task density or hybrid)")
-    out = pathlib.Path(args.out or pathlib.Path(args.model).with_name("samples.png"))
-    plots.samples_figure(model, args.n, args.temperature, out)
-    print(f"saved {args.n} samples to {out}")
+    out = pathlib.Path(args.out) if args.out else path.with_name("samples.png")
+    plots.samples_figure(model, args.n, args.temperature, out, seed=args.seed)
+    print(f"saved {args.n} samples (temperature {args.temperature}) to {out}")
     return 0
 
 
 def cmd_certify(args):
     from keras_iresnet import certify
 
-    report = certify.certify(_load_model(args.model))
+    model, _, path = _model_and_record(args)
+    report = certify.certify(model)
+    if not report["blocks"]:
+        raise CLIError(f"{path} has no residual blocks to certify")
     for block in report["blocks"]:
         print(f"{block['name']}: Lip(g) <= {block['lipschitz_bound']:.4f} "
               f"{'contraction' if block['contraction'] else 'NOT a proven contraction'}")
@@ -271,80 +363,86 @@ def cmd_certify(args):
     return 0 if report["all_contractions"] else 1
 
 
-def _datasets(task, train, test, batch, seed, is_2d):
-    """(train, validation) tf.data pipelines with the paper's preprocessing."""
-    import tensorflow as tf
-
-    from keras_iresnet import data
-
-    if is_2d:
-        train_ds = tf.data.Dataset.from_tensor_slices(train).shuffle(len(train), seed=seed).batch(batch)
-        return train_ds, tf.data.Dataset.from_tensor_slices(test).batch(batch)
-    stats = data.standardization_stats(train[0]) if task == "classify" else None
-    return (
-        data.image_dataset(train[0], train[1], task, batch, seed=seed, stats=stats),
-        data.image_dataset(test[0], test[1], task, batch, shuffle=False, stats=stats),
-    )
-
-
 def cmd_tune(args):
     import keras
     import keras_tuner
-    import numpy as np
 
-    from keras_iresnet import tuning
+    from keras_iresnet import recipes, runs, tuning
 
+    data = args.data or ("moons" if args.task == "density" else "digits")
+    _check_data_for_task(args.task, data)
+    recipe = recipes.for_task(args.task, data)
+    out = pathlib.Path(args.out or pathlib.Path("iresnet_runs") / f"tune-{args.task}-{data.replace(':', '_')}")
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise CLIError(f"{out} already holds a search; pass --overwrite to start it again, or --out DIR")
     keras.utils.set_random_seed(args.seed)
-    out = pathlib.Path(args.out or f"iresnet_runs/tune_{args.task}")
-    train, test, image_name = _load(args.task, args, n_train=4000, seed=args.seed)
-    is_2d = image_name is None
-    shape = (2,) if is_2d else train[0].shape[1:]
-    classes = None if args.task == "density" else int(np.max(train[1])) + 1
-    hypermodel = tuning.IResNetHyperModel(args.task, shape, classes)
-    tuner_cls = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization}.get(args.tuner)
+    args.data = data
+    split = _load_split(recipe, args, seed=args.seed)
+    hypermodel = tuning.IResNetHyperModel(recipe, split.input_shape, split.num_classes)
     common = dict(objective=hypermodel.objective, directory=str(out), project_name="search", seed=args.seed,
                   overwrite=True)
-    if tuner_cls is None:
+    if args.tuner == "hyperband":
         tuner = keras_tuner.Hyperband(hypermodel, max_epochs=args.epochs, **common)
     else:
+        tuner_cls = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization}[args.tuner]
         tuner = tuner_cls(hypermodel, max_trials=args.trials, **common)
-    train_ds, valid_ds = _datasets(args.task, train, test, args.batch_size or (256 if is_2d else 64), args.seed,
-                                   is_2d)
-    tuner.search(train_ds, validation_data=valid_ds, epochs=args.epochs, verbose=0 if args.quiet else 1)
+    train, valid = runs.datasets(recipe, split, args.batch_size)
+    tuner.search(train, validation_data=valid, epochs=args.epochs, verbose=0 if args.quiet else 1)
     statuses = [t.status for t in tuner.oracle.trials.values()]
     if "COMPLETED" not in statuses:
         raise CLIError(f"no trial completed (statuses: {statuses}); see the tuner log in {out}")
     best_hp = tuner.get_best_hyperparameters(1)[0].values
     best = tuner.get_best_models(1)[0]
     best.save(out / "best.keras")
-    summary = {"objective": hypermodel.objective.name, "best_hyperparameters": best_hp, "statuses": statuses}
+    summary = {"objective": hypermodel.objective.name, "best_hyperparameters": best_hp, "statuses": statuses,
+               "recipe": recipe.name}
     (out / "tuning.json").write_text(json.dumps(summary, indent=2, default=str))
     print(f"best hyperparameters: {json.dumps(best_hp, default=str)}")
     print(f"saved best model to {out / 'best.keras'} and summary to {out / 'tuning.json'}")
     return 0
 
 
+def cmd_recipes(args):
+    from keras_iresnet import recipes
+
+    for name in recipes.names():
+        recipe = recipes.get(name)
+        print(f"{name:18s} {recipe.task:9s} {recipe.data:12s} {recipe.device}  {recipe.summary}")
+    return 0
+
+
 COMMANDS = {
-    "tune": cmd_tune,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "invert": cmd_invert,
     "sample": cmd_sample,
     "certify": cmd_certify,
+    "tune": cmd_tune,
+    "recipes": cmd_recipes,
 }
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def run(args):
+    """Run parsed arguments; errors become one line and exit code 2.
+
+    Set ``IRESNET_DEBUG=1`` to see the traceback of an unexpected error instead.
+    """
     try:
         return COMMANDS[args.command](args)
     except CLIError as error:
         print(f"iresnet: error: {error}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, TypeError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"iresnet: error: {message}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 - TensorFlow raises its own error classes too
+        if os.environ.get("IRESNET_DEBUG"):
+            raise
+        print(f"iresnet: error: {type(error).__name__}: {_one_line(error)} (IRESNET_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
         return 2
+
+
+def main(argv=None):
+    """Parse ``argv`` and run (the launcher ``keras_iresnet_cli`` adds a quiet TensorFlow start)."""
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

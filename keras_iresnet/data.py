@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -23,7 +24,7 @@ __all__ = [
     "sample_2d",
     "density_2d_dataset",
     "digits_arrays",
-    "digits_split",
+    "data_sets_for",
     "standardization_stats",
     "mnist_file_arrays",
     "tfds_arrays",
@@ -36,6 +37,18 @@ DENSITIES_2D = ("moons", "circles", "8gaussians", "pinwheel", "checkerboard", "2
 _MNIST_RELATIVE = pathlib.Path("shared") / "data" / "mnist_test_images.npz"
 # A source checkout keeps the shared data beside the repository: <repo>/../shared/data.
 DEFAULT_MNIST_FILE = pathlib.Path(__file__).resolve().parents[1].parent / _MNIST_RELATIVE
+
+
+IMAGE_DATA = ("digits", "mnist-file")
+
+
+def data_sets_for(task):
+    """The embedded / file data set names valid for ``task`` (TFDS data ``tfds:NAME`` come on top)."""
+    if task == "density":
+        return DENSITIES_2D + IMAGE_DATA
+    if task in ("classify", "hybrid"):
+        return ("digits",)
+    raise ValueError(f"task must be 'density', 'classify' or 'hybrid'; got task={task!r}.")
 
 
 def _default_mnist_file():
@@ -120,21 +133,6 @@ def standardization_stats(images):
     return float(scaled.mean()), float(scaled.std())
 
 
-def digits_split(task="classify", n_train=1400, batch_size=64, test_batch_size=256, seed=0):
-    """Digits as ``(train, test)`` pipelines: the first ``n_train`` of the 1,797 images train.
-
-    For ``task="classify"`` both splits are standardized with the training split's
-    statistics (:func:`standardization_stats`); the test split is not shuffled.
-    """
-    images, labels = digits_arrays()
-    if not 0 < n_train < len(images):
-        raise ValueError(f"n_train must be in (0, {len(images)}); got n_train={n_train!r}.")
-    stats = standardization_stats(images[:n_train]) if task == "classify" else None
-    train = image_dataset(images[:n_train], labels[:n_train], task, batch_size, seed=seed, stats=stats)
-    test = image_dataset(images[n_train:], labels[n_train:], task, test_batch_size, shuffle=False, stats=stats)
-    return train, test
-
-
 def mnist_file_arrays(path=None):
     """The MNIST test images file: ``(images uint8 [10000, 28, 28, 1], None)`` (no labels).
 
@@ -142,17 +140,30 @@ def mnist_file_arrays(path=None):
     beside the source checkout or the working directory.
     """
     path = pathlib.Path(path) if path else _default_mnist_file()
+    if path.is_dir():
+        raise ValueError(f"MNIST images file: {path} is a folder; pass the .npz file itself.")
     if not path.exists():
         raise FileNotFoundError(
             f"MNIST images file not found at {path}. Pass path= (or --data-path) pointing to an "
             ".npz with a uint8 array 'data' of shape [N, 28, 28], or use data='digits' / 'tfds:mnist'."
         )
-    with np.load(path) as archive:
-        if "data" not in archive:
-            raise ValueError(f"{path} has no array 'data' (found {list(archive.keys())}).")
-        images = archive["data"]
+    try:
+        with np.load(path) as archive:
+            if "data" not in archive:
+                raise ValueError(f"{path} has no array 'data' (found {list(archive.keys())}).")
+            images = archive["data"]
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise ValueError(f"{path} is not a readable .npz file ({error}).") from None
     if images.ndim == 3:
         images = images[..., None]
+    if images.ndim != 4:
+        raise ValueError(f"{path}: 'data' must have shape [N, H, W] or [N, H, W, C]; got {images.shape}.")
+    if images.dtype != np.uint8:
+        values = images.astype("float64")
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{path}: 'data' contains NaN or Inf values; expected 8-bit images.")
+        if values.min() < 0 or values.max() > 255 or np.any(values != np.round(values)):
+            raise ValueError(f"{path}: 'data' must hold 8-bit pixel values (integers 0..255); got {images.dtype}.")
     return images.astype("uint8"), None
 
 

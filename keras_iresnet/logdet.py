@@ -194,7 +194,12 @@ class Exact(LogDetEstimator):
         # All d columns of J at once: g on d copies of each example, copy i carrying
         # the tangent e_i (forward mode, differentiable by the outer tape).
         batch = tf.shape(x)[0]
-        copies = tf.repeat(x, d, axis=0)  # [batch * d, ...]
+        # [batch * d, ...], example-major; a broadcast (not tf.repeat, whose gradient
+        # inside a while loop needs shapes XLA cannot infer at compile time).
+        event = tf.shape(x)[1:]
+        copies = tf.reshape(
+            tf.broadcast_to(x[:, None], tf.concat([[batch, d], event], 0)), tf.concat([[batch * d], event], 0)
+        )
         basis = tf.tile(tf.eye(d, dtype=x.dtype), tf.stack([batch, 1]))  # [batch * d, d]
         with tf.autodiff.ForwardAccumulator(copies, tf.reshape(basis, tf.shape(copies))) as accumulator:
             g_copies = g(copies)

@@ -75,7 +75,7 @@ __all__ = [
 
 LN2 = math.log(2.0)
 _BLOCK_ARGUMENTS = frozenset(
-    "hidden kernel_sizes coeff activation power_iterations power_tol dropout preactivation actnorm "
+    "hidden kernel_sizes coeff activation power_iterations power_tol power_vectors dropout preactivation actnorm "
     "actnorm_variance_floor logdet solver max_iterations atol rtol strict seed".split()
 )
 
@@ -214,7 +214,10 @@ class _IResNetModel(keras.Model):
         return [layer for layer in spectral_layers(self.trunk) if layer.coeff is not None]
 
     def build(self, input_shape):
-        self.trunk.build(tuple(input_shape))
+        # Keras calls build again when loading a model (build_from_config); the
+        # sublayers are built once.
+        if not self.trunk.built:
+            self.trunk.build(tuple(input_shape))
         self._build_heads(self.trunk.compute_output_shape(tuple(input_shape)))
 
     def _build_heads(self, feature_shape):
@@ -326,7 +329,8 @@ class IResNetClassifier(_IResNetModel):
         self._finish()
 
     def _build_heads(self, feature_shape):
-        self.head.build(feature_shape)
+        if not self.head.built:
+            self.head.build(feature_shape)
 
     def call(self, x, training=None):
         return self.head(self.trunk(x, training=training), training=training)
@@ -437,7 +441,8 @@ class IResNetFlow(_IResNetModel):
                     "fc_blocks", defaults.get("fc_blocks", 0) if fc_blocks is None else fc_blocks),
                 fc_block=block_config(defaults.get("fc_block") if fc_block is None else fc_block),
             )
-            arch["blocks"] = list(_blocks_per_scale(arch["blocks"], image)) if image else int(arch["blocks"])
+            per_scale = _blocks_per_scale(arch["blocks"], image)
+            arch["blocks"] = list(per_scale) if image else per_scale[0]
             if arch["logit"] is not None:
                 arch["logit"] = validation.open_unit("logit", arch["logit"])
             if image:
@@ -451,7 +456,8 @@ class IResNetFlow(_IResNetModel):
         self._finish()
 
     def _build_heads(self, feature_shape):
-        self.base.build(feature_shape)
+        if not self.base.built:
+            self.base.build(feature_shape)
 
     @property
     def latent_shape(self):
@@ -553,9 +559,11 @@ class IResNetHybrid(IResNetFlow):
     :class:`IResNetFlow` (without ``factor_out``: the head needs the final image).
 
     Args:
-      input_shape, **flow arguments: as :class:`IResNetFlow`.
+      input_shape: ``(H, W, C)`` (or ``(d,)``).
       num_classes: number of classes.
       density_weight: weight of bits/dim in the loss.
+      blocks, block, logit, base, initial_squeeze, fc_blocks, fc_block,
+      eval_logdet, data_8bit, trunk: as :class:`IResNetFlow` (``factor_out`` is refused).
     """
 
     def __init__(self, input_shape, num_classes, density_weight=None, **kwargs):
@@ -576,7 +584,8 @@ class IResNetHybrid(IResNetFlow):
 
     def _build_heads(self, feature_shape):
         super()._build_heads(feature_shape)
-        self.head.build(feature_shape)
+        if not self.head.built:
+            self.head.build(feature_shape)
 
     def call(self, x, training=None):
         log_prob, z = self._log_prob_graph(x, bool(training), None if training else self.eval_logdet)

@@ -48,10 +48,10 @@ def _grid(images, rows):
     return canvas
 
 
-def samples_figure(model, n, temperature, path):
+def samples_figure(model, n, temperature, path, seed=None):
     """A grid of samples of a density model (images) or a scatter plot (2-D)."""
     plt = _pyplot()
-    samples = model.sample(n, temperature=temperature).numpy()
+    samples = model.sample(n, temperature=temperature, seed=seed).numpy()
     fig = plt.figure(figsize=(5, 5))
     if samples.ndim == 2:
         plt.scatter(samples[:, 0], samples[:, 1], s=2)

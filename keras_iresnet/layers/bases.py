@@ -35,6 +35,9 @@ class _Base(keras.layers.Layer):
     """Shared shape handling: built on ``[batch, *latent_shape]``."""
 
     def build(self, input_shape):
+        self._set_latent_shape(input_shape)
+
+    def _set_latent_shape(self, input_shape):
         self.latent_shape = tuple(int(d) for d in input_shape[1:])
 
     def call(self, inputs):
@@ -77,7 +80,7 @@ class DiagonalGaussian(_Base):
     """
 
     def build(self, input_shape):
-        super().build(input_shape)
+        self._set_latent_shape(input_shape)  # (not super().build: Keras would lock the layer)
         self.loc = self.add_weight(name="loc", shape=self.latent_shape, initializer="zeros")
         self.log_scale = self.add_weight(name="log_scale", shape=self.latent_shape, initializer="zeros")
 

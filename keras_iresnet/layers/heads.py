@@ -28,8 +28,9 @@ class ClassifierHead(keras.layers.Layer):
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2; got num_classes={num_classes!r}.")
         self.momentum = validation.open_unit("momentum", momentum)
-        self.norm = keras.layers.BatchNormalization(momentum=self.momentum)
-        self.logits = keras.layers.Dense(self.num_classes)
+        # The sublayers follow this layer's dtype policy (e.g. dtype="mixed_float16").
+        self.norm = keras.layers.BatchNormalization(momentum=self.momentum, dtype=self.dtype_policy)
+        self.logits = keras.layers.Dense(self.num_classes, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.norm.build(input_shape)

@@ -77,20 +77,30 @@ class FactorOut(InvertibleLayer):
     def _flat(t):
         return tf.reshape(t, [tf.shape(t)[0], -1])
 
-    def forward_and_log_det(self, inputs, training=None, logdet=None):
-        x = tf.convert_to_tensor(inputs)
-        self._ensure_built(x.shape)
-        total = self._zero_log_det(x)
+    def _run(self, x, training, logdet, with_log_det):
+        total = self._zero_log_det(x) if with_log_det else None
         latents = []
         for index, stage in enumerate(self.stages):
-            x, log_det = stage.forward_and_log_det(x, training=training, logdet=logdet)
-            total = total + log_det
+            if with_log_det:
+                x, log_det = stage.forward_and_log_det(x, training=training, logdet=logdet)
+                total = total + log_det
+            else:
+                x = stage(x, training=training)
             if index < len(self.splits):
                 keep = self.splits[index][0]
                 latents.append(self._flat(x[..., keep:]))
                 x = x[..., :keep]
         latents.append(self._flat(x))
         return tf.concat(latents, axis=1), total
+
+    def call(self, inputs, training=None):
+        # The output only: no stage estimates a log-det it would throw away.
+        return self._run(inputs, training, None, False)[0]
+
+    def forward_and_log_det(self, inputs, training=None, logdet=None):
+        x = tf.convert_to_tensor(inputs)
+        self._ensure_built(x.shape)
+        return self._run(x, training, logdet, True)
 
     def _ensure_built_from_output(self, output_shape):
         if not self.built:

@@ -65,9 +65,10 @@ class InvertibleResidualStack(InvertibleLayer):
         ``"lipswish"`` (a learnable beta per block and layer) or a callable you
         guarantee to be 1-Lipschitz.
       power_iterations: cap on the power iterations per training call.
-      power_tol: the power iteration stops once sigma~ changes by at most this
-        (relative) in one iteration (``None``: exactly ``power_iterations``).
-        See :mod:`keras_iresnet.layers.spectral_layers` for the guarantee.
+      power_tol: the iteration stops once the predicted relative error of sigma~
+        is at most this (``None``: exactly ``power_iterations``).
+      power_vectors: vectors of the subspace iteration (see
+        :mod:`keras_iresnet.layers.spectral_layers` for the guarantee).
       dropout: dropout rate on the hidden activations of g, training only. Note
         that inverted dropout scales by ``1 / (1 - rate)``, so during training
         ``Lip(g)`` can exceed ``coeff`` by that factor (choose coeff accordingly,
@@ -96,8 +97,9 @@ class InvertibleResidualStack(InvertibleLayer):
         kernel_sizes=(3, 1, 3),
         coeff=0.97,
         activation="elu",
-        power_iterations=20,
-        power_tol=1e-4,
+        power_iterations=50,
+        power_tol=1e-3,
+        power_vectors=8,
         dropout=0.0,
         preactivation=False,
         actnorm=False,
@@ -133,6 +135,7 @@ class InvertibleResidualStack(InvertibleLayer):
         ]
         self.power_iterations = validation.positive_int("power_iterations", power_iterations)
         self.power_tol = None if power_tol is None else validation.positive_float("power_tol", power_tol)
+        self.power_vectors = validation.positive_int("power_vectors", power_vectors)
         self.dropout = validation.fraction("dropout", dropout)
         self.preactivation = bool(preactivation)
         self.actnorm_mode = _actnorm_mode(actnorm)
@@ -176,6 +179,7 @@ class InvertibleResidualStack(InvertibleLayer):
                 coeff=self.coeff,
                 power_iterations=self.power_iterations,
                 power_tol=self.power_tol,
+                power_vectors=self.power_vectors,
                 stack=self.stack_size,
                 name=f"{self.name}_linear{i}",
             )
@@ -211,7 +215,11 @@ class InvertibleResidualStack(InvertibleLayer):
     def _pick(self, t, index):
         return t if t is None or self.stack_size is None else t[index]
 
-    def _g(self, parameters, index, training):
+    def _g(self, parameters, index, training, batch=None):
+        """``g`` of block ``index``. With dropout, one mask per example of a batch of ``batch``
+        examples, drawn at the first evaluation (``batch=None``: that evaluation's batch); an
+        evaluation on ``k`` copies of each example (``tf.repeat(x, k, axis=0)``, as the exact
+        log-det does) applies each example's mask to all of its copies, so g stays one function."""
         kernels, biases, betas = ([self._pick(t, index) for t in group] for group in parameters)
         use_dropout = bool(training) and self.dropout > 0
         masks = {}
@@ -223,9 +231,12 @@ class InvertibleResidualStack(InvertibleLayer):
                     h = lipswish(h, betas[j]) if isinstance(act, LipSwish) else act(h)
                     if use_dropout and j > 0:
                         if j not in masks:
-                            keep = tf.random.uniform(tf.shape(h), dtype=h.dtype) >= self.dropout
+                            rows = tf.shape(h)[:1] if batch is None else tf.reshape(batch, [1])
+                            shape = tf.concat([rows, tf.shape(h)[1:]], 0)
+                            keep = tf.random.uniform(shape, dtype=h.dtype) >= self.dropout
                             masks[j] = tf.cast(keep, h.dtype) / (1.0 - self.dropout)
-                        h = h * masks[j]
+                        mask = masks[j]
+                        h = h * tf.repeat(mask, tf.shape(h)[0] // tf.shape(mask)[0], axis=0)
                 h = layer.apply_operator(h, kernels[j])
                 if biases[j] is not None:
                     h = h + biases[j]
@@ -274,7 +285,7 @@ class InvertibleResidualStack(InvertibleLayer):
                     x, self._pick(an_bias, index), self._pick(an_log_scale, index), training
                 )
                 x, log_det = actnorm.affine(x, *used)
-            g = self._g(parameters, index, training)
+            g = self._g(parameters, index, training, batch=tf.shape(x)[0])
             if estimator is None:
                 return x + g(x), log_det, used
             block_seed = tf.random.experimental.stateless_fold_in(seed, index)
@@ -429,6 +440,7 @@ class InvertibleResidualStack(InvertibleLayer):
             activation=activation,
             power_iterations=self.power_iterations,
             power_tol=self.power_tol,
+            power_vectors=self.power_vectors,
             dropout=self.dropout,
             preactivation=self.preactivation,
             actnorm=self.actnorm_mode or False,

@@ -1,0 +1,138 @@
+"""The ``iresnet`` command's arguments (standard library only: loaded without TensorFlow).
+
+Every numeric argument is validated here, at parse time: a bad value gives one
+line (``iresnet: error: ...``) and exit code 2 before anything is imported or trained.
+"""
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["build_parser", "TASKS", "LOGDETS"]
+
+TASKS = ("density", "classify", "hybrid")
+LOGDETS = ("auto", "exact", "power_series", "russian_roulette")
+
+
+def _typed(name, convert, check, expected):
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+positive_int = _typed("positive int", int, lambda v: v >= 1, "an integer >= 1")
+non_negative_int = _typed("non-negative int", int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _typed("positive float", float, lambda v: v > 0 and v != float("inf"), "a number > 0")
+unit_interval = _typed("coefficient", float, lambda v: 0 < v < 1, "a number with 0 < value < 1")
+
+
+def _blocks(text):
+    """``40`` (vectors / every scale) or ``2,2`` (blocks per scale)."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or a comma-separated list like 2,2; got {text!r}") from None
+    if not values or any(v < 0 for v in values) or sum(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected block counts >= 0 with at least one block; got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def _data_options(parser):
+    parser.add_argument("--data-path", default=None, help="path of the MNIST images .npz (--data mnist-file)")
+    parser.add_argument("--data-dir", default=None, help="TFDS data_dir with prepared data (--data tfds:NAME)")
+    parser.add_argument("--download", action="store_true", help="let TFDS download (needs a network)")
+
+
+def _model_options(parser):
+    parser.add_argument("--model", default=None, help="a saved model file (.keras)")
+    parser.add_argument("--run", default=None, help="a run folder written by 'iresnet train' (uses its data)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors as one line, ``iresnet: error: ...`` (exit code 2), with a pointer to ``--help``."""
+
+    def error(self, message):
+        self.exit(2, f"iresnet: error: {self.prog.split(' ', 1)[-1] + ': ' if ' ' in self.prog else ''}"
+                     f"{message} (see '{self.prog} --help')\n")
+
+
+def build_parser():
+    parser = _Parser(
+        prog="iresnet",
+        description="Train, evaluate, sample, invert and certify invertible residual networks.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train a recipe's model; write model, metrics, figure and run record")
+    train.add_argument("--recipe", default=None, help="a named recipe ('iresnet recipes' lists them)")
+    train.add_argument("--task", choices=TASKS, default=None,
+                       help="without --recipe: the task's recipe for --data (density: '2d' or 'mnist'; "
+                            "classify: 'digits-classifier'; hybrid: 'digits-hybrid')")
+    train.add_argument("--data", default=None, help="moons|circles|8gaussians|pinwheel|checkerboard|2spirals|"
+                       "digits|mnist-file|tfds:NAME (default: the recipe's)")
+    _data_options(train)
+    train.add_argument("--epochs", type=positive_int, default=None)
+    train.add_argument("--batch-size", type=positive_int, default=None)
+    train.add_argument("--learning-rate", type=positive_float, default=None)
+    train.add_argument("--coeff", type=unit_interval, default=None, help="spectral-normalization coefficient")
+    train.add_argument("--blocks", type=_blocks, default=None, help="residual blocks: N, or per stage/scale N,N")
+    train.add_argument("--hidden", type=positive_int, default=None, help="hidden width of the blocks")
+    train.add_argument("--logdet", choices=LOGDETS, default=None, help="training log-det estimator")
+    train.add_argument("--n-train", type=positive_int, default=None, help="training examples (default: the recipe's)")
+    train.add_argument("--vanilla", action="store_true", help="classify: the same network without normalization")
+    train.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
+    train.add_argument("--jit", action="store_true", help="compile the training step with XLA")
+    train.add_argument("--seed", type=non_negative_int, default=0)
+    train.add_argument("--out", default=None, help="run folder (default: iresnet_runs/<recipe>-<data>[-vanilla][-seedN])")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run in the folder")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run in the folder")
+    train.add_argument("--logdir", default=None, help="write TensorBoard logs here")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a saved model on its test split")
+    _model_options(evaluate)
+    evaluate.add_argument("--data", default=None, help="other data than the run's")
+    _data_options(evaluate)
+    evaluate.add_argument("--n", type=positive_int, default=None, help="test examples to use (default: all)")
+    evaluate.add_argument("--terms", type=positive_int, default=None,
+                          help="density models: evaluate with a power series of this many terms")
+    evaluate.add_argument("--probes", type=positive_int, default=1, help="with --terms: Hutchinson probes")
+
+    invert = sub.add_parser("invert", help="reconstruction errors of a saved model's inverse")
+    _model_options(invert)
+    invert.add_argument("--data", default=None, help="other data than the run's")
+    _data_options(invert)
+    invert.add_argument("--n", type=positive_int, default=256, help="examples to use")
+
+    sample = sub.add_parser("sample", help="draw samples from a saved density model")
+    _model_options(sample)
+    sample.add_argument("--n", type=positive_int, default=64)
+    sample.add_argument("--temperature", type=positive_float, default=1.0)
+    sample.add_argument("--seed", type=non_negative_int, default=0)
+    sample.add_argument("--out", default=None, help="PNG path (default: samples.png beside the model)")
+
+    certify = sub.add_parser("certify", help="exact per-layer Lipschitz bounds of a saved model (exit 1 if not proven)")
+    _model_options(certify)
+
+    tune = sub.add_parser("tune", help="keras-tuner search centred on the task's recipe")
+    tune.add_argument("--task", choices=TASKS, required=True)
+    tune.add_argument("--data", default=None)
+    _data_options(tune)
+    tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="random")
+    tune.add_argument("--trials", type=positive_int, default=5)
+    tune.add_argument("--epochs", type=positive_int, default=3)
+    tune.add_argument("--batch-size", type=positive_int, default=None)
+    tune.add_argument("--seed", type=non_negative_int, default=0)
+    tune.add_argument("--out", default=None, help="default: iresnet_runs/tune-<task>-<data>")
+    tune.add_argument("--overwrite", action="store_true", help="replace an existing search in the folder")
+    tune.add_argument("--quiet", action="store_true")
+
+    sub.add_parser("recipes", help="list the named recipes")
+    return parser
