@@ -12,7 +12,7 @@ from common import parser, report, time_interleaved  # noqa: I001
 import tensorflow as tf  # noqa: E402
 
 import keras_iresnet as kir  # noqa: E402
-from keras_iresnet import spectral  # noqa: E402
+from keras_iresnet import certify, recipes, runs  # noqa: E402
 
 
 def build(coeff, shape, blocks, hidden):
@@ -20,26 +20,18 @@ def build(coeff, shape, blocks, hidden):
         [kir.InvertibleResidualBlock(hidden=hidden, coeff=coeff, max_iterations=500) for _ in range(blocks)]
     )
     flow.build((None,) + shape)
-    for layer in spectral.spectral_layers(flow):
+    for layer in certify.spectral_layers(flow):
         layer.kernel.assign(layer.kernel * 5.0)
-    spectral.refine(flow)
+    certify.refine(flow)
     return flow
 
 
 def trained_digits_trunk(coeff, epochs):
-    """The trunk of a digits classifier trained for ``epochs`` (pad to 4 channels, 2 stages)."""
-    import keras
-
-    from keras_iresnet import data, models
-
-    train, test = data.digits_split("classify", test_batch_size=128)
-    keras.utils.set_random_seed(0)
-    model = models.iresnet_classifier((8, 8, 1), 10, stages=(2, 2), hidden=16, coeff=coeff)
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(train, epochs=epochs, verbose=0)
-    x = next(iter(test))[0]
-    blocks = [layer for layer in model.trunk.chain if isinstance(layer, kir.InvertibleResidualBlock)]
-    return model.trunk, blocks, x
+    """The trunk of the "digits-classifier" recipe's model at ``coeff``, trained for ``epochs``."""
+    recipe = recipes.get("digits-classifier")
+    model, _, split = runs.train(recipe, epochs=epochs, verbose=0, block={**recipe.model["block"], "coeff": coeff})
+    x = next(iter(runs.datasets(recipe, split, batch_size=128)[1]))[0][:128]
+    return model.trunk, certify.residual_stacks(model.trunk), x
 
 
 def measure(flow, blocks, x, repeats, label, coeff):
@@ -53,9 +45,10 @@ def measure(flow, blocks, x, repeats, label, coeff):
             z = y
             evaluations = []
             for layer in reversed(flow.chain):
-                if layer in blocks:
+                if layer in blocks:  # a stack reports the iterations summed over its blocks
                     z, info = layer.inverse(z, return_info=True, solver=solver, rtol=1e-7, atol=0.0)
-                    evaluations.append(float(tf.reduce_max(info.iterations)))
+                    per_block = float(tf.reduce_max(info.iterations)) / layer.num_blocks
+                    evaluations.extend([per_block] * layer.num_blocks)
                 else:
                     z = layer.inverse(z)
             return z, evaluations

@@ -17,15 +17,15 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_iresnet as kir  # noqa: E402
-from keras_iresnet import logdet, spectral  # noqa: E402
+from keras_iresnet import certify, logdet  # noqa: E402
 
 
 def saturated_block(shape, hidden, coeff=0.9):
     block = kir.InvertibleResidualBlock(hidden=hidden, coeff=coeff)
     block.build((None,) + shape)
-    for layer in spectral.spectral_layers(block):
+    for layer in certify.spectral_layers(block):
         layer.kernel.assign(layer.kernel * 5.0)
-    spectral.refine(block)
+    certify.refine(block)
     return block
 
 

@@ -22,6 +22,7 @@ import os
 import pathlib
 import shutil
 import sys
+import warnings
 import zipfile
 
 from keras_iresnet._cli_args import build_parser
@@ -98,7 +99,11 @@ def _overrides(args, recipe):
         model["block"] = block
     if args.blocks is not None:
         key = "stages" if recipe.task == "classify" else "blocks"
-        model[key] = args.blocks
+        current = recipe.model.get(key)
+        blocks = args.blocks
+        if isinstance(blocks, int) and isinstance(current, (tuple, list)):
+            blocks = (blocks,) * len(current)  # N blocks in every stage / scale
+        model[key] = blocks
     if args.vanilla:
         if recipe.task != "classify":
             raise CLIError("--vanilla applies to --task classify only")
@@ -148,6 +153,7 @@ def cmd_train(args):
     import keras
 
     from keras_iresnet import certify, plots, runs
+    from keras_iresnet.inverse import InverseConvergenceWarning
 
     recipe = _recipe_for(args)
     data = args.data or recipe.data
@@ -194,19 +200,26 @@ def cmd_train(args):
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
         "all_blocks_certified_contractions": report["all_contractions"],
     }
-    if not split.is_2d:
-        x_test = _first_inputs(arguments["validation_data"])
-        recon = certify.reconstruction_report(model.trunk, x_test[:16])
-        metrics["reconstruction_error"] = {"mean": recon["mean"], "max": recon["max"]}
-    model_path = out / "model.keras"
-    model.save(model_path)
-    figure = out / "figure.png"
-    if split.is_2d:
-        plots.density_2d_figure(model, split.x_test, figure)
-    elif recipe.task == "classify":
-        plots.reconstruction_figure(model, x_test[:8], figure)
-    else:
-        plots.image_samples_figure(model, figure, reconstruct=x_test[:8])
+    with warnings.catch_warnings(record=True) as caught:  # a vanilla network is not expected to invert
+        warnings.simplefilter("always", InverseConvergenceWarning)
+        if not split.is_2d:
+            x_test = _first_inputs(arguments["validation_data"])
+            recon = certify.reconstruction_report(model.trunk, x_test[:16])
+            metrics["reconstruction_error"] = {"mean": recon["mean"], "max": recon["max"]}
+        model_path = out / "model.keras"
+        model.save(model_path)
+        figure = out / "figure.png"
+        if split.is_2d:
+            plots.density_2d_figure(model, split.x_test, figure)
+        elif recipe.task == "classify":
+            plots.reconstruction_figure(model, x_test[:8], figure)
+        else:
+            plots.image_samples_figure(model, figure, reconstruct=x_test[:8])
+    if any(issubclass(w.category, InverseConvergenceWarning) for w in caught):
+        reason = ("as expected without spectral normalization" if args.vanilla
+                  else "raise max_iterations or use solver='anderson'")
+        print(f"note: the inverse did not converge for some examples ({reason}); the reconstruction error "
+              f"is in metrics.json")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"saved model to {model_path} (best epoch: {out / 'best.keras'})")
     print(f"saved metrics to {out / 'metrics.json'}: {json.dumps(metrics['test'])}")
@@ -392,7 +405,9 @@ def cmd_tune(args):
     if "COMPLETED" not in statuses:
         raise CLIError(f"no trial completed (statuses: {statuses}); see the tuner log in {out}")
     best_hp = tuner.get_best_hyperparameters(1)[0].values
-    best = tuner.get_best_models(1)[0]
+    with warnings.catch_warnings():  # keras-tuner reloads the weights into an unbuilt optimizer: harmless
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        best = tuner.get_best_models(1)[0]
     best.save(out / "best.keras")
     summary = {"objective": hypermodel.objective.name, "best_hyperparameters": best_hp, "statuses": statuses,
                "recipe": recipe.name}

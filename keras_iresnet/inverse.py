@@ -66,7 +66,7 @@ class InverseSettings:
     """
 
     solver: str = "fixed_point"
-    max_iterations: int = 100
+    max_iterations: int = 1000
     atol: float = 1e-6
     rtol: float = 1e-6
     strict: bool = False
@@ -150,7 +150,7 @@ def check_finite(y):
     )
 
 
-def _fixed_point(g, y, tol, max_iterations=100):
+def _fixed_point(g, y, tol, max_iterations):
     batch = tf.shape(y)[0]
 
     def body(k, x, converged, iterations, residual):
@@ -183,7 +183,7 @@ def _expand(mask, like):
     return tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([tf.rank(like) - 1], tf.int32)], 0))
 
 
-def _anderson(g, y, tol, max_iterations=100, memory=5, beta=1.0, regularization=1e-10):
+def _anderson(g, y, tol, max_iterations, memory, beta=1.0, regularization=1e-10):
     batch = tf.shape(y)[0]
     shape = tf.shape(y)
     y_flat = tf.reshape(y, [batch, -1])
@@ -208,7 +208,10 @@ def _anderson(g, y, tol, max_iterations=100, memory=5, beta=1.0, regularization=
         # are ~1e-7 of y and their Gram matrix is ill-conditioned in float32.
         gs = tf.cast(fs - xs, tf.float64)  # [batch, m, dim] residuals
         gram = tf.matmul(gs, gs, transpose_b=True)  # [batch, m, m]
-        scale = tf.linalg.trace(gram)[:, None, None] / memory + 1e-300
+        # Relative Tikhonov regularization with a floor that is a normal float64: an
+        # example whose residuals are all exactly 0 (y = 0, or converged) has a zero Gram
+        # matrix, and 1e-10 * 1e-300 would be a subnormal that the solve treats as 0.
+        scale = tf.maximum(tf.linalg.trace(gram)[:, None, None] / memory, 1e-200)
         gram = gram + regularization * scale * tf.eye(memory, dtype=tf.float64)
         ones = tf.ones([batch, memory, 1], tf.float64)
         a = tf.linalg.solve(gram, ones)[..., 0]

@@ -42,10 +42,11 @@ import tensorflow as tf
 
 from keras_iresnet import logdet as logdet_lib
 from keras_iresnet import recipes, validation
-from keras_iresnet._tf import graph_function, in_xla_context
+from keras_iresnet._tf import graph_function, in_xla_context, no_autograph
 from keras_iresnet.bijector import density_model
 from keras_iresnet.callbacks import RefineSpectralNorm, StopOnNonFiniteLoss
 from keras_iresnet.certify import spectral_layers
+from keras_iresnet.layers.spectral_layers import tracked_after_update
 from keras_iresnet.layers import (
     ActNorm,
     ClassifierHead,
@@ -223,16 +224,19 @@ class _IResNetModel(keras.Model):
     def _build_heads(self, feature_shape):
         pass
 
+    @no_autograph
     def train_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         x = _check_finite(x, "fit: the training data contain NaN or Inf values; clean the data "
                              "(or check the preprocessing) before training.")
         data = (x,) + tuple(data[1:]) if isinstance(data, tuple) else x
-        logs = super().train_step(data)
+        with tracked_after_update():  # the vectors were tracked right after the last update
+            logs = super().train_step(data)
         for layer in self._normalized_layers():  # the vectors follow the updated weights
             layer.track()
         return logs
 
+    @no_autograph
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = self._loss(x, y, y_pred, sample_weight, training)
         return _check_finite(loss, "fit: the loss is NaN or Inf (diverged: lower the learning rate, "
@@ -332,6 +336,7 @@ class IResNetClassifier(_IResNetModel):
         if not self.head.built:
             self.head.build(feature_shape)
 
+    @no_autograph
     def call(self, x, training=None):
         return self.head(self.trunk(x, training=training), training=training)
 
@@ -495,6 +500,7 @@ class IResNetFlow(_IResNetModel):
             nll = nll + self.event_dims * math.log(256.0)
         return nll / (self.event_dims * LN2)
 
+    @no_autograph
     def call(self, x, training=None):
         return self._log_prob_graph(x, bool(training), None if training else self.eval_logdet)[0]
 
@@ -587,6 +593,7 @@ class IResNetHybrid(IResNetFlow):
         if not self.head.built:
             self.head.build(feature_shape)
 
+    @no_autograph
     def call(self, x, training=None):
         log_prob, z = self._log_prob_graph(x, bool(training), None if training else self.eval_logdet)
         return {"logits": self.head(z, training=training), "log_prob": log_prob}

@@ -8,8 +8,8 @@ same thing everywhere::
     recipe = recipes.get("2d")
     split = runs.load_split(recipe)                  # arrays + preprocessing record
     model = runs.build_model(recipe, split)          # the recipe's model
-    runs.compile_model(model, recipe, split)         # optimizer, warm-up, metrics
-    history = model.fit(*runs.fit_arguments(recipe, split))   # or runs.train(recipe)
+    runs.compile_model(model, recipe)                # optimizer, warm-up, metrics
+    history = model.fit(**runs.fit_arguments(recipe, split))  # or: runs.train(recipe)
 """
 from __future__ import annotations
 

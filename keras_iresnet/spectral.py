@@ -95,30 +95,47 @@ def power_iteration(operator, adjoint, v, max_iterations=1, rtol=None, batch_dim
     rtol_t = tf.constant(-1.0, dtype) if rtol is None else tf.cast(rtol, dtype)
     precision = tf.constant(8 * np.finfo(dtype.as_numpy_dtype).eps, dtype)
     inf = tf.fill(tf.shape(sigma), tf.constant(float("inf"), dtype))
+    unknown_rate = tf.fill(tf.shape(sigma), tf.constant(_MAX_RATE, dtype))
 
-    def cond(i, v, av, sigma, change, predicted):
+    def cond(i, v, av, sigma, change, rate, predicted):
         return tf.logical_and(i < max_iterations, tf.reduce_any(predicted > rtol_t))
 
-    def body(i, v, av, sigma, change, predicted):
+    def body(i, v, av, sigma, change, rate, predicted):
         v_new = l2_normalize(adjoint(av), batch_dims)
         av_new = operator(v_new)
         sigma_new = _norms(av_new, batch_dims)
         change_new = tf.abs(sigma_new - sigma) / (sigma_new + _EPS)
-        rho = tf.clip_by_value(change_new / (change + _EPS), 0.0, 0.999)
-        remaining = tf.where(change_new <= precision, tf.zeros_like(change_new), change_new * rho / (1.0 - rho))
-        # The first iteration has no rate yet: treat its change as the error bound.
-        remaining = tf.where(tf.math.is_inf(change), change_new / (1.0 - 0.999), remaining)
-        remaining = tf.where(change_new <= precision, tf.zeros_like(change_new), remaining)
-        return i + 1, v_new, av_new, sigma_new, change_new, remaining
+        rate_new, remaining = _predicted_error(change, change_new, rate, precision)
+        return i + 1, v_new, av_new, sigma_new, change_new, rate_new, remaining
 
-    iterations, v, av, sigma, _, _ = tf.while_loop(
+    iterations, v, av, sigma, _, _, _ = tf.while_loop(
         cond,
         body,
-        (tf.constant(0), v, av, sigma, inf, inf),
+        (tf.constant(0), v, av, sigma, inf, unknown_rate, inf),
         maximum_iterations=max_iterations,
     )
     u = l2_normalize(av, batch_dims)
     return u, v, sigma, iterations
+
+
+_MAX_RATE = 0.999
+
+
+def _predicted_error(change, change_new, rate, precision):
+    """The stopping rule of both iterations: ``(rate, predicted remaining relative error)``.
+
+    The error decays geometrically at a rate ``rho`` that is estimated as the
+    ratio of successive changes; the first changes mostly measure how fast the
+    *fast* components of the start die out, so the rule keeps the larger of the
+    last two rate estimates (an unknown one counts as 0.999) and predicts the
+    remaining error as ``change * rho / (1 - rho)``. A change at float precision stops.
+    """
+    current = tf.where(tf.math.is_inf(change), tf.fill(tf.shape(change_new), tf.constant(_MAX_RATE, change_new.dtype)),
+                       tf.clip_by_value(change_new / (change + _EPS), 0.0, _MAX_RATE))
+    rho = tf.maximum(current, rate)
+    remaining = tf.where(tf.math.is_inf(change_new), change_new, change_new * rho / (1.0 - rho))
+    remaining = tf.where(change_new <= precision, tf.zeros_like(change_new), remaining)
+    return current, remaining
 
 
 def _flatten_vectors(vectors, batch_dims):
@@ -172,11 +189,12 @@ def subspace_iteration(operator, adjoint, vectors, max_iterations=1, rtol=None, 
     q = _orthonormal_rows(_flatten_vectors(vectors, batch_dims))
     batch_shape = tf.shape(q)[:batch_dims]
     inf = tf.fill(batch_shape, tf.constant(float("inf"), dtype))
+    unknown_rate = tf.fill(batch_shape, tf.constant(_MAX_RATE, dtype))
 
-    def cond(i, q, sigma, change, predicted):
+    def cond(i, q, sigma, change, rate, predicted):
         return tf.logical_and(i < max_iterations, tf.reduce_any(predicted > rtol_t))
 
-    def body(i, q, sigma, change, predicted):
+    def body(i, q, sigma, change, rate, predicted):
         w = _flatten_vectors(adjoint(operator(tf.reshape(q, shape))), batch_dims)  # rows of A^T A Q
         gram = tf.matmul(q, w, transpose_b=True)  # Q^T A^T A Q, [*batch, k, k]
         gram = 0.5 * (gram + tf.linalg.matrix_transpose(gram))
@@ -185,17 +203,14 @@ def subspace_iteration(operator, adjoint, vectors, max_iterations=1, rtol=None, 
         rotation = tf.reverse(rotation, [-1])
         sigma_new = tf.sqrt(tf.maximum(values[..., 0], 0.0))
         q_new = _orthonormal_rows(tf.matmul(rotation, w, transpose_a=True))  # the span of A^T A Q, Ritz-sorted
-        # The first iteration gives the first Ritz value (no change yet), the second
-        # a change (no rate yet: bounded by change / (1 - 0.999)), later ones both.
-        first = tf.equal(i, 0)
-        change_new = tf.where(first, inf, tf.abs(sigma_new - sigma) / (sigma_new + _EPS))
-        rho = tf.clip_by_value(change_new / (change + _EPS), 0.0, 0.999)
-        remaining = tf.where(tf.math.is_inf(change), change_new / (1.0 - 0.999), change_new * rho / (1.0 - rho))
-        remaining = tf.where(change_new <= precision, tf.zeros_like(change_new), remaining)
-        return i + 1, q_new, sigma_new, change_new, remaining
+        # The first iteration gives the first Ritz value (no change yet).
+        change_new = tf.where(tf.equal(i, 0), inf, tf.abs(sigma_new - sigma) / (sigma_new + _EPS))
+        rate_new, remaining = _predicted_error(change, change_new, rate, precision)
+        return i + 1, q_new, sigma_new, change_new, rate_new, remaining
 
-    iterations, q, _, _, _ = tf.while_loop(
-        cond, body, (tf.constant(0), q, tf.zeros(batch_shape, dtype), inf, inf), maximum_iterations=max_iterations
+    iterations, q, _, _, _, _ = tf.while_loop(
+        cond, body, (tf.constant(0), q, tf.zeros(batch_shape, dtype), inf, unknown_rate, inf),
+        maximum_iterations=max_iterations,
     )
     vectors = tf.reshape(q, shape)
     top = tf.gather(vectors, [0], axis=batch_dims)  # sigma~ = ||A v_1|| of the returned top vector

@@ -22,7 +22,7 @@ def main(out_path):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = models.iresnet_flow((2,), blocks_per_scale=2, hidden=16, coeff=0.9, logdet="exact")
+        model = models.iresnet_flow((2,), blocks=2, hidden=16, coeff=0.9, logdet="exact")
         model.compile(keras.optimizers.Adam(1e-2))
     points = data.sample_2d("moons", 512, seed=0)
     dataset = tf.data.Dataset.from_tensor_slices(points).batch(64)

@@ -1,4 +1,4 @@
-"""The TFP bijector adapter (issue 4): TFP's bijector contract, written out."""
+"""The TFP bijector adapter: TFP's bijector contract, written out."""
 import keras
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import keras_iresnet as kir
-from keras_iresnet import data, spectral
+from keras_iresnet import certify, data
 from tests.helpers import full_jacobian_logdet
 
 tfb = tfp.bijectors
@@ -19,9 +19,9 @@ def flow_2d(n_blocks=3, coeff=0.9, logdet="exact"):
         layers += [kir.ActNorm(), kir.InvertibleResidualBlock(hidden=32, coeff=coeff, logdet=logdet)]
     flow = kir.InvertibleSequential(layers)
     flow.build((None, 2))
-    for layer in spectral.spectral_layers(flow):
+    for layer in certify.spectral_layers(flow):
         layer.kernel.assign(layer.kernel * 3.0)
-    spectral.refine(flow)
+    certify.refine(flow)
     return flow
 
 
@@ -161,3 +161,53 @@ def test_plain_tfp_loop_lowers_nll():
             step(batch)
     after = -float(tf.reduce_mean(dist.log_prob(test)))
     assert after < before - 0.3, (before, after)
+
+
+def test_closed_form_layer_with_inverse_settings():
+    """Settings for inverse reach every layer: closed-form layers accept (and ignore) them."""
+    layer = kir.ActNorm()
+    bijector = kir.IResNetBijector(layer, event_shape=[3], inverse_kwargs={"strict": True})
+    x = tf.random.normal([4, 3])
+    layer.forward_and_log_det(x * 2.0 + 1.0, training=True)
+    z = bijector.inverse(x + 0.0)
+    np.testing.assert_allclose(bijector.forward(z + 0.0).numpy(), x.numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        bijector.inverse_log_det_jacobian(x, event_ndims=1).numpy(), full_jacobian_logdet(layer, x), rtol=1e-5
+    )
+    with pytest.raises(TypeError, match="unexpected inverse settings"):
+        kir.IResNetBijector(kir.ActNorm(), event_shape=[3], inverse_kwargs={"tolerance": 1e-3}).forward(x)
+
+
+def test_inverse_kwargs_reach_the_solver():
+    flow = flow_2d(n_blocks=1)
+    bijector = kir.IResNetBijector(flow, inverse_kwargs={"strict": True, "max_iterations": 1})
+    with pytest.raises(kir.inverse.InverseNotConvergedError):
+        bijector.forward(tf.random.normal([4, 2]))
+    exact = kir.IResNetBijector(flow, inverse_kwargs={"solver": "anderson", "rtol": 1e-7, "atol": 0.0})
+    u = tf.random.normal([4, 2])
+    np.testing.assert_allclose(exact.inverse(exact.forward(u) + 0.0).numpy(), u.numpy(), atol=1e-6)
+
+
+def test_stack_and_factor_out_bijector_latent_shape():
+    flow = kir.FactorOut(
+        [
+            kir.InvertibleSequential([kir.Squeeze(), kir.InvertibleResidualStack(num_blocks=2, hidden=4, coeff=0.8)]),
+            kir.InvertibleSequential([kir.Squeeze(), kir.InvertibleResidualBlock(hidden=4, coeff=0.8, kernel_sizes=(1, 1))]),
+        ]
+    )
+    dist = kir.density_model(flow, event_shape=[4, 4, 1])
+    assert dist.bijector.latent_shape == (16,) and dist.event_shape == (4, 4, 1)
+    x = tf.random.normal([3, 4, 4, 1])
+    log_prob = dist.log_prob(x)
+    assert log_prob.shape == (3,)
+    z, log_det = flow.forward_and_log_det(x, logdet="exact")
+    truth = -0.5 * tf.reduce_sum(z**2, axis=1) - 8 * np.log(2 * np.pi) + log_det
+    np.testing.assert_allclose(log_prob.numpy(), truth.numpy(), rtol=1e-5)
+    assert dist.sample(2, seed=4).shape == (2, 4, 4, 1)
+    # The data (rank 3) and the latent (rank 1) differ in rank: each direction declares its own.
+    assert (dist.bijector.forward_min_event_ndims, dist.bijector.inverse_min_event_ndims) == (1, 3)
+    network = kir.IResNetBijector(flow, direction="network")
+    assert (network.forward_min_event_ndims, network.inverse_min_event_ndims) == (3, 1)
+    fldj = network.forward_log_det_jacobian(x, event_ndims=3)
+    np.testing.assert_allclose(fldj.numpy(), flow.forward_and_log_det(x)[1].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(network.inverse(network.forward(x) + 0.0).numpy(), x.numpy(), atol=1e-5)

@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _flow():
-    return models.iresnet_flow((2,), blocks_per_scale=2, hidden=16, coeff=0.9, logdet="exact")
+    return models.iresnet_flow((2,), blocks=2, hidden=16, coeff=0.9, logdet="exact")
 
 
 def test_one_step_two_replicas_matches_one_device(mirrored_strategy):

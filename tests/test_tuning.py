@@ -1,25 +1,25 @@
-"""keras-tuner search spaces (issue 6)."""
+"""keras_iresnet.tuning: keras-tuner search spaces centred on the recipes (issues 6 and 14)."""
+import json
+
 import keras
 import keras_tuner
 import numpy as np
 import pytest
 
-from keras_iresnet import data, tuning
+from keras_iresnet import cli, recipes, runs, tuning
+
+SMALL = {
+    "classify": recipes.get("digits-classifier").replace(model={"stages": (1, 1), "block": {"hidden": 8}}),
+    "density": recipes.get("2d").replace(model={"blocks": 4, "block": {"hidden": 16}}),
+}
 
 
 @pytest.mark.parametrize("task", ["classify", "density"])
 def test_random_search_completes_trials_and_best_model_reloads(tmp_path, task):
-    if task == "classify":
-        images, labels = data.digits_arrays()
-        scaled = images.astype("float32") / 255.0
-        stats = (float(scaled.mean()), float(scaled.std()))
-        train = data.image_dataset(images[:256], labels[:256], "classify", 64, stats=stats)
-        valid = data.image_dataset(images[256:384], labels[256:384], "classify", 128, shuffle=False, stats=stats)
-        hypermodel = tuning.IResNetHyperModel("classify", (8, 8, 1), 10, blocks_range=(1, 1), hidden_choices=[8])
-    else:
-        train = data.density_2d_dataset("moons", 512, 128)
-        valid = data.density_2d_dataset("moons", 256, 128, seed=1, shuffle=False)
-        hypermodel = tuning.IResNetHyperModel("density", (2,), blocks_range=(1, 2), hidden_choices=[16])
+    recipe = SMALL[task]
+    split = runs.load_split(recipe, n_train=512, n_test=256)
+    train, valid = runs.datasets(recipe, split)
+    hypermodel = tuning.IResNetHyperModel(recipe, split.input_shape, split.num_classes)
     tuner = keras_tuner.RandomSearch(
         hypermodel, objective=hypermodel.objective, max_trials=2, directory=str(tmp_path), project_name=task,
         seed=0, overwrite=True,
@@ -38,26 +38,38 @@ def test_random_search_completes_trials_and_best_model_reloads(tmp_path, task):
     assert reloaded.evaluate(valid, verbose=0, return_dict=True)[metric] == pytest.approx(score, rel=1e-3, abs=1e-3)
 
 
+def test_the_untuned_recipe_is_a_point_of_the_search_space():
+    """The default hyperparameters rebuild the recipe's own model (the paper layout for classify)."""
+    recipe = recipes.get("digits-classifier")
+    hypermodel = tuning.IResNetHyperModel(recipe, (8, 8, 1), 10)
+    model = hypermodel.build(keras_tuner.HyperParameters())
+    reference = runs.build_model(recipe, input_shape=(8, 8, 1), num_classes=10)
+    assert model.get_config()["block"] == reference.get_config()["block"]
+    assert model.stages == reference.stages and model.initial_squeeze and model.pad_to_channels == 16
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(
+        recipe.optimizer["learning_rate"])
+
+
 def test_objective_names_and_bad_arguments():
     assert tuning.IResNetHyperModel("classify", (8, 8, 1), 10).objective.name == "val_accuracy"
+    assert tuning.IResNetHyperModel("hybrid", (8, 8, 1), 10).objective.name == "val_accuracy"
     objective = tuning.IResNetHyperModel("density", (2,)).objective
     assert objective.name == "val_bits_per_dim" and objective.direction == "min"
-    with pytest.raises(ValueError, match="task"):
+    with pytest.raises(ValueError, match="recipe"):
         tuning.IResNetHyperModel("segment", (2,))
     with pytest.raises(ValueError, match="num_classes"):
         tuning.IResNetHyperModel("hybrid", (8, 8, 1))
-    with pytest.raises(ValueError, match="coeff_range"):
-        tuning.IResNetHyperModel("density", (2,), coeff_range=(0.5, 1.2))
+    with pytest.raises(ValueError, match="input_shape"):
+        tuning.IResNetHyperModel("density", (2, 2))
 
 
-def test_cli_tune_smoke(tmp_path):
-    import json
-
-    from keras_iresnet import cli
-
+def test_cli_tune_and_no_silent_rerun(tmp_path, capsys):
     out = tmp_path / "tune"
-    code = cli.main(["tune", "--task", "density", "--trials", "2", "--epochs", "1", "--out", str(out), "--quiet"])
-    assert code == 0
+    args = ["tune", "--task", "density", "--trials", "2", "--epochs", "1", "--out", str(out), "--quiet"]
+    assert cli.main(args) == 0
     summary = json.loads((out / "tuning.json").read_text())
     assert summary["objective"] == "val_bits_per_dim" and summary["statuses"] == ["COMPLETED", "COMPLETED"]
-    assert (out / "best.keras").exists()
+    assert summary["recipe"] == "2d" and (out / "best.keras").exists()
+    capsys.readouterr()
+    assert cli.main(args) == 2  # a second run does not silently reload the old search
+    assert "already holds a search" in capsys.readouterr().err

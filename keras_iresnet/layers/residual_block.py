@@ -236,7 +236,10 @@ class InvertibleResidualStack(InvertibleLayer):
                             keep = tf.random.uniform(shape, dtype=h.dtype) >= self.dropout
                             masks[j] = tf.cast(keep, h.dtype) / (1.0 - self.dropout)
                         mask = masks[j]
-                        h = h * tf.repeat(mask, tf.shape(h)[0] // tf.shape(mask)[0], axis=0)
+                        # Copy c of example e sits at row e * k + c: gather its example's mask
+                        # (a gather, not tf.repeat, whose broadcast XLA cannot shape in a loop).
+                        copies = tf.shape(h)[0] // tf.shape(mask)[0]
+                        h = h * tf.gather(mask, tf.range(tf.shape(h)[0]) // copies)
                 h = layer.apply_operator(h, kernels[j])
                 if biases[j] is not None:
                     h = h + biases[j]

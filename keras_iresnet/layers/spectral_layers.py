@@ -45,6 +45,9 @@ iterations of all ``n`` run as one batched iteration); the residual stacks of
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -52,7 +55,7 @@ import tensorflow as tf
 from keras_iresnet import spectral, validation
 from keras_iresnet._tf import graph_function
 
-__all__ = ["SpectralLayerBase", "SpectralDense", "SpectralConv2D"]
+__all__ = ["SpectralLayerBase", "SpectralDense", "SpectralConv2D", "tracked_after_update"]
 
 #: Iterations and tolerance of the power iteration at build, of ``refine()`` and of
 #: ``operator_norm()`` (conv layers; dense layers use an SVD).
@@ -62,6 +65,24 @@ CONVERGED_RTOL = 1e-6
 # One traced power iteration per operator signature, shared by every layer that
 # has it (a deep network of identical blocks traces it once, not once per layer).
 _POWER_ITERATION_FUNCTIONS = {}
+_TRACKING = threading.local()
+
+
+@contextlib.contextmanager
+def tracked_after_update():
+    """Within this context, training calls use the stored vectors as they are.
+
+    For training steps that re-track every layer right after the optimizer
+    update (:meth:`SpectralLayerBase.track`; the keras_iresnet models' steps
+    do): the stored vectors then already belong to the current weights, so the
+    forward pass need not iterate again. Read at trace time.
+    """
+    previous = getattr(_TRACKING, "active", False)
+    _TRACKING.active = True
+    try:
+        yield
+    finally:
+        _TRACKING.active = previous
 
 
 class SpectralLayerBase(keras.layers.Layer):
@@ -302,7 +323,7 @@ class SpectralLayerBase(keras.layers.Layer):
         if self.coeff is None:
             return kernel
         v = tf.convert_to_tensor(self.power_v)
-        if training:
+        if training and not getattr(_TRACKING, "active", False):
             v, _, iterations = self._iterate(tf.stop_gradient(kernel), v, self.power_iterations, self.power_tol)
             v = tf.stop_gradient(v)
             self.power_v.assign(v)
