@@ -175,6 +175,7 @@ def density_2d_rows(args, extra):
     else:
         densities, seeds, n_train, epochs, baseline = DENSITIES, 3, recipe.n_train, recipe.epochs, (4, 64)
         seconds = args.seconds
+    seeds = args.seeds or seeds
     batch, lr = recipe.batch_size, recipe.optimizer["learning_rate"]
     rows = {"epochs": [], "seconds": []}
     for name in densities:
@@ -416,7 +417,7 @@ def race_figure(curves, path):
 # -- hybrid and classification ------------------------------------------------------------------
 def hybrid_rows(args):
     hybrid, classifier = recipes.get("digits-hybrid"), recipes.get("digits-classifier")
-    seeds = 1 if args.tiny else (3 if args.full else 2)
+    seeds = 1 if args.tiny else (args.seeds or (3 if args.full else 2))
     epochs = {"hybrid": 1 if args.tiny else hybrid.epochs, "classifier": 1 if args.tiny else classifier.epochs}
     rows = []
     split = runs.load_split(hybrid)
@@ -448,6 +449,7 @@ def classification_rows(args):
     _, test = runs.datasets(recipe, split)
     x = next(iter(test))[0][:64]
     seeds, epochs = (1, 1) if args.tiny else ((5, 30) if args.full else (3, recipe.epochs))
+    seeds = 1 if args.tiny else (args.seeds or seeds)
     variants = [("c = 0.5", 0.5), ("c = 0.7", 0.7), ("c = 0.9", 0.9), ("vanilla", None)]
     if args.tiny:
         variants = variants[2:]
@@ -474,6 +476,8 @@ def main():
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
     p.add_argument("--seconds", type=float, default=30.0, help="2d: the equal wall-clock budget per model")
     p.add_argument("--minutes", type=float, default=20.0, help="images: the budget per model on MNIST")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="seeds per configuration (default: 2d and classification 3, hybrid 2)")
     p.add_argument("--figure", default=None, help="images: write the bits/dim-vs-minutes PNG here")
     args = p.parse_args()
     parts = set(args.parts.split(","))

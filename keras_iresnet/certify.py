@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_iresnet.layers import InvertibleResidualStack, SpectralLayerBase
+from keras_iresnet.spectral import conv_singular_values
 
 __all__ = ["spectral_layers", "residual_stacks", "refine", "certify", "reconstruction_report"]
 
@@ -75,8 +76,6 @@ def certify(model, tolerance=1e-3):
     Returns a JSON-serializable dict with ``layers``, ``blocks`` and
     ``all_contractions`` (every block certified ``Lip(g) < 1``).
     """
-    from keras_iresnet.spectral import conv_singular_values
-
     layers, blocks = [], []
     for stack in residual_stacks(model):
         for layer in stack.linear_layers:

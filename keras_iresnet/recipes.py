@@ -159,7 +159,7 @@ RECIPES = {
             data="mnist-file",
             summary="CPU-sized MNIST density: logit, learned diagonal base, 2 scales of LipSwish blocks, EMA",
             model={
-                "blocks": (2, 2),
+                "blocks": (4, 4),
                 "block": {"hidden": 32, "coeff": 0.98, "activation": "lipswish", "preactivation": True,
                           "actnorm": "position", "actnorm_variance_floor": 0.2, "logdet": "power_series"},
                 "logit": 1e-6,

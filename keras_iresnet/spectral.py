@@ -127,11 +127,13 @@ def _predicted_error(change, change_new, rate, precision):
     The error decays geometrically at a rate ``rho`` that is estimated as the
     ratio of successive changes; the first changes mostly measure how fast the
     *fast* components of the start die out, so the rule keeps the larger of the
-    last two rate estimates (an unknown one counts as 0.999) and predicts the
-    remaining error as ``change * rho / (1 - rho)``. A change at float precision stops.
+    last two rate estimates and predicts the remaining error as
+    ``change * rho / (1 - rho)``. Where no previous change exists (``change`` is
+    inf) the estimate is ``rate`` itself (0.999, "unknown", at a cold start; the
+    previous call's rate when a warm-started iteration continues across calls).
+    A change at float precision stops.
     """
-    current = tf.where(tf.math.is_inf(change), tf.fill(tf.shape(change_new), tf.constant(_MAX_RATE, change_new.dtype)),
-                       tf.clip_by_value(change_new / (change + _EPS), 0.0, _MAX_RATE))
+    current = tf.where(tf.math.is_inf(change), rate, tf.clip_by_value(change_new / (change + _EPS), 0.0, _MAX_RATE))
     rho = tf.maximum(current, rate)
     remaining = tf.where(tf.math.is_inf(change_new), change_new, change_new * rho / (1.0 - rho))
     remaining = tf.where(change_new <= precision, tf.zeros_like(change_new), remaining)
@@ -150,7 +152,7 @@ def _orthonormal_rows(flat):
     return tf.linalg.matrix_transpose(q)
 
 
-def subspace_iteration(operator, adjoint, vectors, max_iterations=1, rtol=None, batch_dims=0):
+def subspace_iteration(operator, adjoint, vectors, max_iterations=1, rtol=None, batch_dims=0, previous_sigma=None):
     """Block power iteration with Rayleigh-Ritz for the largest singular value of ``A``.
 
     Keeps ``k`` orthonormal vectors ``V`` (the rows of ``vectors``) and iterates
@@ -176,11 +178,19 @@ def subspace_iteration(operator, adjoint, vectors, max_iterations=1, rtol=None, 
       max_iterations: cap on the iterations (>= 1).
       rtol: tolerance of the predicted relative error of sigma~ (None: always ``max_iterations``).
       batch_dims: 0 for one operator, 1 for a stack of operators.
+      previous_sigma: the Ritz value sigma~ the previous call on the same (slowly
+        changing) operator ended with: the first iteration's change is then
+        measured against it (with the unknown-rate bound, 0.999, so it stops only
+        at a change below ``rtol / 1000``), and a warm-started iteration whose
+        vectors still fit the operator stops after one iteration. (A rate
+        measured in an earlier call is not reused: when the weights move, top
+        singular values cross and the old rate can be far too optimistic.)
 
     Returns:
       ``(vectors, sigma, iterations)``: orthonormal vectors sorted by Ritz value
       (the first is the top right singular vector estimate), sigma~ (scalar or
-      ``[n]``) and the number of iterations (int32 scalar).
+      ``[n]``) and the number of iterations (int32 scalar); with
+      ``previous_sigma``, also the final Ritz value to pass to the next call.
     """
     shape = tf.shape(vectors)
     dtype = vectors.dtype
@@ -189,7 +199,11 @@ def subspace_iteration(operator, adjoint, vectors, max_iterations=1, rtol=None, 
     q = _orthonormal_rows(_flatten_vectors(vectors, batch_dims))
     batch_shape = tf.shape(q)[:batch_dims]
     inf = tf.fill(batch_shape, tf.constant(float("inf"), dtype))
-    unknown_rate = tf.fill(batch_shape, tf.constant(_MAX_RATE, dtype))
+    start_rate = tf.fill(batch_shape, tf.constant(_MAX_RATE, dtype))
+    if previous_sigma is None:
+        start_sigma = tf.zeros(batch_shape, dtype)
+    else:
+        start_sigma = tf.cast(tf.reshape(previous_sigma, batch_shape), dtype)
 
     def cond(i, q, sigma, change, rate, predicted):
         return tf.logical_and(i < max_iterations, tf.reduce_any(predicted > rtol_t))
@@ -203,19 +217,21 @@ def subspace_iteration(operator, adjoint, vectors, max_iterations=1, rtol=None, 
         rotation = tf.reverse(rotation, [-1])
         sigma_new = tf.sqrt(tf.maximum(values[..., 0], 0.0))
         q_new = _orthonormal_rows(tf.matmul(rotation, w, transpose_a=True))  # the span of A^T A Q, Ritz-sorted
-        # The first iteration gives the first Ritz value (no change yet).
-        change_new = tf.where(tf.equal(i, 0), inf, tf.abs(sigma_new - sigma) / (sigma_new + _EPS))
+        # Without a previous sigma~ the first iteration only gives the first Ritz value.
+        first_without_previous = tf.logical_and(tf.equal(i, 0), previous_sigma is None)
+        change_new = tf.where(first_without_previous, inf, tf.abs(sigma_new - sigma) / (sigma_new + _EPS))
         rate_new, remaining = _predicted_error(change, change_new, rate, precision)
         return i + 1, q_new, sigma_new, change_new, rate_new, remaining
 
-    iterations, q, _, _, _, _ = tf.while_loop(
-        cond, body, (tf.constant(0), q, tf.zeros(batch_shape, dtype), inf, unknown_rate, inf),
-        maximum_iterations=max_iterations,
+    iterations, q, ritz, _, _, _ = tf.while_loop(
+        cond, body, (tf.constant(0), q, start_sigma, inf, start_rate, inf), maximum_iterations=max_iterations
     )
     vectors = tf.reshape(q, shape)
     top = tf.gather(vectors, [0], axis=batch_dims)  # sigma~ = ||A v_1|| of the returned top vector
     sigma = tf.norm(_flatten_vectors(operator(top), batch_dims)[..., 0, :], axis=-1)
-    return vectors, sigma, iterations
+    if previous_sigma is None:
+        return vectors, sigma, iterations
+    return vectors, sigma, iterations, ritz
 
 
 def dense_singular_vectors(kernel, k=1):

@@ -77,3 +77,10 @@ def test_command_walkthrough_runs_in_order_and_keeps_runs_apart(tmp_path):
         assert result.returncode == 0, f"iresnet {' '.join(argv)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     runs = sorted(p.name for p in (tmp_path / "iresnet_runs").iterdir())
     assert len(runs) == len(set(runs)) >= 4, runs
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    """CI (``.ci/run``) must run exactly set-up command 2 of the README."""
+    command = re.search(r'^pip install "\.\[test\]" && .*$', README, flags=re.M).group(0)
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert command in ci_lines, (command, ci_lines)

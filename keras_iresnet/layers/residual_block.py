@@ -98,7 +98,7 @@ class InvertibleResidualStack(InvertibleLayer):
         coeff=0.97,
         activation="elu",
         power_iterations=50,
-        power_tol=1e-3,
+        power_tol=1e-4,
         power_vectors=8,
         dropout=0.0,
         preactivation=False,
