@@ -102,11 +102,38 @@ class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
     Swapping changes the kernels, so every spectral layer's power iteration is
     re-run for the weights swapped in (Residual Flows does the same,
     ``update_lipschitz`` after ``ema.swap()``).
+
+    Keras finalizes the averages correctly only when ``fit`` runs its last epoch:
+    when training stops early (``model.stop_training``, ``EarlyStopping``, a time
+    budget) with ``swap_on_epoch=True``, Keras' ``finalize_variable_values`` puts the
+    *raw* weights back. This callback keeps the EMA weights it swapped in at the
+    last epoch's end and restores them at the end of training, so the model always
+    ends with the averages.
     """
+
+    _ema_at_epoch_end = None
 
     def _swap_variables(self):
         super()._swap_variables()
         refine(self.model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._ema_at_epoch_end = None
+        super().on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.swap_on_epoch and self._ema_weights_in_model and epoch != self.params["epochs"] - 1:
+            # Keras only finalizes at the planned last epoch; keep these in case fit stops here.
+            self._ema_at_epoch_end = [variable.numpy() for variable in self.model.trainable_variables]
+
+    def on_train_end(self, logs=None):
+        if self._ema_at_epoch_end is not None:
+            for variable, value in zip(self.model.trainable_variables, self._ema_at_epoch_end):
+                variable.assign(value)
+            self._ema_at_epoch_end = None
+            refine(self.model)
+        super().on_train_end(logs)
 
 
 class DataDependentInit(keras.callbacks.Callback):

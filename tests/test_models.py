@@ -11,7 +11,7 @@ import keras_iresnet as kir
 from keras_iresnet import certify, data, logdet, models, recipes, runs
 
 # The documented guarantee of the spectral layers with their defaults (power_vectors=8,
-# power_tol=1e-3): effective operator norm <= coeff * (1 + TOL) after every training step.
+# power_tol=1e-4): effective operator norm <= coeff * (1 + TOL) after every training step.
 TOL = 1e-3
 
 
