@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["spectral", "inverse", "logdet", "density"])
+@pytest.mark.parametrize("name", ["spectral", "inverse", "logdet", "density", "profile_step"])
 def test_benchmark_runs_and_writes_json(tmp_path, name):
     out = tmp_path / f"{name}.json"
     result = subprocess.run(
