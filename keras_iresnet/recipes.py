@@ -71,6 +71,10 @@ class Recipe:
 
 
 _EXACT_2D_BLOCK = {"hidden": 18, "coeff": 0.99, "activation": "elu", "actnorm": True, "logdet": "exact"}
+# The CPU image recipes' block: Residual Flows' LipSwish pre-activation blocks at coeff 0.98,
+# per-position ActNorm with its variance floor, the 5-term power series for training.
+_IMAGE_BLOCK = {"hidden": 32, "coeff": 0.98, "activation": "lipswish", "preactivation": True,
+                "actnorm": "position", "actnorm_variance_floor": 0.2, "logdet": "power_series"}
 
 RECIPES = {
     recipe.name: recipe
@@ -113,8 +117,7 @@ RECIPES = {
             summary="classifier + density on 8x8 digits: logit, per-pixel ActNorm, learned diagonal base",
             model={
                 "blocks": (3, 3),
-                "block": {"hidden": 32, "coeff": 0.98, "activation": "lipswish", "preactivation": True,
-                          "actnorm": "position", "actnorm_variance_floor": 0.2, "logdet": "power_series"},
+                "block": dict(_IMAGE_BLOCK),
                 "logit": 1e-6,
                 "base": "diagonal",
                 "initial_squeeze": True,
@@ -135,8 +138,7 @@ RECIPES = {
             summary="image density on 8x8 digits: logit, learned diagonal base, LipSwish blocks, EMA",
             model={
                 "blocks": (2, 2),
-                "block": {"hidden": 32, "coeff": 0.98, "activation": "lipswish", "preactivation": True,
-                          "actnorm": "position", "actnorm_variance_floor": 0.2, "logdet": "power_series"},
+                "block": dict(_IMAGE_BLOCK),
                 "logit": 1e-6,
                 "base": "diagonal",
                 "initial_squeeze": True,
@@ -160,8 +162,7 @@ RECIPES = {
             summary="CPU-sized MNIST density: logit, learned diagonal base, 2 scales of LipSwish blocks, EMA",
             model={
                 "blocks": (4, 4),
-                "block": {"hidden": 32, "coeff": 0.98, "activation": "lipswish", "preactivation": True,
-                          "actnorm": "position", "actnorm_variance_floor": 0.2, "logdet": "power_series"},
+                "block": dict(_IMAGE_BLOCK),
                 "logit": 1e-6,
                 "base": "diagonal",
                 "initial_squeeze": True,
