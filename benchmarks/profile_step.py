@@ -21,19 +21,19 @@ import tensorflow as tf  # noqa: E402
 from keras_iresnet import certify, data, recipes, runs  # noqa: E402
 
 
+def _default_recipe():
+    try:
+        data.mnist_file_arrays()
+        return "mnist"
+    except FileNotFoundError:
+        return "digits-density"
+
+
 def main():
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--recipe", default=None, help="an image-density recipe (default: mnist, else digits-density)")
     args = p.parse_args()
-    name = args.recipe
-    if name is None:
-        try:
-            data.mnist_file_arrays()
-            name = "mnist"
-        except FileNotFoundError:
-            name = "digits-density"
-    if args.tiny:
-        name = "digits-density"
+    name = "digits-density" if args.tiny else (args.recipe or _default_recipe())
     recipe = recipes.get(name)
     if args.tiny:
         recipe = recipe.replace(model={"blocks": (1, 1), "block": {"hidden": 8}}, init_examples=0)

@@ -129,8 +129,8 @@ def _predicted_error(change, change_new, rate, precision):
     *fast* components of the start die out, so the rule keeps the larger of the
     last two rate estimates and predicts the remaining error as
     ``change * rho / (1 - rho)``. Where no previous change exists (``change`` is
-    inf) the estimate is ``rate`` itself (0.999, "unknown", at a cold start; the
-    previous call's rate when a warm-started iteration continues across calls).
+    inf: the first iteration of a call) the estimate is ``rate`` itself, which
+    :func:`subspace_iteration` starts at 0.999 ("unknown") in every call.
     A change at float precision stops.
     """
     current = tf.where(tf.math.is_inf(change), rate, tf.clip_by_value(change_new / (change + _EPS), 0.0, _MAX_RATE))
