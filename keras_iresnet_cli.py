@@ -40,13 +40,17 @@ def _quiet_native_stderr():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = _load_parser().parse_args(argv)  # --help and bad arguments end here (exit 0 / 2)
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
-        from keras_iresnet import cli
-    else:
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-        with _quiet_native_stderr():
+    try:
+        args = _load_parser().parse_args(argv)  # --help and bad arguments end here (exit 0 / 2)
+        if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
             from keras_iresnet import cli
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+            with _quiet_native_stderr():
+                from keras_iresnet import cli
+    except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads: one line, like every other error
+        print("iresnet: error: interrupted (Ctrl-C)", file=sys.stderr)
+        return 2
     return cli.run(args)
 
 

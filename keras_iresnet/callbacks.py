@@ -18,12 +18,9 @@ import keras
 import numpy as np
 
 from keras_iresnet.certify import refine, spectral_layers
+from keras_iresnet.divergence import NonFiniteLossError
 
 __all__ = ["RefineSpectralNorm", "StopOnNonFiniteLoss", "SwapEMAWeights", "DataDependentInit", "NonFiniteLossError"]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised when training produced a NaN or Inf loss."""
 
 
 class RefineSpectralNorm(keras.callbacks.Callback):

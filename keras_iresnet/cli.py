@@ -3,24 +3,25 @@
 ``iresnet train`` runs a named recipe (:mod:`keras_iresnet.recipes`), by
 ``--recipe NAME`` or by ``--task`` (+ ``--data``), with a few overrides, and
 writes a run folder (default ``iresnet_runs/<recipe>-<data>[-vanilla][-seedN]``;
-an existing run is never replaced without ``--overwrite``):
+an existing run is never replaced without ``--overwrite``, and a folder that is
+not a run of this package is never written to or deleted):
 
 - ``model.keras`` (the final model; the EMA weights for recipes that keep them),
   ``best.keras`` (the epoch with the best validation loss);
 - ``run.json``: the recipe, the overrides and the data split, so ``evaluate``,
   ``sample``, ``invert`` and ``certify --run DIR`` use the same data;
-- ``metrics.json`` and ``figure.png``; ``backup/`` while training
-  (``--resume`` continues an interrupted run); TensorBoard logs with ``--logdir``.
+- ``metrics.json`` (with the whole history, also across ``--resume``),
+  ``history.csv`` (one row per epoch) and ``figure.png``; ``backup/`` while
+  training (``--resume`` continues an interrupted run); TensorBoard logs with ``--logdir``.
 
-Every failure the user can cause is reported as one line, ``iresnet: error: ...``,
-with exit code 2.
+Every failure the user can cause -- Ctrl-C included -- is reported as one line,
+``iresnet: error: ...``, with exit code 2.
 """
 from __future__ import annotations
 
 import json
 import os
 import pathlib
-import shutil
 import sys
 import warnings
 import zipfile
@@ -72,16 +73,22 @@ def _default_out(recipe, data, args):
     return pathlib.Path("iresnet_runs") / name
 
 
-def _prepare_folder(out, overwrite, resume):
-    holds_run = out.exists() and any((out / f).exists() for f in ("model.keras", "run.json", "backup"))
-    if holds_run and not (overwrite or resume):
-        raise CLIError(f"{out} already holds a run; pass --overwrite to replace it, --resume to continue an "
-                       "interrupted one, or --out DIR")
-    if resume and not (out / "backup").exists():
-        raise CLIError(f"--resume: {out} has no interrupted run to continue (no backup/ folder)")
-    if overwrite and out.exists() and not resume:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+def _run_folder(out, kind, overwrite=False, resume=False):
+    from keras_iresnet import runs
+
+    try:
+        return runs.RunFolder(out, kind).prepare(overwrite=overwrite, resume=resume)
+    except runs.RunFolderError as error:
+        raise CLIError(str(error)) from None
+
+
+def _check_data_options(args, data):
+    """``--data-path`` / ``--data-dir`` / ``--download`` only where they are used."""
+    if getattr(args, "data_path", None) and data != "mnist-file":
+        raise CLIError(f"--data-path applies to --data mnist-file; the data here is {data!r}")
+    if (getattr(args, "data_dir", None) or getattr(args, "download", False)) and not str(data).startswith("tfds:"):
+        flag = "--data-dir" if getattr(args, "data_dir", None) else "--download"
+        raise CLIError(f"{flag} applies to --data tfds:NAME; the data here is {data!r}")
 
 
 def _overrides(args, recipe):
@@ -119,8 +126,20 @@ def _strategy(name):
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise CLIError("--strategy multiworker needs TF_CONFIG (see the README's multi-worker section)")
+        try:
+            json.loads(os.environ["TF_CONFIG"])
+        except ValueError:
+            raise CLIError("TF_CONFIG is not valid JSON (see the README's multi-worker section)") from None
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def _worker_index(strategy):
+    """This worker's index under ``MultiWorkerMirroredStrategy``, else None."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
+        return None
+    return int(resolver.task_id or 0)
 
 
 def _load_split(recipe, args, seed=0, n_train=None, record=None):
@@ -141,7 +160,7 @@ def _load_split(recipe, args, seed=0, n_train=None, record=None):
             n_train=n_train,
             n_test=(record or {}).get("n_test"),
         )
-    except (FileNotFoundError, ValueError, IsADirectoryError, PermissionError) as error:
+    except (FileNotFoundError, ValueError, IsADirectoryError, PermissionError, ConnectionError) as error:
         raise CLIError(_one_line(error)) from None
     for name, array in (("training", split.x_train), ("test", split.x_test)):
         if not np.all(np.isfinite(np.asarray(array, dtype="float64"))):
@@ -152,28 +171,35 @@ def _load_split(recipe, args, seed=0, n_train=None, record=None):
 def cmd_train(args):
     import keras
 
-    from keras_iresnet import certify, plots, runs
-    from keras_iresnet.inverse import InverseConvergenceWarning
+    from keras_iresnet import runs
+    from keras_iresnet.divergence import NonFiniteLossError
 
     recipe = _recipe_for(args)
     data = args.data or recipe.data
     _check_data_for_task(recipe.task, data)
+    _check_data_options(args, data)
     out = pathlib.Path(args.out) if args.out else _default_out(recipe, data, args)
     model_overrides = _overrides(args, recipe)
     keras.utils.set_random_seed(args.seed)
     split = _load_split(recipe, args, seed=args.seed, n_train=args.n_train)
-    _prepare_folder(out, args.overwrite, args.resume)
     strategy = _strategy(args.strategy)
+    worker = _worker_index(strategy)
+    if worker:  # worker 0 (the chief) writes --out; every other worker a folder of its own
+        out = out.with_name(f"{out.name}-worker{worker}")
+    folder = _run_folder(out, "train", args.overwrite, args.resume)
     with strategy.scope():
         try:
             model = runs.build_model(recipe, split, **model_overrides)
         except (ValueError, TypeError) as error:
             raise CLIError(_one_line(error)) from None
         runs.compile_model(model, recipe, args.learning_rate, jit_compile=bool(args.jit))
-    arguments = runs.fit_arguments(recipe, split, args.epochs, args.batch_size)
+    arguments = runs.fit_arguments(recipe, split, args.epochs, args.batch_size, drop_remainder=bool(args.jit))
     callbacks = arguments.pop("callbacks")
-    callbacks.append(keras.callbacks.BackupAndRestore(str(out / "backup")))
-    callbacks.append(keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_loss", save_best_only=True))
+    # The history row of an epoch is written before its backup, so a resumed run never misses one.
+    callbacks.append(keras.callbacks.CSVLogger(str(folder / "history.csv"), append=args.resume))
+    callbacks.append(keras.callbacks.BackupAndRestore(str(folder / "backup")))
+    callbacks.append(keras.callbacks.ModelCheckpoint(str(folder / "best.keras"), monitor="val_loss",
+                                                     save_best_only=True))
     if args.logdir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=args.logdir))
     record = {
@@ -181,14 +207,53 @@ def cmd_train(args):
         "task": recipe.task,
         "model_overrides": model_overrides,
         "training": {"epochs": arguments["epochs"], "batch_size": args.batch_size or recipe.batch_size,
-                     "learning_rate": args.learning_rate or recipe.optimizer["learning_rate"], "seed": args.seed,
-                     "strategy": args.strategy, "jit": bool(args.jit)},
+                     "learning_rate": runs.peak_learning_rate(model.optimizer),
+                     "warmup_steps": recipe.warmup_steps, "seed": args.seed, "strategy": args.strategy,
+                     "worker": worker, "jit": bool(args.jit)},
         "split": split.record(),
     }
-    (out / "run.json").write_text(json.dumps(record, indent=2, default=_jsonable))
+    folder.write_record(record)
     print(f"training recipe {recipe.name!r} on {data} ({len(split.x_train)} train / {len(split.x_test)} test) "
           f"into {out}", flush=True)
-    history = model.fit(verbose=0 if args.quiet else 1, callbacks=callbacks, **arguments)
+    try:
+        if worker is not None:
+            _fit_multiworker(model, arguments, callbacks, verbose=0 if args.quiet else 1)
+        else:
+            model.fit(verbose=0 if args.quiet else 1, callbacks=callbacks, **arguments)
+    except NonFiniteLossError as error:
+        raise CLIError(f"{error} (--learning-rate sets the rate; train again into {out} with --overwrite)") from None
+    except KeyboardInterrupt:
+        if (folder / "backup").is_dir():
+            raise CLIError(f"interrupted; {out} keeps the last completed epoch: continue with the same command "
+                           "and --resume") from None
+        raise CLIError(f"interrupted before the first epoch ended; nothing to resume (run again with --out {out} "
+                       "--overwrite)") from None
+    model_path = folder / "model.keras"
+    model.save(model_path)
+    if worker is not None:  # evaluate and draw outside the strategy (Keras' evaluate fails under it)
+        model = keras.models.load_model(model_path)
+    _report_training(model, recipe, data, split, arguments, folder, args)
+    return 0
+
+
+def _fit_multiworker(model, arguments, callbacks, verbose):
+    """Keras 3's ``fit`` fails under ``MultiWorkerMirroredStrategy``: train with ``fit_distributed``."""
+    import tensorflow as tf
+
+    from keras_iresnet import train as train_lib
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train_lib.fit_distributed(model, arguments["x"].with_options(options), epochs=arguments["epochs"],
+                              callbacks=callbacks, verbose=verbose,
+                              validation_data=arguments["validation_data"].with_options(options))
+
+
+def _report_training(model, recipe, data, split, arguments, folder, args):
+    """After training: test metrics, certificate, reconstruction, figure, ``metrics.json``."""
+    from keras_iresnet import certify, plots, runs
+    from keras_iresnet.inverse import InverseConvergenceWarning
+
     results = model.evaluate(arguments["validation_data"], verbose=0, return_dict=True)
     report = certify.certify(model)
     metrics = {
@@ -197,7 +262,7 @@ def cmd_train(args):
         "data": data,
         "epochs": arguments["epochs"],
         "test": {k: float(v) for k, v in results.items()},
-        "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+        "history": _history(folder / "history.csv"),
         "all_blocks_certified_contractions": report["all_contractions"],
     }
     with warnings.catch_warnings(record=True) as caught:  # a vanilla network is not expected to invert
@@ -206,9 +271,7 @@ def cmd_train(args):
             x_test = _first_inputs(arguments["validation_data"])
             recon = certify.reconstruction_report(model.trunk, x_test[:16])
             metrics["reconstruction_error"] = {"mean": recon["mean"], "max": recon["max"]}
-        model_path = out / "model.keras"
-        model.save(model_path)
-        figure = out / "figure.png"
+        figure = folder / "figure.png"
         if split.is_2d:
             plots.density_2d_figure(model, split.x_test, figure)
         elif recipe.task == "classify":
@@ -220,22 +283,38 @@ def cmd_train(args):
                   else "raise max_iterations or use solver='anderson'")
         print(f"note: the inverse did not converge for some examples ({reason}); the reconstruction error "
               f"is in metrics.json")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"saved model to {model_path} (best epoch: {out / 'best.keras'})")
-    print(f"saved metrics to {out / 'metrics.json'}: {json.dumps(metrics['test'])}")
+    runs.write_json(folder / "metrics.json", metrics)
+    print(f"saved model to {folder / 'model.keras'} (best epoch: {folder / 'best.keras'})")
+    print(f"saved metrics to {folder / 'metrics.json'}: {json.dumps(_strict(metrics['test']))}")
     print(f"saved figure to {figure}")
-    return 0
 
 
-def _jsonable(value):
-    if isinstance(value, tuple):
-        return list(value)
-    return str(value)
+def _history(path):
+    """The whole per-epoch history from ``history.csv`` (the last row of an epoch counts: a resumed
+    run may repeat one), as ``{metric: [value per epoch]}``."""
+    import csv
+
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = {int(row["epoch"]): row for row in csv.DictReader(handle)}
+    history = {}
+    for epoch in sorted(rows):
+        for key, value in rows[epoch].items():
+            if key != "epoch":
+                history.setdefault(key, []).append(float(value) if value not in ("", None) else None)
+    return history
 
 
 def _first_inputs(dataset):
     batch = next(iter(dataset))
     return batch[0] if isinstance(batch, tuple) else batch
+
+
+def _strict(value):
+    from keras_iresnet import runs
+
+    return runs.strict_json(value)
 
 
 def _one_line(error):
@@ -307,6 +386,7 @@ def _eval_split(model, record, args):
     if args.data and trained_on and args.data != trained_on:
         print(f"note: evaluating on {args.data}; the model was trained on {trained_on}", file=sys.stderr)
     _check_data_for_task(task, data)
+    _check_data_options(args, data)
     recipe = recipes.get((record or {}).get("recipe") or recipes.for_task(task, data).name)
     split_record = (record or {}).get("split", {})
     split = _load_split(recipe, args, seed=split_record.get("seed", 0), record=split_record)
@@ -334,7 +414,7 @@ def cmd_evaluate(args):
     elif model.optimizer is None:
         model.compile("adam")
     results = model.evaluate(_limit(test, args.n), verbose=0, return_dict=True)
-    print(json.dumps({k: float(v) for k, v in results.items()}))
+    print(json.dumps(_strict({k: float(v) for k, v in results.items()})))
     return 0
 
 
@@ -345,8 +425,8 @@ def cmd_invert(args):
     _, test = _eval_split(model, record, args)
     x = _first_inputs(_limit(test, args.n))
     report = certify.reconstruction_report(model.trunk, x)
-    print(json.dumps({"examples": len(report["errors"]), "mean_relative_error": report["mean"],
-                      "max_relative_error": report["max"]}))
+    print(json.dumps(_strict({"examples": len(report["errors"]), "mean_relative_error": report["mean"],
+                              "max_relative_error": report["max"]})))
     return 0
 
 
@@ -356,7 +436,14 @@ def cmd_sample(args):
     model, _, path = _model_and_record(args)
     if not isinstance(model, models.IResNetFlow):
         raise CLIError("sample needs a density model (trained with --task density or hybrid)")
-    out = pathlib.Path(args.out) if args.out else path.with_name("samples.png")
+    default = f"samples_n{args.n}_t{args.temperature:g}_seed{args.seed}.png"
+    out = pathlib.Path(args.out) if args.out else path.with_name(default)
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a folder; give the PNG file's path")
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} exists; pass --overwrite to replace it, or --out FILE")
+    if not out.parent.is_dir():
+        raise CLIError(f"--out {out}: the folder {out.parent} does not exist")
     plots.samples_figure(model, args.n, args.temperature, out, seed=args.seed)
     print(f"saved {args.n} samples (temperature {args.temperature}) to {out}")
     return 0
@@ -384,13 +471,20 @@ def cmd_tune(args):
 
     data = args.data or ("moons" if args.task == "density" else "digits")
     _check_data_for_task(args.task, data)
+    _check_data_options(args, data)
     recipe = recipes.for_task(args.task, data)
     out = pathlib.Path(args.out or pathlib.Path("iresnet_runs") / f"tune-{args.task}-{data.replace(':', '_')}")
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise CLIError(f"{out} already holds a search; pass --overwrite to start it again, or --out DIR")
     keras.utils.set_random_seed(args.seed)
     args.data = data
     split = _load_split(recipe, args, seed=args.seed)
+    try:
+        search_split = runs.validation_split(split, args.validation_fraction)
+    except ValueError as error:
+        raise CLIError(_one_line(error)) from None
+    folder = _run_folder(out, "tune", args.overwrite)
+    folder.write_record({"recipe": recipe.name, "task": args.task, "split": split.record(),
+                         "validation_fraction": args.validation_fraction, "tuner": args.tuner,
+                         "trials": args.trials, "epochs": args.epochs, "seed": args.seed})
     hypermodel = tuning.IResNetHyperModel(recipe, split.input_shape, split.num_classes)
     common = dict(objective=hypermodel.objective, directory=str(out), project_name="search", seed=args.seed,
                   overwrite=True)
@@ -399,8 +493,14 @@ def cmd_tune(args):
     else:
         tuner_cls = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization}[args.tuner]
         tuner = tuner_cls(hypermodel, max_trials=args.trials, **common)
-    train, valid = runs.datasets(recipe, split, args.batch_size)
-    tuner.search(train, validation_data=valid, epochs=args.epochs, verbose=0 if args.quiet else 1)
+    train, valid = runs.datasets(recipe, search_split, args.batch_size)
+    print(f"tuning around recipe {recipe.name!r}: {len(search_split.x_train)} training / "
+          f"{len(search_split.x_test)} validation examples (the {len(split.x_test)} test examples are used once, "
+          "at the end)", flush=True)
+    try:
+        tuner.search(train, validation_data=valid, epochs=args.epochs, verbose=0 if args.quiet else 1)
+    except KeyboardInterrupt:
+        raise CLIError(f"interrupted; the trials that completed are in {out / 'search'}") from None
     statuses = [t.status for t in tuner.oracle.trials.values()]
     if "COMPLETED" not in statuses:
         raise CLIError(f"no trial completed (statuses: {statuses}); see the tuner log in {out}")
@@ -408,12 +508,16 @@ def cmd_tune(args):
     with warnings.catch_warnings():  # keras-tuner reloads the weights into an unbuilt optimizer: harmless
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         best = tuner.get_best_models(1)[0]
-    best.save(out / "best.keras")
-    summary = {"objective": hypermodel.objective.name, "best_hyperparameters": best_hp, "statuses": statuses,
-               "recipe": recipe.name}
-    (out / "tuning.json").write_text(json.dumps(summary, indent=2, default=str))
-    print(f"best hyperparameters: {json.dumps(best_hp, default=str)}")
-    print(f"saved best model to {out / 'best.keras'} and summary to {out / 'tuning.json'}")
+    best.save(folder / "best.keras")
+    _, test = runs.datasets(recipe, split, args.batch_size)
+    tested = best.evaluate(test, verbose=0, return_dict=True)  # the one use of the test split
+    summary = {"objective": hypermodel.objective.name, "best_hyperparameters": best_hp,
+               "best_validation": tuner.oracle.get_best_trials(1)[0].score, "test": tested,
+               "statuses": statuses, "recipe": recipe.name}
+    runs.write_json(folder / "tuning.json", summary)
+    print(f"best hyperparameters: {json.dumps(_strict(best_hp))}")
+    print(f"test of the best model: {json.dumps(_strict(tested))}")
+    print(f"saved best model to {folder / 'best.keras'} and summary to {folder / 'tuning.json'}")
     return 0
 
 
@@ -446,6 +550,9 @@ def run(args):
         return COMMANDS[args.command](args)
     except CLIError as error:
         print(f"iresnet: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("iresnet: error: interrupted (Ctrl-C)", file=sys.stderr)
         return 2
     except Exception as error:  # noqa: BLE001 - TensorFlow raises its own error classes too
         if os.environ.get("IRESNET_DEBUG"):

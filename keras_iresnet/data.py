@@ -148,12 +148,17 @@ def mnist_file_arrays(path=None):
             ".npz with a uint8 array 'data' of shape [N, 28, 28], or use data='digits' / 'tfds:mnist'."
         )
     try:
-        with np.load(path) as archive:
-            if "data" not in archive:
-                raise ValueError(f"{path} has no array 'data' (found {list(archive.keys())}).")
-            images = archive["data"]
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise ValueError(f"{path} is not a readable .npz file ({error}).") from None
+        archive = np.load(path)
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        # (numpy's ValueError for a text or pickle file advises unsafe loading: not for a data file)
+        raise ValueError(f"MNIST images file {path} is not a readable .npz archive (expected an .npz with a "
+                         "uint8 array 'data' of shape [N, 28, 28]).") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"MNIST images file {path} is a single .npy array, not an .npz archive with an array 'data'.")
+    with archive:
+        if "data" not in archive:
+            raise ValueError(f"MNIST images file {path} has no array 'data' (found {list(archive.keys())}).")
+        images = archive["data"]
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4:
@@ -178,18 +183,24 @@ def tfds_arrays(name, split="train", data_dir=None, download=False, limit=None):
 
     try:
         builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
-        if download:
-            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-        elif not builder.is_prepared():
-            raise FileNotFoundError(
-                f"TFDS data set {name!r} is not prepared in data_dir={builder.data_dir!r}. On a "
-                f"machine with a network run `python -c \"import tensorflow_datasets as tfds; "
-                f"tfds.builder('{name}', data_dir='DIR').download_and_prepare()\"` (or pass "
-                "download=True / --download), then point data_dir at DIR."
-            )
-        ds = builder.as_dataset(split=split, as_supervised=True)
     except tfds.core.registered.DatasetNotFoundError as error:
-        raise ValueError(f"unknown TFDS data set {name!r}: {error}") from None
+        raise ValueError(f"unknown TFDS data set {name!r}: {str(error).splitlines()[0]}") from None
+    root = data_dir or tfds.core.constants.DATA_DIR
+    if download:
+        try:
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+        except (OSError, ConnectionError) as error:  # requests' errors derive from OSError
+            raise ConnectionError(
+                f"TFDS could not download {name!r} into data_dir={root!r}: {type(error).__name__} "
+                "(is there a network connection?)") from None
+    elif not builder.is_prepared():
+        raise FileNotFoundError(
+            f"TFDS data set {name!r} is not prepared in data_dir={root!r}. Prepare it with --download "
+            f"(download=True) on a machine with a network, or run `python -c \"import tensorflow_datasets as tfds; "
+            f"tfds.builder('{name}', data_dir='DIR').download_and_prepare()\"` there and pass DIR as data_dir "
+            "(--data-dir)."
+        )
+    ds = builder.as_dataset(split=split, as_supervised=True)
     if limit:
         ds = ds.take(int(limit))
     images, labels = [], []
@@ -219,13 +230,16 @@ def dequantize(images, seed=None):
     return (x + noise) / 256.0
 
 
-def image_dataset(images, labels=None, task="density", batch_size=64, shuffle=True, seed=0, stats=None):
+def image_dataset(images, labels=None, task="density", batch_size=64, shuffle=True, seed=0, stats=None,
+                  drop_remainder=False):
     """A batched ``tf.data.Dataset`` with the paper's preprocessing for ``task``.
 
     - ``"density"``: elements ``x`` dequantized to ``[0, 1)`` (fresh noise each epoch).
     - ``"classify"``: elements ``(x, label)`` with ``x`` scaled to ``[0, 1]`` and
       standardized by ``stats=(mean, std)`` (computed from ``images`` if None).
     - ``"hybrid"``: ``(x_dequantized, label)``.
+
+    ``drop_remainder=True`` gives every batch the same static size (XLA needs it for training).
     """
     if task not in ("density", "classify", "hybrid"):
         raise ValueError(f"task must be 'density', 'classify' or 'hybrid'; got task={task!r}.")
@@ -242,7 +256,7 @@ def image_dataset(images, labels=None, task="density", batch_size=64, shuffle=Tr
         ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if task == "density":
         ds = ds.map(dequantize)
     elif task == "hybrid":

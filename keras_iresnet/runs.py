@@ -14,7 +14,10 @@ same thing everywhere::
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import pathlib
+import shutil
 
 import keras
 import numpy as np
@@ -28,12 +31,18 @@ __all__ = [
     "Split",
     "load_split",
     "datasets",
+    "validation_split",
     "build_model",
     "make_optimizer",
+    "peak_learning_rate",
     "compile_model",
     "make_callbacks",
     "fit_arguments",
     "train",
+    "RunFolder",
+    "RunFolderError",
+    "write_json",
+    "strict_json",
 ]
 
 
@@ -127,23 +136,62 @@ def load_split(recipe, data=None, path=None, data_dir=None, download=False, seed
     return split
 
 
-def datasets(recipe, split, batch_size=None, seed=None):
+def datasets(recipe, split, batch_size=None, seed=None, drop_remainder=False):
     """``(train, test)`` ``tf.data`` pipelines with the task's preprocessing.
 
     2-D: shuffled float batches. Images: :func:`keras_iresnet.data.image_dataset`
     (dequantized for density and hybrid, standardized with the training
     statistics for classification); the test split is not shuffled.
+
+    Args:
+      recipe, split: the recipe and its data split (:func:`load_split`).
+      batch_size: training batch size (default: the recipe's).
+      seed: shuffling and dequantization seed (default: the split's).
+      drop_remainder: training batches all of one static size (the last partial
+        batch of each epoch is dropped; the shuffle changes which examples every
+        epoch). XLA (``jit_compile=True``) needs it: it compiles the training
+        step of a residual stack for one batch size.
     """
     batch = batch_size or recipe.batch_size
     seed = split.seed if seed is None else seed
     if split.is_2d:
         train = tf.data.Dataset.from_tensor_slices(split.x_train)
-        train = train.shuffle(len(split.x_train), seed=seed, reshuffle_each_iteration=True).batch(batch)
+        train = train.shuffle(len(split.x_train), seed=seed, reshuffle_each_iteration=True)
+        train = train.batch(batch, drop_remainder=drop_remainder)
         return train.prefetch(tf.data.AUTOTUNE), tf.data.Dataset.from_tensor_slices(split.x_test).batch(batch)
-    train = data_lib.image_dataset(split.x_train, split.y_train, split.task, batch, seed=seed, stats=split.stats)
+    train = data_lib.image_dataset(split.x_train, split.y_train, split.task, batch, seed=seed, stats=split.stats,
+                                   drop_remainder=drop_remainder)
     test = data_lib.image_dataset(split.x_test, split.y_test, split.task, max(batch, 256), shuffle=False,
                                   stats=split.stats, seed=seed + 1)
     return train, test
+
+
+def validation_split(split, fraction=0.1):
+    """A :class:`Split` for model selection: the last ``fraction`` of the training examples held out.
+
+    Its ``x_train`` are the first training examples and its ``x_test`` the
+    held-out rest of the *training* split (it keeps the training statistics);
+    the real test split is not in it, so a search that selects on it (tuning,
+    early stopping) leaves the test split for one final evaluation.
+
+    Args:
+      split: a :class:`Split`.
+      fraction: held-out share of the training examples, ``0 < fraction < 1``.
+    """
+    fraction = validation.open_unit("fraction", fraction)
+    n = len(split.x_train)
+    held = max(1, int(round(n * fraction)))
+    if held >= n:
+        raise ValueError(f"validation_split: {n} training examples are too few to hold out {fraction:.0%}.")
+    cut = n - held
+    labels = split.y_train
+    return dataclasses.replace(
+        split,
+        x_train=split.x_train[:cut],
+        x_test=split.x_train[cut:],
+        y_train=None if labels is None else labels[:cut],
+        y_test=None if labels is None else labels[cut:],
+    )
 
 
 def build_model(recipe, split=None, input_shape=None, num_classes=None, **overrides):
@@ -161,17 +209,37 @@ def build_model(recipe, split=None, input_shape=None, num_classes=None, **overri
 
 
 def make_optimizer(recipe, learning_rate=None):
-    """The recipe's Keras optimizer, with its warm-up as a ``CosineDecay`` schedule (constant after)."""
+    """The recipe's Keras optimizer: the one place a recipe plus overrides becomes an optimizer.
+
+    Args:
+      recipe: a :class:`keras_iresnet.recipes.Recipe`.
+      learning_rate: replaces the recipe's peak learning rate (``None``: the
+        recipe's). The recipe's warm-up is kept: with ``warmup_steps`` the rate
+        rises linearly from 0 to this value (Keras' ``CosineDecay`` with
+        ``warmup_target``, constant afterwards).
+
+    Returns:
+      A ``keras.optimizers.Optimizer``.
+    """
     config = dict(recipe.optimizer)
     name = config.pop("name")
-    rate = config.pop("learning_rate") if learning_rate is None else learning_rate
-    rate = validation.positive_float("learning_rate", rate)
+    recipe_rate = config.pop("learning_rate")
+    rate = validation.positive_float("learning_rate", recipe_rate if learning_rate is None else learning_rate)
     if recipe.warmup_steps:
         rate = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=0.0, decay_steps=1, alpha=1.0,
             warmup_target=rate, warmup_steps=recipe.warmup_steps,
         )
-    return keras.optimizers.get({"class_name": name, "config": {"learning_rate": rate, **config}})
+    return keras.optimizers.get({"class_name": name, "config": {**config, "learning_rate": rate}})
+
+
+def peak_learning_rate(optimizer):
+    """The learning rate an optimizer of :func:`make_optimizer` reaches (after any warm-up), a float."""
+    rate = optimizer.get_config()["learning_rate"]
+    if isinstance(rate, dict):  # a serialized schedule: the warm-up's target
+        config = rate.get("config", {})
+        return float(config.get("warmup_target") or config["initial_learning_rate"])
+    return float(rate)
 
 
 def compile_model(model, recipe, learning_rate=None, jit_compile="auto"):
@@ -197,9 +265,12 @@ def make_callbacks(recipe, split=None):
     return result
 
 
-def fit_arguments(recipe, split, epochs=None, batch_size=None):
-    """``(train, epochs, validation_data, callbacks)`` keyword-ready for ``model.fit``."""
-    train, test = datasets(recipe, split, batch_size)
+def fit_arguments(recipe, split, epochs=None, batch_size=None, drop_remainder=False):
+    """``(train, epochs, validation_data, callbacks)`` keyword-ready for ``model.fit``.
+
+    ``drop_remainder``: see :func:`datasets` (needed under ``jit_compile=True``).
+    """
+    train, test = datasets(recipe, split, batch_size, drop_remainder=drop_remainder)
     return dict(
         x=train,
         epochs=recipe.epochs if epochs is None else validation.positive_int("epochs", epochs),
@@ -223,3 +294,122 @@ def train(recipe, split=None, epochs=None, batch_size=None, learning_rate=None, 
 
 def steps_per_epoch(recipe, split, batch_size=None):
     return math.ceil(len(split.x_train) / (batch_size or recipe.batch_size))
+
+
+# -- run folders ------------------------------------------------------------------------
+class RunFolderError(ValueError):
+    """A run folder cannot be used as asked (it holds someone else's files, it is a file, ...)."""
+
+
+#: Written into every run record: how a folder made by this package is recognized.
+RUN_FORMAT = "keras_iresnet run"
+
+#: The files and folders each kind of run writes (and the only ones ``--overwrite`` replaces).
+RUN_FILES = {
+    "train": ("run.json", "model.keras", "best.keras", "metrics.json", "history.csv", "figure.png", "backup"),
+    "tune": ("run.json", "tuning.json", "best.keras", "search"),
+}
+
+
+def strict_json(value):
+    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN or Infinity)."""
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def write_json(path, value):
+    """Write ``value`` as strict JSON (non-finite floats become ``null``; other objects their ``str``)."""
+    text = json.dumps(strict_json(value), indent=2, allow_nan=False, default=str)
+    pathlib.Path(path).write_text(text + "\n", encoding="utf-8")
+
+
+class RunFolder:
+    """A folder that ``iresnet train`` / ``iresnet tune`` owns: create, record, load, replace.
+
+    A folder is a run if it holds a run record (``run.json``) written by this
+    package. ``prepare`` refuses a path that is a file, and a non-empty folder
+    that is not a run (whatever the flags: its files are not ours to replace);
+    with ``overwrite=True`` it deletes only the files its kind of run writes
+    (:data:`RUN_FILES`) and keeps everything else.
+
+    Args:
+      path: the folder.
+      kind: ``"train"`` or ``"tune"``.
+    """
+
+    def __init__(self, path, kind="train"):
+        self.path = pathlib.Path(path)
+        self.kind = validation.one_of("kind", kind, tuple(RUN_FILES))
+
+    def __truediv__(self, name):
+        return self.path / name
+
+    @property
+    def record_path(self):
+        return self.path / "run.json"
+
+    def read_record(self):
+        """The run record (a dict), or None where the folder holds no record of ours."""
+        try:
+            record = json.loads(self.record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict):
+            return None
+        if record.get("format") == RUN_FORMAT:
+            return record
+        if "recipe" in record and "split" in record:  # a run of an earlier version
+            return record
+        return None
+
+    def holds_run(self):
+        """Whether the folder holds a run of this package (of any kind)."""
+        return self.path.is_dir() and self.read_record() is not None
+
+    def prepare(self, overwrite=False, resume=False):
+        """Make the folder ready for a new run (or to continue one); raises :class:`RunFolderError`."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"{self.path} is a file, not a folder; choose another output folder")
+        if self.path.is_dir() and any(self.path.iterdir()):
+            record = self.read_record()
+            if record is None:
+                raise RunFolderError(
+                    f"{self.path} holds files that are not an iresnet run (no run.json of ours); nothing was "
+                    "written or deleted there: choose a new or empty folder")
+            kind = record.get("kind", "train")
+            if kind != self.kind:
+                raise RunFolderError(f"{self.path} holds an iresnet {kind} run, not a {self.kind} run; "
+                                     "choose another folder")
+            if resume:
+                if not (self.path / "backup").is_dir():
+                    raise RunFolderError(f"--resume: {self.path} has no interrupted run to continue (no backup/)")
+            elif overwrite:
+                self._remove_own_files()
+            else:
+                raise RunFolderError(f"{self.path} already holds a run; pass --overwrite to replace it, --resume "
+                                     "to continue an interrupted one, or --out DIR")
+        elif resume:
+            raise RunFolderError(f"--resume: {self.path} has no interrupted run to continue (no run there)")
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def _remove_own_files(self):
+        for name in RUN_FILES[self.kind]:
+            target = self.path / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+
+    def write_record(self, record):
+        """Write the run record (with the format marker and the kind)."""
+        write_json(self.record_path, {"format": RUN_FORMAT, "kind": self.kind, **record})

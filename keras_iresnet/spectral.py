@@ -147,7 +147,13 @@ def _flatten_vectors(vectors, batch_dims):
 
 
 def _orthonormal_rows(flat):
-    """Orthonormalize the ``k`` rows of ``[*batch, k, d]`` (thin QR), keeping their span."""
+    """Orthonormalize the ``k`` rows of ``[*batch, k, d]`` (thin QR), keeping their span.
+
+    The rows are divided by their largest entry first (the span is unchanged), so
+    the QR's norms cannot overflow for rows as large as ``A^T A V`` of a huge kernel.
+    """
+    scale = tf.reduce_max(tf.abs(flat), axis=[-2, -1], keepdims=True)
+    flat = flat / tf.where(scale > 0, scale, tf.ones_like(scale))
     q, _ = tf.linalg.qr(tf.linalg.matrix_transpose(flat))
     return tf.linalg.matrix_transpose(q)
 
@@ -212,7 +218,7 @@ def subspace_iteration(operator, adjoint, vectors, max_iterations=1, rtol=None, 
         w = _flatten_vectors(adjoint(operator(tf.reshape(q, shape))), batch_dims)  # rows of A^T A Q
         gram = tf.matmul(q, w, transpose_b=True)  # Q^T A^T A Q, [*batch, k, k]
         gram = 0.5 * (gram + tf.linalg.matrix_transpose(gram))
-        values, rotation = tf.linalg.eigh(gram)  # ascending
+        values, rotation = _symmetric_eigh(gram)  # ascending
         values = tf.reverse(values, [-1])
         rotation = tf.reverse(rotation, [-1])
         sigma_new = tf.sqrt(tf.maximum(values[..., 0], 0.0))
@@ -232,6 +238,26 @@ def subspace_iteration(operator, adjoint, vectors, max_iterations=1, rtol=None, 
     if previous_sigma is None:
         return vectors, sigma, iterations
     return vectors, sigma, iterations, ritz
+
+
+def _symmetric_eigh(gram):
+    """``tf.linalg.eigh`` of ``[*batch, k, k]`` symmetric matrices, robust to their scale.
+
+    Each matrix is divided by its largest entry first (the eigenvectors are
+    unchanged, the eigenvalues scaled back), so kernels of any magnitude -- a
+    diverging optimizer can make them ~1e9 -- do not make LAPACK fail. A matrix
+    with non-finite entries gets NaN eigenvalues (and the identity as vectors)
+    instead of an error, so a diverged model shows a NaN loss, which training
+    reports, rather than an eigensolver failure.
+    """
+    finite = tf.reduce_all(tf.math.is_finite(gram), axis=[-2, -1], keepdims=True)
+    scale = tf.reduce_max(tf.abs(tf.where(finite, gram, tf.zeros_like(gram))), axis=[-2, -1], keepdims=True)
+    scale = tf.where(scale > 0, scale, tf.ones_like(scale))
+    identity = tf.eye(tf.shape(gram)[-1], batch_shape=tf.shape(gram)[:-2], dtype=gram.dtype)
+    values, vectors = tf.linalg.eigh(tf.where(finite, gram / scale, identity))
+    values = values * scale[..., 0]
+    nan = tf.constant(float("nan"), gram.dtype)
+    return tf.where(finite[..., 0], values, nan), vectors
 
 
 def dense_singular_vectors(kernel, k=1):

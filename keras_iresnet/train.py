@@ -11,15 +11,18 @@ loss scaling across replicas as ``fit`` -- in ``strategy.run`` inside a
 """
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
 from keras_iresnet.callbacks import RefineSpectralNorm
 
-__all__ = ["fit_distributed"]
+__all__ = ["fit_distributed", "evaluate_distributed"]
 
 
-def fit_distributed(model, dataset, epochs=1, callbacks=None, strategy=None, verbose=1, steps_per_epoch=None):
+def fit_distributed(model, dataset, epochs=1, callbacks=None, strategy=None, verbose=1, steps_per_epoch=None,
+                    validation_data=None):
     """Train a compiled model on a ``tf.data.Dataset`` of *global* batches with ``strategy``.
 
     Args:
@@ -31,6 +34,8 @@ def fit_distributed(model, dataset, epochs=1, callbacks=None, strategy=None, ver
       strategy: defaults to ``model.distribute_strategy``.
       verbose: 1 shows a progress bar.
       steps_per_epoch: optional cap on steps per epoch.
+      validation_data: optional ``tf.data.Dataset`` of global batches, evaluated
+        after every epoch with the model's ``test_step`` (logs ``val_loss``, ...).
 
     Returns:
       The ``keras.callbacks.History`` of the run.
@@ -47,6 +52,8 @@ def fit_distributed(model, dataset, epochs=1, callbacks=None, strategy=None, ver
         # step would need cond-based initialization and break under a strategy.
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)
+    if hasattr(model, "_ensure_divergence_guard"):  # the keras_iresnet models' guard (see fit)
+        model._ensure_divergence_guard()  # noqa: SLF001 - the models' own machinery
 
     @tf.function
     def train_step(batch):
@@ -61,23 +68,50 @@ def fit_distributed(model, dataset, epochs=1, callbacks=None, strategy=None, ver
         verbose=verbose, epochs=epochs, steps=steps,
     )
     model.stop_training = False
-    callback_list.on_train_begin()
-    initial_epoch = getattr(model, "_initial_epoch", None) or 0
-    logs = {}
-    for epoch in range(initial_epoch, epochs):
-        model.reset_metrics()
-        callback_list.on_epoch_begin(epoch)
-        for step, batch in enumerate(distributed):
-            if steps_per_epoch is not None and step >= steps_per_epoch:
-                break
-            callback_list.on_train_batch_begin(step)
-            train_step(batch)
-            logs = {name: float(value) for name, value in model.get_metrics_result().items()}
-            callback_list.on_train_batch_end(step, logs)
+    clean_errors = getattr(model, "_clean_errors", None)
+    with clean_errors("fit") if clean_errors else contextlib.nullcontext():
+        callback_list.on_train_begin()
+        initial_epoch = getattr(model, "_initial_epoch", None) or 0
+        logs = {}
+        for epoch in range(initial_epoch, epochs):
+            model.reset_metrics()
+            callback_list.on_epoch_begin(epoch)
+            for step, batch in enumerate(distributed):
+                if steps_per_epoch is not None and step >= steps_per_epoch:
+                    break
+                callback_list.on_train_batch_begin(step)
+                train_step(batch)
+                logs = _metrics(model)
+                callback_list.on_train_batch_end(step, logs)
+                if model.stop_training:
+                    break
+            if validation_data is not None:
+                logs = {**logs, **{f"val_{k}": v for k, v in evaluate_distributed(model, validation_data,
+                                                                                 strategy).items()}}
+            callback_list.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break
-        callback_list.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
-    callback_list.on_train_end(logs)
+        callback_list.on_train_end(logs)
     return model.history
+
+
+def evaluate_distributed(model, dataset, strategy=None):
+    """The model's metrics on ``dataset`` (global batches), computed with ``test_step`` under ``strategy``.
+
+    Keras 3's ``evaluate`` fails under ``MultiWorkerMirroredStrategy`` as ``fit``
+    does; this is its loop. Returns ``{metric name: float}``.
+    """
+    strategy = strategy or model.distribute_strategy
+
+    @tf.function
+    def test_step(batch):
+        strategy.run(model.test_step, args=(batch,))
+
+    model.reset_metrics()
+    for batch in strategy.experimental_distribute_dataset(dataset):
+        test_step(batch)
+    return _metrics(model)
+
+
+def _metrics(model):
+    return {name: float(value) for name, value in model.get_metrics_result().items()}

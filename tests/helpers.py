@@ -1,4 +1,6 @@
-"""Independent ground truths for the tests: explicit operator matrices and Jacobians."""
+"""Independent ground truths for the tests: explicit operator matrices and Jacobians; free ports."""
+import socket
+
 import numpy as np
 import tensorflow as tf
 
@@ -34,3 +36,14 @@ def full_jacobian_logdet(fn, x):
     d_in = int(np.prod(x.shape[1:]))
     jac = np.reshape(jac.numpy().astype(np.float64), (b, d_out, d_in))
     return np.linalg.slogdet(jac)[1]
+
+
+def free_ports(n):
+    """``n`` free TCP ports on 127.0.0.1 (for local multi-worker clusters)."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

@@ -1,4 +1,4 @@
-"""The ``iresnet`` command (issue 14): run folders, run records, one-line errors, quiet start-up."""
+"""The ``iresnet`` command: run folders, run records, one-line errors, quiet start-up."""
 import json
 import os
 import subprocess
@@ -6,9 +6,11 @@ import sys
 import time
 
 import keras
+import numpy as np
 import pytest
 
 from keras_iresnet import cli, runs
+from tests.helpers import free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--epochs", "1", "--blocks", "2", "--hidden", "8", "--quiet"]
@@ -99,7 +101,7 @@ def test_runs_are_kept_apart_and_remember_their_data(workdir, capsys):
     assert "--overwrite" in _error_line(capsys)
     assert cli.main(["train", "--task", "density", "--overwrite"] + SMALL) == 0
     assert cli.main(["sample", "--run", str(runs_dir / "2d-moons"), "--n", "16"]) == 0
-    assert (runs_dir / "2d-moons" / "samples.png").exists()
+    assert (runs_dir / "2d-moons" / "samples_n16_t1_seed0.png").exists()
     assert cli.main(["invert", "--run", str(runs_dir / "2d-moons"), "--n", "32"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["max_relative_error"] < 1e-5
 
@@ -159,7 +161,7 @@ def test_resume_continues_an_interrupted_run_and_tensorboard_logs(workdir, monke
     assert "--resume" in _error_line(capsys)
     assert cli.main(argv + ["--resume"]) == 0
     metrics = json.loads((workdir / "iresnet_runs" / "2d-moons" / "metrics.json").read_text())
-    assert len(metrics["history"]["loss"]) == 2  # epochs 2 and 3: epoch 1 was restored, not redone
+    assert len(metrics["history"]["loss"]) == 3  # the whole history: epoch 1 from before the crash, 2 and 3 after
     assert any(path.name.startswith("events") for path in (workdir / "logs").rglob("*"))
 
 
@@ -181,3 +183,167 @@ def test_start_up_prints_nothing_on_stderr():
                             cwd=ROOT, env=env)
     assert result.returncode == 0 and "digits-classifier" in result.stdout
     assert result.stderr == "", result.stderr
+
+
+# -- what a careless user does ------------------------------------------------------------------
+def _saved_learning_rate(path):
+    return runs.peak_learning_rate(keras.models.load_model(path).optimizer)
+
+
+def test_the_learning_rate_reaches_the_optimizer_with_and_without_warm_up(workdir, capsys):
+    assert cli.main(["train", "--task", "density", "--learning-rate", "0.0123", "--out", "plain"] + SMALL) == 0
+    assert _saved_learning_rate(workdir / "plain" / "model.keras") == pytest.approx(0.0123)
+    assert json.loads((workdir / "plain" / "run.json").read_text())["training"]["learning_rate"] == pytest.approx(
+        0.0123)
+    warm = ["train", "--recipe", "digits-density", "--n-train", "128", "--learning-rate", "0.0007", "--out", "warm"]
+    assert cli.main(warm + SMALL) == 0
+    optimizer = keras.models.load_model(workdir / "warm" / "model.keras").optimizer
+    schedule = optimizer.get_config()["learning_rate"]["config"]
+    assert schedule["warmup_target"] == pytest.approx(0.0007) and schedule["warmup_steps"] == 100
+
+
+def test_a_diverging_learning_rate_stops_with_one_line(workdir, capsys):
+    assert cli.main(["train", "--task", "density", "--learning-rate", "1e9", "--out", "wild"] + SMALL) == 2
+    err = _error_line(capsys)
+    assert "diverged" in err and "--learning-rate" in err
+
+
+def test_overwrite_never_touches_a_folder_that_is_not_a_run(workdir, capsys):
+    mine = workdir / "mywork"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my own notes")
+    (mine / "figure.png").write_bytes(b"my own figure")
+    assert cli.main(["train", "--task", "density", "--out", "mywork", "--overwrite"] + SMALL) == 2
+    assert "not an iresnet run" in _error_line(capsys)
+    assert sorted(p.name for p in mine.iterdir()) == ["figure.png", "notes.txt"]
+    assert (mine / "figure.png").read_bytes() == b"my own figure"
+    (workdir / "a_file").write_text("x")
+    assert cli.main(["train", "--task", "density", "--out", "a_file"] + SMALL) == 2
+    assert "is a file" in _error_line(capsys)
+
+
+def test_overwrite_replaces_only_the_files_of_a_run(workdir, capsys):
+    assert cli.main(["train", "--task", "density", "--out", "run"] + SMALL) == 0
+    (workdir / "run" / "my_analysis.txt").write_text("keep me")
+    first = (workdir / "run" / "model.keras").stat().st_mtime_ns
+    assert cli.main(["train", "--task", "density", "--out", "run", "--overwrite"] + SMALL) == 0
+    assert (workdir / "run" / "my_analysis.txt").read_text() == "keep me"
+    assert (workdir / "run" / "model.keras").stat().st_mtime_ns != first
+
+
+@pytest.mark.parametrize("task", ["density", "hybrid"])
+def test_density_and_hybrid_recipes_train_under_jit(workdir, capsys, task):
+    argv = ["train", "--task", task, "--jit", "--n-train", "300", "--batch-size", "64"] + SMALL
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    record = json.loads(next((workdir / "iresnet_runs").iterdir()).joinpath("run.json").read_text())
+    assert record["training"]["jit"] is True
+
+
+def test_ctrl_c_is_one_line_and_resume_keeps_the_whole_history(workdir, monkeypatch, capsys):
+    class _CtrlC(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    original = runs.fit_arguments
+
+    def interrupted(*args, **kwargs):
+        arguments = original(*args, **kwargs)
+        arguments["callbacks"].append(_CtrlC())
+        return arguments
+
+    monkeypatch.setattr(runs, "fit_arguments", interrupted)
+    argv = ["train", "--task", "density", "--epochs", "4", "--blocks", "2", "--hidden", "8", "--quiet"]
+    assert cli.main(argv) == 2
+    err = _error_line(capsys)
+    assert "interrupted" in err and "--resume" in err
+    monkeypatch.setattr(runs, "fit_arguments", original)
+    assert cli.main(argv + ["--resume"]) == 0
+    metrics = json.loads((workdir / "iresnet_runs" / "2d-moons" / "metrics.json").read_text())
+    assert metrics["epochs"] == 4 and len(metrics["history"]["loss"]) == 4
+    assert len(metrics["history"]["val_loss"]) == 4
+
+
+def test_ctrl_c_in_the_launcher_is_one_line(monkeypatch, capsys):
+    import keras_iresnet_cli
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras_iresnet_cli, "_load_parser", interrupt)
+    assert keras_iresnet_cli.main(["recipes"]) == 2
+    assert "interrupted" in _error_line(capsys)
+
+
+def test_data_options_that_do_not_apply_are_refused(workdir, capsys):
+    text = workdir / "images.txt"
+    text.write_text("not an archive")
+    assert cli.main(["train", "--task", "density", "--data-path", str(text)] + SMALL) == 2
+    assert "--data-path applies to --data mnist-file" in _error_line(capsys)
+    assert cli.main(["train", "--task", "density", "--data", "mnist-file", "--data-path", str(text)] + SMALL) == 2
+    err = _error_line(capsys)
+    assert str(text) in err and "not a readable .npz" in err and "pickle" not in err
+    assert cli.main(["train", "--task", "density", "--data-dir", str(workdir)] + SMALL) == 2
+    assert "--data-dir applies to --data tfds:NAME" in _error_line(capsys)
+
+
+def test_sample_never_overwrites_an_earlier_figure(workdir, capsys):
+    assert cli.main(["train", "--task", "density", "--out", "run"] + SMALL) == 0
+    assert cli.main(["sample", "--run", "run", "--n", "16", "--out", "mine.png"]) == 0
+    before = (workdir / "mine.png").read_bytes()
+    assert cli.main(["sample", "--run", "run", "--n", "16", "--temperature", "0.5", "--out", "mine.png"]) == 2
+    assert "--overwrite" in _error_line(capsys)
+    assert (workdir / "mine.png").read_bytes() == before
+    assert cli.main(["sample", "--run", "run", "--n", "16", "--temperature", "0.5", "--out", "mine.png",
+                     "--overwrite"]) == 0
+
+
+def _strict_load(path):
+    def refuse(name):
+        raise ValueError(f"{path}: {name} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_every_json_the_cli_writes_is_strict(workdir, capsys):
+    assert cli.main(["train", "--task", "density", "--out", "run"] + SMALL) == 0
+    for name in ("run.json", "metrics.json"):
+        assert _strict_load(workdir / "run" / name)
+    assert runs.strict_json({"a": [float("nan"), 1.0, float("inf")]}) == {"a": [None, 1.0, None]}
+
+
+def test_version_and_every_option_has_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("iresnet ")
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices  # noqa: SLF001
+    missing = [f"{name} {action.option_strings}" for name, sub in commands.items() for action in sub._actions
+               if action.option_strings and not action.help]
+    assert missing == []
+
+
+def _multiworker_env(index, ports):
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+               CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_multiworker_training_from_the_command_line(tmp_path):
+    """Two local worker processes: both finish, the chief writes --out, worker 1 its own folder, same weights."""
+    ports = free_ports(2)
+    argv = [sys.executable, "-m", "keras_iresnet_cli", "train", "--task", "density", "--strategy", "multiworker",
+            "--n-train", "512", "--batch-size", "128", "--out", "run"] + SMALL
+    procs = [subprocess.Popen(argv, cwd=tmp_path, env=_multiworker_env(i, ports), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [proc.communicate(timeout=600)[0] for proc in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+    chief = keras.models.load_model(tmp_path / "run" / "model.keras")
+    other = keras.models.load_model(tmp_path / "run-worker1" / "model.keras")
+    for a, b in zip(chief.get_weights(), other.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(metrics["history"]["loss"]) == 1 and "val_loss" in metrics["history"]

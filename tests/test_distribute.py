@@ -1,7 +1,6 @@
 """tf.distribute: one step on 2 replicas equals one step on one device; multi-worker; resume (issue 5)."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from keras_iresnet import data, models, train
+from tests.helpers import free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,20 +56,10 @@ def test_fit_distributed_with_mirrored_strategy_lowers_nll(mirrored_strategy):
     assert after < before - 0.1 and len(history.history["loss"]) == 3
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.fixture(scope="module")
 def multiworker_reports(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("multiworker")
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for index in range(2):

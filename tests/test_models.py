@@ -345,3 +345,97 @@ def test_model_errors_are_clear():
     with pytest.raises(ValueError, match="num_classes"):
         models.iresnet_classifier((8, 8, 1), 0)
     assert math.isfinite(models.LN2)
+
+
+# -- what a careless user does ----------------------------------------------------------------
+def _weights(model):
+    return [v.numpy().copy() for v in model.trainable_variables]
+
+
+def _flow_without_data_init():
+    return models.iresnet_flow((2,), blocks=2, hidden=8, actnorm=False)
+
+
+@pytest.mark.parametrize("optimizer", [lambda: keras.optimizers.Adam(1e9), lambda: keras.optimizers.SGD(1e9)])
+def test_a_diverging_fit_stops_before_the_bad_update_with_one_sentence(optimizer):
+    model = _flow_without_data_init()
+    model.compile(optimizer())
+    before = _weights(model)
+    with pytest.raises(kir.divergence.NonFiniteLossError) as error:
+        model.fit(data.sample_2d("moons", 512), epochs=2, batch_size=128, verbose=0)
+    message = str(error.value)
+    assert "\n" not in message and "diverged" in message and "learning rate" in message
+    for a, b in zip(before, _weights(model)):
+        np.testing.assert_array_equal(a, b)
+    assert certify.certify(model)["all_contractions"]
+
+
+def test_a_non_finite_loss_restores_the_weights_before_the_update_that_caused_it():
+    """An update that keeps the weights finite and small but makes the next loss infinite is undone."""
+    model = _flow_without_data_init()
+    model.compile(keras.optimizers.SGD(1e-3))
+
+    class Poison(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                bias = self.model.trunk.chain[0].linear_layers[-1].bias
+                bias.assign(bias + np.float32(np.inf))  # what a bad update would leave
+
+    poison = Poison()
+    with pytest.raises(kir.divergence.NonFiniteLossError, match="step 3"):
+        model.fit(data.sample_2d("moons", 512), epochs=1, batch_size=128, verbose=0, callbacks=[poison],
+                  shuffle=False)
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+def test_nan_data_give_one_sentence_before_any_update():
+    model = _flow_without_data_init()
+    model.compile(keras.optimizers.Adam(1e-3))
+    x = data.sample_2d("moons", 256)
+    x[130, 0] = np.nan
+    before = _weights(model)
+    with pytest.raises(ValueError) as error:
+        model.fit(x, epochs=1, batch_size=128, verbose=0, shuffle=False)
+    assert "\n" not in str(error.value) and "NaN or Inf" in str(error.value)
+    changed = [not np.array_equal(a, b) for a, b in zip(before, _weights(model))]
+    assert any(changed)  # the first batch trained; the second, with the NaN, did not (no NaN weights)
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+def test_jit_compile_refuses_batches_of_varying_size_with_one_sentence():
+    model = _flow_without_data_init()
+    model.compile(keras.optimizers.Adam(1e-3), jit_compile=True)
+    x = data.sample_2d("moons", 300)
+    with pytest.raises(ValueError, match="drop_remainder=True"):
+        model.fit(tf.data.Dataset.from_tensor_slices(x).batch(128), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="batch_size=128"):
+        model.fit(x, epochs=1, batch_size=128, verbose=0)
+    history = model.fit(tf.data.Dataset.from_tensor_slices(x).batch(128, drop_remainder=True), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    auto = _flow_without_data_init()
+    auto.compile(keras.optimizers.Adam(1e-3), jit_compile="auto")
+    assert auto.jit_compile is False
+
+
+@keras.saving.register_keras_serializable(package="keras_iresnet_tests")
+def half_tanh(x):
+    """A 1-Lipschitz activation of the user's own."""
+    return 0.5 * tf.tanh(x)
+
+
+def test_a_registered_custom_activation_round_trips(tmp_path):
+    model = models.iresnet_flow((2,), blocks=2, hidden=8, activation=half_tanh)
+    x = data.sample_2d("moons", 16)
+    path = tmp_path / "custom.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.trunk.chain[0].activation_fns[1] is half_tanh
+    np.testing.assert_allclose(loaded.log_prob(x).numpy(), model.log_prob(x).numpy(), rtol=1e-6)
+
+
+def test_inputs_of_the_wrong_shape_get_one_sentence_naming_the_shape():
+    model = models.iresnet_flow((2,), blocks=2, hidden=4)
+    wrong = tf.zeros([4, 3])
+    for method in (model.log_prob, model.invert, model.trunk.chain[0].forward_and_log_det):
+        with pytest.raises(ValueError, match=r"shape \[batch, 2\]; got shape \[4, 3\]"):
+            method(wrong)

@@ -1,6 +1,7 @@
-"""The README runs as written (issue 14): every Python block in a fresh interpreter, and the
-command walk-through in order. Small settings: ``epochs=N`` becomes ``epochs=1`` (Python) and
-``--epochs 1`` is added to ``iresnet train`` (commands); nothing else is changed."""
+"""The README runs as written: every Python block in a fresh interpreter, set-up command 1 and the
+command walk-through in order, the MNIST commands where the file exists. Small settings:
+``epochs=N`` becomes ``epochs=1`` (Python) and ``--epochs 1`` is given to ``iresnet train``
+(commands); nothing else is changed."""
 import os
 import pathlib
 import re
@@ -47,36 +48,75 @@ def test_python_block_runs_in_a_fresh_interpreter(index, tmp_path):
     assert result.returncode == 0, f"block {index}:\n{code}\n--- stderr ---\n{result.stderr[-4000:]}"
 
 
-def walkthrough_commands():
-    block = README.split(WALKTHROUGH_MARKER, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+def _iresnet_lines(block):
     commands = []
     for line in block.splitlines():
         line = line.split("#", 1)[0].strip()
-        if line.startswith("iresnet "):
-            commands.append(shlex.split(line)[1:])
+        for part in line.split("&&"):
+            part = part.strip()
+            if part.startswith("iresnet "):
+                commands.append(shlex.split(part)[1:])
     return commands
 
 
+def setup_commands():
+    """The ``iresnet`` commands of the set-up section (command 1's main job)."""
+    section = README.split("## Set-up: two commands", 1)[1].split("\n## ", 1)[0]
+    return _iresnet_lines(section.split("```bash\n", 1)[1].split("```", 1)[0])
+
+
+def walkthrough_commands():
+    block = README.split(WALKTHROUGH_MARKER, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return _iresnet_lines(block)
+
+
+def mnist_commands():
+    """The MNIST paragraph's block: writing the file needs a network, training it does not."""
+    section = README.split("**MNIST.**", 1)[1]
+    return _iresnet_lines(section.split("```bash\n", 1)[1].split("```", 1)[0])
+
+
+def _run_iresnet(argv, cwd):
+    argv = list(argv)
+    if argv[0] == "train":
+        if "--epochs" in argv:
+            argv[argv.index("--epochs") + 1] = "1"
+        else:
+            argv += ["--epochs", "1"]
+    result = subprocess.run([sys.executable, "-m", "keras_iresnet_cli", *argv], cwd=cwd, env=_env(),
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"iresnet {' '.join(argv)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
 @pytest.mark.slow
-def test_command_walkthrough_runs_in_order_and_keeps_runs_apart(tmp_path):
-    """Run in order, the commands leave separate runs and an i-ResNet classifier certify accepts."""
-    for argv in walkthrough_commands():
-        if "--data-path" in argv:
-            if not MNIST_FILE.exists():
-                continue  # users without the shared MNIST file skip this line
-            argv[argv.index("--data-path") + 1] = str(MNIST_FILE)
-        if argv[0] == "train":
-            if "--epochs" in argv:
-                argv[argv.index("--epochs") + 1] = "1"
-            else:
-                argv += ["--epochs", "1"]
-            if "--n-train" not in argv and "mnist-file" in argv:
-                argv += ["--n-train", "512"]
-        result = subprocess.run([sys.executable, "-m", "keras_iresnet_cli", *argv], cwd=tmp_path, env=_env(),
-                                capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, f"iresnet {' '.join(argv)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+def test_command_walkthrough_runs_after_setup_and_keeps_runs_apart(tmp_path):
+    """Set-up command 1, then the walk-through in order: separate runs, a classifier certify accepts."""
+    for argv in setup_commands() + walkthrough_commands():
+        _run_iresnet(argv, tmp_path)
     runs = sorted(p.name for p in (tmp_path / "iresnet_runs").iterdir())
-    assert len(runs) == len(set(runs)) >= 4, runs
+    assert len(runs) == len(set(runs)) >= 6, runs
+    assert "2d-moons" in runs and "2d-8gaussians" in runs
+
+
+@pytest.mark.slow
+def test_the_mnist_commands_train_from_the_file(tmp_path):
+    if not MNIST_FILE.exists():
+        pytest.skip(f"the MNIST test images are not at {MNIST_FILE} (only in the developers' checkout)")
+    (commands,) = mnist_commands()
+    argv = [str(MNIST_FILE) if arg == "mnist_test_images.npz" else arg for arg in commands]
+    _run_iresnet(argv + ["--n-train", "512"], tmp_path)
+    assert (tmp_path / "iresnet_runs" / "mnist-mnist-file" / "model.keras").exists()
+
+
+def test_the_readme_commands_parse():
+    """Every iresnet command the README lists is accepted by the parser (no TensorFlow needed)."""
+    from keras_iresnet._cli_args import build_parser
+
+    commands = setup_commands() + walkthrough_commands() + mnist_commands()
+    assert len(commands) >= 12
+    for argv in commands:
+        build_parser().parse_args(argv)
 
 
 def test_ci_runs_the_readme_test_command_verbatim():

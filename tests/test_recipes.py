@@ -144,3 +144,37 @@ def test_the_image_recipe_learns_dependencies_and_keeps_the_ema_weights(tmp_path
     x = next(iter(runs.datasets(recipe, split)[1]))[:16]
     np.testing.assert_allclose(loaded.log_prob(x, logdet="exact").numpy(),
                                model.log_prob(x, logdet="exact").numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["2d", "digits-density"])
+def test_a_given_learning_rate_replaces_the_recipes_and_keeps_its_warm_up(name):
+    recipe = recipes.get(name)
+    optimizer = runs.make_optimizer(recipe, 0.0321)
+    assert runs.peak_learning_rate(optimizer) == pytest.approx(0.0321)
+    assert runs.peak_learning_rate(runs.make_optimizer(recipe)) == pytest.approx(recipe.optimizer["learning_rate"])
+    if recipe.warmup_steps:
+        schedule = optimizer.get_config()["learning_rate"]
+        assert schedule["class_name"] == "CosineDecay"
+        assert schedule["config"]["warmup_steps"] == recipe.warmup_steps
+    model = runs.build_model(recipe.replace(model={"blocks": 2 if name == "2d" else (1,)}),
+                             input_shape=(2,) if name == "2d" else (8, 8, 1))
+    runs.compile_model(model, recipe, learning_rate=0.0321)
+    assert runs.peak_learning_rate(model.optimizer) == pytest.approx(0.0321)
+
+
+def test_train_uses_the_given_learning_rate():
+    recipe = recipes.get("2d").replace(model={"blocks": 2, "block": {"hidden": 8}}, n_train=256, n_test=64)
+    model, _, _ = runs.train(recipe, epochs=1, learning_rate=0.0456, verbose=0)
+    assert runs.peak_learning_rate(model.optimizer) == pytest.approx(0.0456)
+
+
+def test_the_validation_split_comes_from_the_training_examples_only():
+    recipe = recipes.get("digits-classifier")
+    split = runs.load_split(recipe)
+    search = runs.validation_split(split, 0.25)
+    assert len(search.x_train) + len(search.x_test) == len(split.x_train)
+    np.testing.assert_array_equal(np.concatenate([search.x_train, search.x_test]), split.x_train)
+    np.testing.assert_array_equal(np.concatenate([search.y_train, search.y_test]), split.y_train)
+    assert search.stats == split.stats
+    with pytest.raises(ValueError, match="fraction"):
+        runs.validation_split(split, 1.5)

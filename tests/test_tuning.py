@@ -72,4 +72,36 @@ def test_cli_tune_and_no_silent_rerun(tmp_path, capsys):
     assert summary["recipe"] == "2d" and (out / "best.keras").exists()
     capsys.readouterr()
     assert cli.main(args) == 2  # a second run does not silently reload the old search
-    assert "already holds a search" in capsys.readouterr().err
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_the_tuned_learning_rate_reaches_the_optimizer():
+    recipe = SMALL["density"]
+    hypermodel = tuning.IResNetHyperModel(recipe, (2,))
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("learning_rate", 0.0271)
+    model = hypermodel.build(hp)
+    assert runs.peak_learning_rate(model.optimizer) == pytest.approx(0.0271)
+
+
+def test_cli_tune_never_shows_the_test_split_to_the_search(tmp_path, monkeypatch, capsys):
+    seen = []
+    original = tuning.IResNetHyperModel.fit
+
+    def spy(self, hp, model, *args, **kwargs):
+        for batch in kwargs["validation_data"]:
+            seen.append(np.asarray(batch))
+        for batch in args[0] if args else kwargs["x"]:
+            seen.append(np.asarray(batch))
+        return original(self, hp, model, *args, **kwargs)
+
+    monkeypatch.setattr(tuning.IResNetHyperModel, "fit", spy)
+    out = tmp_path / "tune"
+    assert cli.main(["tune", "--task", "density", "--trials", "1", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    split = runs.load_split(recipes.get("2d"))
+    shown = {tuple(row) for batch in seen for row in np.round(batch, 6)}
+    test_rows = {tuple(row) for row in np.round(split.x_test, 6)}
+    train_rows = {tuple(row) for row in np.round(split.x_train, 6)}
+    assert shown and shown <= train_rows and not shown & test_rows
+    summary = json.loads((out / "tuning.json").read_text())
+    assert np.isfinite(summary["test"]["bits_per_dim"]) and np.isfinite(summary["best_validation"])

@@ -83,8 +83,19 @@ class LipSwish(keras.layers.Layer):
 def get_activation(identifier, stack=None):
     """Resolve an activation name or callable to a callable ``x -> phi(x)``.
 
-    ``"lipswish"`` gives a fresh :class:`LipSwish` layer (with ``stack`` betas).
+    ``"lipswish"`` gives a fresh :class:`LipSwish` layer (with ``stack`` betas). A
+    callable you pass must be 1-Lipschitz (that is your guarantee); to save and load
+    models that use it, register it with ``@keras.saving.register_keras_serializable``
+    (a serialized function, a dict, is restored from Keras' registry).
     """
+    if isinstance(identifier, dict):  # a registered function or layer, as Keras serializes it
+        try:
+            identifier = keras.saving.deserialize_keras_object(identifier)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"activation {identifier!r} could not be restored ({error}); register the function with "
+                "@keras.saving.register_keras_serializable(package=...) before loading."
+            ) from None
     if callable(identifier):
         return identifier
     if not isinstance(identifier, str) or identifier.lower() not in LIPSCHITZ_ONE_ACTIVATIONS:

@@ -90,12 +90,36 @@ class InvertibleLayer(keras.layers.Layer):
 
     # -- helpers -------------------------------------------------------------
     def _ensure_built(self, input_shape):
+        """Build from ``input_shape``, or check it against the shape the layer was built for."""
         if not self.built:
             self.build(tuple(input_shape))
+        else:
+            self._check_event_shape("inputs", input_shape, self._built_input_shape())
 
     def _ensure_built_from_output(self, output_shape):
         if not self.built:
             self.build(self.compute_inverse_shape(tuple(output_shape)))
+        else:
+            built = self._built_input_shape()
+            expected = None if built is None else tuple(self.compute_output_shape(built))
+            self._check_event_shape("inverse inputs (outputs of the forward map)", output_shape, expected)
+
+    def _built_input_shape(self):
+        shape = (self.get_build_config() or {}).get("input_shape")
+        return None if shape is None else tuple(shape)
+
+    def _check_event_shape(self, what, shape, expected):
+        """One sentence naming the layer and the shape it takes, instead of an op's shape error."""
+        if expected is None or shape is None:
+            return
+        got, want = tuple(shape)[1:], tuple(expected)[1:]
+        if len(got) != len(want) or any(g is not None and w is not None and int(g) != int(w)
+                                         for g, w in zip(got, want)):
+            dims = ", ".join(str(d) for d in want)
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} takes {what} of shape [batch, {dims}]; "
+                f"got shape {list(shape)}."
+            )
 
     @staticmethod
     def _zero_log_det(x):

@@ -67,7 +67,9 @@ class Logit(InvertibleLayer):
             return tf.identity(x)
 
     def forward_and_log_det(self, inputs, training=None, logdet=None):
-        x = self._check_range(tf.convert_to_tensor(inputs))
+        x = tf.convert_to_tensor(inputs)
+        self._ensure_built(x.shape)
+        x = self._check_range(x)
         s = self.alpha + (1.0 - 2.0 * self.alpha) * x
         y = tf.math.log(s) - tf.math.log1p(-s)
         elementwise = math.log1p(-2.0 * self.alpha) - tf.math.log(s) - tf.math.log1p(-s)

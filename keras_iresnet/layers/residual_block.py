@@ -332,6 +332,7 @@ class InvertibleResidualStack(InvertibleLayer):
 
     def call(self, inputs, training=None):
         x = tf.convert_to_tensor(inputs)
+        self._ensure_built(x.shape)
         return self._forward(x, bool(training), None)[0]
 
     def forward_and_log_det(self, inputs, training=None, logdet=None):

@@ -54,7 +54,8 @@ class InvertibleSequential(InvertibleLayer):
         return shape
 
     def call(self, inputs, training=None):
-        x = inputs
+        x = tf.convert_to_tensor(inputs)
+        self._ensure_built(x.shape)
         for layer in self.chain:
             x = layer(x, training=training)
         return x

@@ -1,0 +1,136 @@
+"""Stopping a diverging ``fit`` before its bad update sticks: two checks and a one-step snapshot.
+
+A training step of the keras_iresnet models computes the loss and the
+gradients; then
+
+1. before the optimizer update, the loss and every gradient must be finite
+   (:meth:`DivergenceGuard.before_update`): a step that fails raises before
+   anything is updated;
+2. after the update, the weights must not have exploded: an update larger than
+   :data:`EXPLODING_UPDATE` times the weights it was applied to (the global
+   Euclidean norms) is refused (:meth:`DivergenceGuard.after_update`). With
+   ``Adam(1e9)`` the loss and the gradients of the first step are finite, and
+   it is the update -- every weight moved by about ``1e9`` -- that is bad.
+
+The guard keeps a copy of the weights as they were before the last update that
+passed check 1. When either check fails, ``fit`` puts that copy back
+(:meth:`DivergenceGuard.restore`) and raises :class:`NonFiniteLossError` with one
+sentence: the model is left as it was before the update that caused the
+failure (the optimizer's own state, e.g. Adam's moments, is not restored). The
+copy costs one assignment per weight and step (the weights, not the
+activations: small next to a step).
+
+Under ``jit_compile=True`` XLA has no assertion op: the step applies its update,
+:class:`keras_iresnet.callbacks.StopOnNonFiniteLoss` stops ``fit`` right after a
+non-finite loss, and the same restore follows (check 2 does not run under XLA).
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from keras_iresnet._tf import in_xla_context
+
+__all__ = ["DivergenceGuard", "NonFiniteLossError", "DIVERGED", "EXPLODED", "NON_FINITE_DATA", "EXPLODING_UPDATE"]
+
+#: Markers of the graph errors the checks raise (``fit`` turns them into one sentence).
+DIVERGED = "keras_iresnet: the loss or a gradient is NaN or Inf"
+EXPLODED = "keras_iresnet: the update exploded"
+NON_FINITE_DATA = "keras_iresnet: the training data contain NaN or Inf values"
+
+#: An update ``dw`` with ``||dw|| > EXPLODING_UPDATE * ||w||`` (all weights together) is refused.
+#: Sound training moves the weights by a small fraction of their norm per step (about 1e-3 to
+#: 1e-1 here); ten times their whole size in one step is a blow-up, not learning.
+EXPLODING_UPDATE = 10.0
+
+
+class NonFiniteLossError(FloatingPointError):
+    """``fit`` met a NaN or Inf loss or gradient, or an exploding update (the weights are restored)."""
+
+
+def _global_norm(tensors):
+    return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(tf.cast(t, tf.float32))) for t in tensors]))
+
+
+class DivergenceGuard:
+    """The snapshot of the weights before the last good update, and the two checks.
+
+    Not a Keras object (nothing is saved with the model): ``fit`` creates one for
+    the model's trainable variables, under the model's distribution strategy.
+
+    Args:
+      variables: the model's trainable variables (Keras variables), in order.
+      strategy: the model's ``tf.distribute`` strategy.
+    """
+
+    def __init__(self, variables, strategy):
+        self.variables = list(variables)
+        with strategy.scope():
+            # Every replica holds the same weights, so the first replica's assignment
+            # is the copy (ONLY_FIRST_REPLICA: assignable in a replica's step).
+            self.snapshots = [
+                tf.Variable(
+                    tf.convert_to_tensor(v), trainable=False, name="snapshot",
+                    synchronization=tf.VariableSynchronization.ON_WRITE,
+                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+                )
+                for v in self.variables
+            ]
+            # Steps whose loss and gradients were finite (the failing step is the next one).
+            self.finite_steps = tf.Variable(
+                0, dtype=tf.int64, trainable=False, name="finite_steps",
+                synchronization=tf.VariableSynchronization.ON_WRITE,
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+
+    def guards(self, variables):
+        """Whether this guard was made for exactly these variables."""
+        return [id(v) for v in self.variables] == [id(v) for v in variables]
+
+    @staticmethod
+    def all_finite(loss, gradients):
+        """A scalar bool: the loss and every gradient finite, on every replica of a strategy."""
+        flags = [tf.reduce_all(tf.math.is_finite(loss))]
+        flags += [tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None]
+        bad = tf.cast(tf.logical_not(tf.reduce_all(tf.stack(flags))), tf.int32)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            bad = context.all_reduce(tf.distribute.ReduceOp.SUM, bad)
+        return tf.equal(bad, 0)
+
+    @classmethod
+    def check_finite(cls, loss, gradients):
+        """Check 1 alone (no snapshot): ops that fail outside XLA when the step is not finite."""
+        if in_xla_context():
+            return []
+        return [tf.debugging.Assert(cls.all_finite(loss, gradients), [DIVERGED])]
+
+    def before_update(self, loss, gradients):
+        """Check 1 and the snapshot: ops that must run before the update.
+
+        Keeps the weights as they are now (before this update) if the step is
+        finite and leaves the snapshot as it was otherwise; outside XLA, fails
+        with :data:`DIVERGED` before anything is updated.
+        """
+        finite = self.all_finite(loss, gradients)
+        updates = [s.assign(tf.where(finite, tf.convert_to_tensor(v), tf.convert_to_tensor(s)))
+                   for s, v in zip(self.snapshots, self.variables)]
+        updates.append(self.finite_steps.assign_add(tf.cast(finite, tf.int64)))
+        if in_xla_context():
+            return updates
+        with tf.control_dependencies(updates):
+            return [tf.debugging.Assert(finite, [DIVERGED])]
+
+    def after_update(self):
+        """Check 2 (outside XLA): fails with :data:`EXPLODED` if the update was larger than
+        :data:`EXPLODING_UPDATE` times the weights before it."""
+        if in_xla_context():
+            return []
+        before = [tf.convert_to_tensor(s) for s in self.snapshots]
+        change = _global_norm([tf.convert_to_tensor(v) - b for v, b in zip(self.variables, before)])
+        size = _global_norm(before)
+        return [tf.debugging.Assert(change <= EXPLODING_UPDATE * size, [EXPLODED])]
+
+    def restore(self):
+        """Put the weights from before the last good update back (eager)."""
+        for variable, snapshot in zip(self.variables, self.snapshots):
+            variable.assign(tf.convert_to_tensor(snapshot))
