@@ -7,6 +7,7 @@ of the terminal: it sets that variable to 3 and silences the process's stderr
 while TensorFlow loads (the CUDA-probing lines are written by the native
 libraries as they load, below any log level). The library itself changes no logging.
 """
+
 import contextlib
 import importlib.util
 import os

@@ -1,4 +1,5 @@
 """keras_iresnet: Invertible Residual Networks for Keras 3 and TensorFlow Probability."""
+
 import pathlib
 
 from setuptools import find_packages, setup

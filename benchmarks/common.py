@@ -1,4 +1,5 @@
 """Shared helpers of the benchmark scripts: timing, platform description, JSON + table output."""
+
 import argparse
 import json
 import os
@@ -71,7 +72,9 @@ def run_probe(script, *args):
     """
     import subprocess
 
-    out = subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, script, *map(str, args)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -117,6 +120,8 @@ def logit_gaussian_bits_per_dim(train, test, alpha, seed=0):
     y_train, _ = logit(train)
     y_test, log_det = logit(test)
     mean, std = y_train.mean(0), y_train.std(0)
-    log_p = (-0.5 * ((y_test - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi) + log_det).sum(1)
+    log_p = (
+        -0.5 * ((y_test - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi) + log_det
+    ).sum(1)
     dims = y_test.shape[1]
     return float(np.mean((-log_p + dims * np.log(256.0)) / (dims * np.log(2.0))))

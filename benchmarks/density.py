@@ -23,6 +23,7 @@ Parts (``--parts``, default all):
   coeff 0.5 / 0.7 / 0.9 and of its vanilla twin, with the reconstruction error
   of the inverse (the shape of the paper's Table 2).
 """
+
 from common import logit_gaussian_bits_per_dim, parser, report  # noqa: I001
 
 import math  # noqa: E402
@@ -53,7 +54,8 @@ class _NoOut:
 # -- TFP baselines -----------------------------------------------------------------------
 def _mlp(inputs, hidden, outputs, layers=2):
     return keras.Sequential(
-        [keras.Input((inputs,))] + [keras.layers.Dense(hidden, activation="relu") for _ in range(layers)]
+        [keras.Input((inputs,))]
+        + [keras.layers.Dense(hidden, activation="relu") for _ in range(layers)]
         + [keras.layers.Dense(outputs, kernel_initializer="zeros")]
     )
 
@@ -73,8 +75,10 @@ def realnvp(dims, couplings, hidden):
             out = net(x)
             return out[..., :output_units], tf.tanh(out[..., output_units:])
 
-        bijectors += [tfb.RealNVP(num_masked=masked, shift_and_log_scale_fn=fn),
-                      tfb.Permute(permutation=list(range(dims))[::-1])]
+        bijectors += [
+            tfb.RealNVP(num_masked=masked, shift_and_log_scale_fn=fn),
+            tfb.Permute(permutation=list(range(dims))[::-1]),
+        ]
     return tfb.Chain(bijectors[::-1]), variables
 
 
@@ -84,7 +88,9 @@ def maf(couplings, hidden):
     for _ in range(couplings):
         made = tfb.AutoregressiveNetwork(params=2, hidden_units=[hidden, hidden], activation="relu")
         bijectors += [tfb.MaskedAutoregressiveFlow(made), tfb.Permute([1, 0])]
-    dist = tfd.TransformedDistribution(tfd.MultivariateNormalDiag(tf.zeros(2)), tfb.Chain(bijectors))
+    dist = tfd.TransformedDistribution(
+        tfd.MultivariateNormalDiag(tf.zeros(2)), tfb.Chain(bijectors)
+    )
     dist.log_prob(tf.zeros([1, 2]))  # create the variables
     return dist, dist.trainable_variables
 
@@ -101,7 +107,9 @@ class WallClock:
         self.spent, self.started = 0.0, time.perf_counter()
 
     def elapsed(self):
-        return self.spent + (time.perf_counter() - self.started if self.started is not None else 0.0)
+        return self.spent + (
+            time.perf_counter() - self.started if self.started is not None else 0.0
+        )
 
     def pause(self):
         self.spent, self.started = self.elapsed(), None
@@ -123,7 +131,9 @@ def tfp_trainer(log_prob, variables, optimizer):
     return step
 
 
-def train_tfp_for(step, batches, seconds=None, epochs=None, clock=None, checkpoints=(), on_checkpoint=None):
+def train_tfp_for(
+    step, batches, seconds=None, epochs=None, clock=None, checkpoints=(), on_checkpoint=None
+):
     """Run ``step`` over ``batches()`` (one iterable per epoch) for an epoch or time budget."""
     clock = clock or WallClock()
     steps, pending = 0, list(checkpoints)
@@ -173,7 +183,13 @@ def density_2d_rows(args, extra):
         recipe = recipe.replace(model={"blocks": 100, "block": {"hidden": 40}})  # Figure 2's depth
         seconds = 600.0
     else:
-        densities, seeds, n_train, epochs, baseline = DENSITIES, 3, recipe.n_train, recipe.epochs, (4, 64)
+        densities, seeds, n_train, epochs, baseline = (
+            DENSITIES,
+            3,
+            recipe.n_train,
+            recipe.epochs,
+            (4, 64),
+        )
         seconds = args.seconds
     seeds = args.seeds or seeds
     batch, lr = recipe.batch_size, recipe.optimizer["learning_rate"]
@@ -190,8 +206,13 @@ def density_2d_rows(args, extra):
                 flow = runs.build_model(recipe, input_shape=(2,))
                 runs.compile_model(flow, recipe)
                 stop = StopAfter(clock, seconds if budget == "seconds" else float("inf"))
-                flow.fit(train, epochs=epochs if budget == "epochs" else 10**6, batch_size=batch, verbose=0,
-                         callbacks=[stop])
+                flow.fit(
+                    train,
+                    epochs=epochs if budget == "epochs" else 10**6,
+                    batch_size=batch,
+                    verbose=0,
+                    callbacks=[stop],
+                )
                 spent["i-ResNet"] += clock.elapsed()
                 steps["i-ResNet"] += stop.steps
                 scores["i-ResNet"].append(-float(tf.reduce_mean(flow.log_prob(test))))
@@ -206,25 +227,47 @@ def density_2d_rows(args, extra):
                     def batches():
                         return np.array_split(rng.permutation(train), max(1, len(train) // batch))
 
-                    steps[label] += train_tfp_for(step, batches, seconds=seconds if budget == "seconds" else None,
-                                                  epochs=epochs if budget == "epochs" else None, clock=clock)
+                    steps[label] += train_tfp_for(
+                        step,
+                        batches,
+                        seconds=seconds if budget == "seconds" else None,
+                        epochs=epochs if budget == "epochs" else None,
+                        clock=clock,
+                    )
                     spent[label] += clock.elapsed()
                     scores[label].append(-float(tf.reduce_mean(dist.log_prob(test))))
                     params[label] = count(variables)
             best = min(scores, key=lambda k: np.mean(scores[k]))
-            print(f"2d ({budget}): {name}: " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in scores.items()),
-                  flush=True)
+            print(
+                f"2d ({budget}): {name}: "
+                + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in scores.items()),
+                flush=True,
+            )
             for label, values in scores.items():
-                rows[budget].append({
-                    "density": name, "model": label, "parameters": params[label],
-                    "test_nll_mean": float(np.mean(values)), "test_nll_std": float(np.std(values)),
-                    "train_seconds_per_seed": spent[label] / seeds, "steps_per_seed": steps[label] / seeds,
-                    "best": label == best,
-                })
-    extra["2d_budget"] = {"epochs": epochs, "seconds": seconds, "batch_size": batch, "learning_rate": lr,
-                          "n_train": n_train, "seeds": seeds, "baseline_layers": baseline[0],
-                          "baseline_hidden": baseline[1], "iresnet_recipe": recipe.name,
-                          "iresnet_model": recipe.model}
+                rows[budget].append(
+                    {
+                        "density": name,
+                        "model": label,
+                        "parameters": params[label],
+                        "test_nll_mean": float(np.mean(values)),
+                        "test_nll_std": float(np.std(values)),
+                        "train_seconds_per_seed": spent[label] / seeds,
+                        "steps_per_seed": steps[label] / seeds,
+                        "best": label == best,
+                    }
+                )
+    extra["2d_budget"] = {
+        "epochs": epochs,
+        "seconds": seconds,
+        "batch_size": batch,
+        "learning_rate": lr,
+        "n_train": n_train,
+        "seeds": seeds,
+        "baseline_layers": baseline[0],
+        "baseline_hidden": baseline[1],
+        "iresnet_recipe": recipe.name,
+        "iresnet_model": recipe.model,
+    }
     return rows["epochs"], rows["seconds"]
 
 
@@ -242,13 +285,18 @@ class LogitGaussian:
     def log_prob(self, bijector, x):
         y, logit_log_det = self.logit.forward_and_log_det(x)
         z = bijector.inverse(y)
-        return self.base.log_prob(z) + bijector.inverse_log_det_jacobian(y, event_ndims=len(y.shape) - 1) \
+        return (
+            self.base.log_prob(z)
+            + bijector.inverse_log_det_jacobian(y, event_ndims=len(y.shape) - 1)
             + logit_log_det
+        )
 
 
 def glow_sized(shape, blocks, steps, hidden):
     return tfb.Glow(
-        output_shape=shape, num_glow_blocks=blocks, num_steps_per_block=steps,
+        output_shape=shape,
+        num_glow_blocks=blocks,
+        num_steps_per_block=steps,
         coupling_bijector_fn=lambda s: tfb.GlowDefaultNetwork(s, num_hidden=hidden),
         exit_bijector_fn=tfb.GlowDefaultExitNetwork,
     )
@@ -257,7 +305,9 @@ def glow_sized(shape, blocks, steps, hidden):
 def flattened_realnvp(shape, couplings, hidden):
     dims = int(np.prod(shape))
     bijector, variables = realnvp(dims, couplings, hidden)
-    return tfb.Chain([tfb.Reshape(event_shape_out=list(shape), event_shape_in=[dims]), bijector]), variables
+    return tfb.Chain(
+        [tfb.Reshape(event_shape_out=list(shape), event_shape_in=[dims]), bijector]
+    ), variables
 
 
 def _size_to(target, build, low, high):
@@ -290,7 +340,9 @@ def image_rows(args, extra):
     for name, recipe_name, train, test in image_sets(args):
         recipe = recipes.get(recipe_name)
         if args.tiny:
-            recipe = recipe.replace(model={"blocks": (1, 1), "block": {"hidden": 8}}, init_examples=0)
+            recipe = recipe.replace(
+                model={"blocks": (1, 1), "block": {"hidden": 8}}, init_examples=0
+            )
         minutes = args.minutes if name == "mnist-file" else args.minutes / 4
         if args.tiny:
             minutes = 0.05
@@ -307,7 +359,9 @@ def image_rows(args, extra):
         results = {}
 
         def evaluate(log_prob_fn):
-            values = np.concatenate([log_prob_fn(batch).numpy() for batch in np.array_split(test_x, 4)])
+            values = np.concatenate(
+                [log_prob_fn(batch).numpy() for batch in np.array_split(test_x, 4)]
+            )
             bpd = (-values + dims * math.log(256.0)) / (dims * math.log(2.0))
             return float(bpd.mean()), float(bpd.std(ddof=1) / math.sqrt(len(bpd)))
 
@@ -320,15 +374,23 @@ def image_rows(args, extra):
         curve = []
 
         def ires_checkpoint(at, steps, model=model, estimator=estimator, curve=curve):
-            curve.append((at / 60.0, steps, *evaluate(lambda b: model.log_prob(b, logdet=estimator))))
+            curve.append(
+                (at / 60.0, steps, *evaluate(lambda b: model.log_prob(b, logdet=estimator)))
+            )
 
         callbacks = runs.make_callbacks(recipe, split)
         stop = StopAfter(clock, budget, checkpoints, ires_checkpoint)
         model.fit(train_ds, epochs=10**6, verbose=0, callbacks=callbacks + [stop])
-        ires_checkpoint(clock.elapsed(), stop.steps)  # the final weights (EMA swapped in at the end)
+        ires_checkpoint(
+            clock.elapsed(), stop.steps
+        )  # the final weights (EMA swapped in at the end)
         target = count(model.trainable_variables)
-        results["i-ResNet"] = (f"i-ResNet recipe {recipe.name!r}", target, curve,
-                               "power series, 20 terms, 2 probes" if model.eval_logdet is None else str(estimator))
+        results["i-ResNet"] = (
+            f"i-ResNet recipe {recipe.name!r}",
+            target,
+            curve,
+            "power series, 20 terms, 2 probes" if model.eval_logdet is None else str(estimator),
+        )
 
         # -- TFP Glow and RealNVP, sized to the i-ResNet's parameter count
         init = next(iter(train_ds))
@@ -360,29 +422,65 @@ def image_rows(args, extra):
             log_prob = lambda x, b=bijector, p=preprocessing: p.log_prob(b, x)  # noqa: E731
             log_prob(init)  # creates (and data-initializes) Glow's variables
             variables = list(variables or bijector.trainable_variables) + preprocessing.variables
-            step = tfp_trainer(log_prob, variables, runs.make_optimizer(recipe.replace(optimizer={"use_ema": False})))
+            step = tfp_trainer(
+                log_prob,
+                variables,
+                runs.make_optimizer(recipe.replace(optimizer={"use_ema": False})),
+            )
             curve = []
 
             def checkpoint(at, steps, log_prob=log_prob, curve=curve):
                 curve.append((at / 60.0, steps, *evaluate(tf.function(log_prob))))
 
-            steps = train_tfp_for(step, lambda: train_ds, seconds=budget, clock=clock, checkpoints=checkpoints,
-                                  on_checkpoint=checkpoint)
+            steps = train_tfp_for(
+                step,
+                lambda: train_ds,
+                seconds=budget,
+                clock=clock,
+                checkpoints=checkpoints,
+                on_checkpoint=checkpoint,
+            )
             checkpoint(clock.elapsed(), steps)
-            detail = (f"{glow_blocks} blocks x {glow_steps} steps, hidden {glow_hidden}" if label == "TFP Glow"
-                      else f"{nvp_couplings} couplings, MLP hidden {nvp_hidden}")
+            detail = (
+                f"{glow_blocks} blocks x {glow_steps} steps, hidden {glow_hidden}"
+                if label == "TFP Glow"
+                else f"{nvp_couplings} couplings, MLP hidden {nvp_hidden}"
+            )
             results[label] = (f"{label} ({detail})", count(variables), curve, "exact")
         for label, (description, params, curve, evaluation) in results.items():
             for minute, steps, bpd, stderr in curve:
-                rows.append({"data": name, "model": description, "parameters": params, "minutes": minute,
-                             "steps": steps, "test_bits_per_dim": bpd, "standard_error": stderr,
-                             "evaluation": evaluation})
-            print(f"images: {name}: {description}: {curve[-1][2]:.3f} +- {curve[-1][3]:.3f} bits/dim "
-                  f"after {curve[-1][0]:.1f} min, {curve[-1][1]} steps", flush=True)
-        rows.append({"data": name, "model": "logit + independent Gaussian per pixel (closed form)",
-                     "parameters": 2 * dims, "minutes": 0.0, "steps": 0, "test_bits_per_dim": closed,
-                     "standard_error": None, "evaluation": "exact"})
-        curves[name] = {label: [list(point) for point in curve] for label, (_, _, curve, _) in results.items()}
+                rows.append(
+                    {
+                        "data": name,
+                        "model": description,
+                        "parameters": params,
+                        "minutes": minute,
+                        "steps": steps,
+                        "test_bits_per_dim": bpd,
+                        "standard_error": stderr,
+                        "evaluation": evaluation,
+                    }
+                )
+            print(
+                f"images: {name}: {description}: {curve[-1][2]:.3f} +- {curve[-1][3]:.3f} bits/dim "
+                f"after {curve[-1][0]:.1f} min, {curve[-1][1]} steps",
+                flush=True,
+            )
+        rows.append(
+            {
+                "data": name,
+                "model": "logit + independent Gaussian per pixel (closed form)",
+                "parameters": 2 * dims,
+                "minutes": 0.0,
+                "steps": 0,
+                "test_bits_per_dim": closed,
+                "standard_error": None,
+                "evaluation": "exact",
+            }
+        )
+        curves[name] = {
+            label: [list(point) for point in curve] for label, (_, _, curve, _) in results.items()
+        }
         curves[name]["closed form"] = closed
     extra["image_curves"] = curves
     if args.figure and curves:
@@ -418,27 +516,52 @@ def race_figure(curves, path):
 def hybrid_rows(args):
     hybrid, classifier = recipes.get("digits-hybrid"), recipes.get("digits-classifier")
     seeds = 1 if args.tiny else (args.seeds or (3 if args.full else 2))
-    epochs = {"hybrid": 1 if args.tiny else hybrid.epochs, "classifier": 1 if args.tiny else classifier.epochs}
+    epochs = {
+        "hybrid": 1 if args.tiny else hybrid.epochs,
+        "classifier": 1 if args.tiny else classifier.epochs,
+    }
     rows = []
     split = runs.load_split(hybrid)
     rng = np.random.default_rng(7)
-    test_x = ((split.x_test.astype("float64") + rng.uniform(size=split.x_test.shape)) / 256.0).astype("float32")
+    test_x = (
+        (split.x_test.astype("float64") + rng.uniform(size=split.x_test.shape)) / 256.0
+    ).astype("float32")
     closed = logit_gaussian_bits_per_dim(split.x_train, test_x, hybrid.model["logit"], seed=7)
     for label, recipe in (("hybrid", hybrid), ("classifier", classifier)):
         accuracies, bpds = [], []
         for seed in range(seeds):
             model, _, model_split = runs.train(recipe, epochs=epochs[label], verbose=0, seed=seed)
-            results = model.evaluate(runs.datasets(recipe, model_split)[1], verbose=0, return_dict=True)
+            results = model.evaluate(
+                runs.datasets(recipe, model_split)[1], verbose=0, return_dict=True
+            )
             accuracies.append(results["accuracy"])
             if "bits_per_dim" in results:
                 bpds.append(results["bits_per_dim"])
-        print(f"hybrid: {label}: accuracy {np.mean(accuracies):.3f}" +
-              (f", {np.mean(bpds):.3f} bits/dim" if bpds else ""), flush=True)
-        rows.append({"model": f"{label} recipe {recipe.name!r}", "epochs": epochs[label], "seeds": seeds,
-                     "test_accuracy_mean": float(np.mean(accuracies)), "test_accuracy_min": float(np.min(accuracies)),
-                     "test_bits_per_dim_mean": float(np.mean(bpds)) if bpds else None})
-    rows.append({"model": f"logit({hybrid.model['logit']}) + per-pixel Gaussian (closed form)", "epochs": 0,
-                 "seeds": 1, "test_accuracy_mean": None, "test_accuracy_min": None, "test_bits_per_dim_mean": closed})
+        print(
+            f"hybrid: {label}: accuracy {np.mean(accuracies):.3f}"
+            + (f", {np.mean(bpds):.3f} bits/dim" if bpds else ""),
+            flush=True,
+        )
+        rows.append(
+            {
+                "model": f"{label} recipe {recipe.name!r}",
+                "epochs": epochs[label],
+                "seeds": seeds,
+                "test_accuracy_mean": float(np.mean(accuracies)),
+                "test_accuracy_min": float(np.min(accuracies)),
+                "test_bits_per_dim_mean": float(np.mean(bpds)) if bpds else None,
+            }
+        )
+    rows.append(
+        {
+            "model": f"logit({hybrid.model['logit']}) + per-pixel Gaussian (closed form)",
+            "epochs": 0,
+            "seeds": 1,
+            "test_accuracy_mean": None,
+            "test_accuracy_min": None,
+            "test_bits_per_dim_mean": closed,
+        }
+    )
     return rows
 
 
@@ -458,26 +581,50 @@ def classification_rows(args):
         accuracies, errors = [], []
         for seed in range(seeds):
             block = {**recipe.model["block"], "coeff": coeff or 0.9}
-            model, _, _ = runs.train(recipe, split=split, epochs=epochs, verbose=0, seed=seed, block=block,
-                                     vanilla=coeff is None)
+            model, _, _ = runs.train(
+                recipe,
+                split=split,
+                epochs=epochs,
+                verbose=0,
+                seed=seed,
+                block=block,
+                vanilla=coeff is None,
+            )
             accuracies.append(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the vanilla inverse need not converge
                 errors.append(certify.reconstruction_report(model.trunk, x)["max"])
         print(f"classification: {label}: accuracy {np.mean(accuracies):.3f}", flush=True)
-        rows.append({"model": label, "test_accuracy_mean": float(np.mean(accuracies)),
-                     "test_accuracy_std": float(np.std(accuracies)),
-                     "reconstruction_error_max": float(np.max(errors)), "epochs": epochs, "seeds": seeds})
+        rows.append(
+            {
+                "model": label,
+                "test_accuracy_mean": float(np.mean(accuracies)),
+                "test_accuracy_std": float(np.std(accuracies)),
+                "reconstruction_error_max": float(np.max(errors)),
+                "epochs": epochs,
+                "seeds": seeds,
+            }
+        )
     return rows
 
 
 def main():
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
-    p.add_argument("--seconds", type=float, default=30.0, help="2d: the equal wall-clock budget per model")
-    p.add_argument("--minutes", type=float, default=20.0, help="images: the budget per model on MNIST")
-    p.add_argument("--seeds", type=int, default=None,
-                   help="seeds per configuration (default: 2d and classification 3, hybrid 2)")
+    p.add_argument(
+        "--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}"
+    )
+    p.add_argument(
+        "--seconds", type=float, default=30.0, help="2d: the equal wall-clock budget per model"
+    )
+    p.add_argument(
+        "--minutes", type=float, default=20.0, help="images: the budget per model on MNIST"
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds per configuration (default: 2d and classification 3, hybrid 2)",
+    )
     p.add_argument("--figure", default=None, help="images: write the bits/dim-vs-minutes PNG here")
     args = p.parse_args()
     parts = set(args.parts.split(","))
@@ -485,21 +632,58 @@ def main():
     if unknown:
         p.error(f"--parts: unknown part(s) {sorted(unknown)}; expected some of {', '.join(PARTS)}")
     tables, extra = {}, {}
-    columns_2d = ["density", "model", "parameters", "test_nll_mean", "test_nll_std", "train_seconds_per_seed",
-                  "steps_per_seed", "best"]
+    columns_2d = [
+        "density",
+        "model",
+        "parameters",
+        "test_nll_mean",
+        "test_nll_std",
+        "train_seconds_per_seed",
+        "steps_per_seed",
+        "best",
+    ]
     if "2d" in parts:
         by_epochs, by_seconds = density_2d_rows(args, extra)
         tables["2d-equal-epochs"] = (by_epochs, columns_2d)
         tables["2d-equal-seconds"] = (by_seconds, columns_2d)
     if "images" in parts:
-        tables["images"] = (image_rows(args, extra), ["data", "model", "parameters", "minutes", "steps",
-                                                      "test_bits_per_dim", "standard_error", "evaluation"])
+        tables["images"] = (
+            image_rows(args, extra),
+            [
+                "data",
+                "model",
+                "parameters",
+                "minutes",
+                "steps",
+                "test_bits_per_dim",
+                "standard_error",
+                "evaluation",
+            ],
+        )
     if "hybrid" in parts:
-        tables["hybrid"] = (hybrid_rows(args), ["model", "epochs", "seeds", "test_accuracy_mean",
-                                                "test_accuracy_min", "test_bits_per_dim_mean"])
+        tables["hybrid"] = (
+            hybrid_rows(args),
+            [
+                "model",
+                "epochs",
+                "seeds",
+                "test_accuracy_mean",
+                "test_accuracy_min",
+                "test_bits_per_dim_mean",
+            ],
+        )
     if "classification" in parts:
-        tables["classification"] = (classification_rows(args), [
-            "model", "test_accuracy_mean", "test_accuracy_std", "reconstruction_error_max", "epochs", "seeds"])
+        tables["classification"] = (
+            classification_rows(args),
+            [
+                "model",
+                "test_accuracy_mean",
+                "test_accuracy_std",
+                "reconstruction_error_max",
+                "epochs",
+                "seeds",
+            ],
+        )
     for name, (rows, columns) in tables.items():
         print(f"\n{name}")
         report(f"density-{name}", rows, columns, _NoOut())

@@ -7,6 +7,7 @@ Anderson acceleration. Reported: mean g evaluations per block, wall time, the
 reached relative reconstruction error, and inverse time / forward time.
 The paper: 5-20 forward passes for visually exact reconstructions.
 """
+
 from common import parser, report, time_interleaved  # noqa: I001
 
 import tensorflow as tf  # noqa: E402
@@ -17,7 +18,10 @@ from keras_iresnet import certify, recipes, runs  # noqa: E402
 
 def build(coeff, shape, blocks, hidden):
     flow = kir.InvertibleSequential(
-        [kir.InvertibleResidualBlock(hidden=hidden, coeff=coeff, max_iterations=500) for _ in range(blocks)]
+        [
+            kir.InvertibleResidualBlock(hidden=hidden, coeff=coeff, max_iterations=500)
+            for _ in range(blocks)
+        ]
     )
     flow.build((None,) + shape)
     for layer in certify.spectral_layers(flow):
@@ -29,7 +33,9 @@ def build(coeff, shape, blocks, hidden):
 def trained_digits_trunk(coeff, epochs):
     """The trunk of the "digits-classifier" recipe's model at ``coeff``, trained for ``epochs``."""
     recipe = recipes.get("digits-classifier")
-    model, _, split = runs.train(recipe, epochs=epochs, verbose=0, block={**recipe.model["block"], "coeff": coeff})
+    model, _, split = runs.train(
+        recipe, epochs=epochs, verbose=0, block={**recipe.model["block"], "coeff": coeff}
+    )
     x = next(iter(runs.datasets(recipe, split, batch_size=128)[1]))[0][:128]
     return model.trunk, certify.residual_stacks(model.trunk), x
 
@@ -41,11 +47,14 @@ def measure(flow, blocks, x, repeats, label, coeff):
     fns = {"forward": lambda: forward(x).numpy()}
     results = {}
     for solver in ("fixed_point", "anderson"):
+
         def invert(solver=solver, report=False):
             z = y
             evaluations = []
             for layer in reversed(flow.chain):
-                if layer in blocks and report:  # a stack reports the iterations summed over its blocks
+                if (
+                    layer in blocks and report
+                ):  # a stack reports the iterations summed over its blocks
                     z, info = layer.inverse(z, return_info=True, solver=solver, rtol=1e-7, atol=0.0)
                     per_block = float(tf.reduce_max(info.iterations)) / layer.num_blocks
                     evaluations.extend([per_block] * layer.num_blocks)
@@ -88,11 +97,28 @@ def main():
     epochs = 1 if args.tiny else (30 if args.full else 5)
     for coeff in (0.5, 0.7, 0.9):
         trunk, trunk_blocks, x_digits = trained_digits_trunk(coeff, epochs)
-        rows += measure(trunk, trunk_blocks, x_digits, repeats, f"digits classifier, {epochs} epochs", coeff)
-    report("inverse", rows,
-           ["network", "coeff", "solver", "g_evals_per_block", "relative_error", "inverse_ms",
-            "inverse_over_forward"],
-           args, extra={"input_shape": [batch, *shape], "blocks": blocks, "tolerance": "rtol=1e-7 per block"})
+        rows += measure(
+            trunk, trunk_blocks, x_digits, repeats, f"digits classifier, {epochs} epochs", coeff
+        )
+    report(
+        "inverse",
+        rows,
+        [
+            "network",
+            "coeff",
+            "solver",
+            "g_evals_per_block",
+            "relative_error",
+            "inverse_ms",
+            "inverse_over_forward",
+        ],
+        args,
+        extra={
+            "input_shape": [batch, *shape],
+            "blocks": blocks,
+            "tolerance": "rtol=1e-7 per block",
+        },
+    )
 
 
 if __name__ == "__main__":

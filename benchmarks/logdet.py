@@ -8,13 +8,13 @@
 3. Peak memory (max RSS of a fresh process) of a training step as the number of
    terms grows, plain backprop through the series vs the Neumann gradient.
 """
+
 import math
 import resource
 
-from common import parser, report, run_probe, time_interleaved  # noqa: I001
-
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from common import parser, report, run_probe, time_interleaved  # noqa: I001
 
 import keras_iresnet as kir  # noqa: E402
 from keras_iresnet import certify, logdet  # noqa: E402
@@ -46,24 +46,32 @@ def bias_rows(shape, draws, hidden):
         else:
             values = estimator(g, copies, seed=tf.constant([5, 6]))[1].numpy()
         scale = d * math.log(2.0)
-        rows.append({
-            "event": "x".join(map(str, shape)),
-            "estimator": name,
-            "bias_bits_per_dim": float(values.mean() - exact) / scale,
-            "std_bits_per_dim": float(values.std()) / scale,
-            "standard_error_bits_per_dim": float(values.std()) / scale / math.sqrt(len(values)),
-            "theorem3_bound_bits_per_dim": (
-                logdet.truncation_bound(block.lipschitz_bound(), d, int(name.split("=")[1])) / scale
-                if "n=" in name else 0.0
-            ),
-        })
+        rows.append(
+            {
+                "event": "x".join(map(str, shape)),
+                "estimator": name,
+                "bias_bits_per_dim": float(values.mean() - exact) / scale,
+                "std_bits_per_dim": float(values.std()) / scale,
+                "standard_error_bits_per_dim": float(values.std()) / scale / math.sqrt(len(values)),
+                "theorem3_bound_bits_per_dim": (
+                    logdet.truncation_bound(block.lipschitz_bound(), d, int(name.split("=")[1]))
+                    / scale
+                    if "n=" in name
+                    else 0.0
+                ),
+            }
+        )
     return rows
 
 
 def step_for(shape, batch, estimator, blocks=2, hidden=32):
     flow = kir.InvertibleSequential(
-        [kir.InvertibleResidualBlock(hidden=hidden, coeff=0.9, logdet=estimator or "power_series")
-         for _ in range(blocks)]
+        [
+            kir.InvertibleResidualBlock(
+                hidden=hidden, coeff=0.9, logdet=estimator or "power_series"
+            )
+            for _ in range(blocks)
+        ]
     )
     flow.build((None,) + shape)
     x = tf.random.normal((batch,) + shape)
@@ -103,7 +111,9 @@ def memory_rows(n_values, batch=64):
     for n in n_values:
         row = {"n_terms": n, "batch": batch}
         for mode in ("plain", "neumann"):
-            row[f"peak_rss_mib_{mode}"] = float(run_probe(__file__, "--memory-probe", n, mode, batch))
+            row[f"peak_rss_mib_{mode}"] = float(
+                run_probe(__file__, "--memory-probe", n, mode, batch)
+            )
         rows.append(row)
     return rows
 
@@ -113,7 +123,9 @@ def main():
     p.add_argument("--memory-probe", nargs=3, default=None, help=argparse_hidden())
     args = p.parse_args()
     if args.memory_probe:
-        memory_probe(int(args.memory_probe[0]), args.memory_probe[1] == "neumann", int(args.memory_probe[2]))
+        memory_probe(
+            int(args.memory_probe[0]), args.memory_probe[1] == "neumann", int(args.memory_probe[2])
+        )
         return
     draws = 40 if args.tiny else 2000
     rows = bias_rows((64,), draws, 64) + bias_rows((6, 6, 2), draws, 16)
@@ -136,13 +148,26 @@ def main():
     ]
     memory = memory_rows((2, 5) if args.tiny else (2, 5, 10, 20))
     print()
-    report("logdet", rows, ["event", "estimator", "bias_bits_per_dim", "std_bits_per_dim",
-                            "standard_error_bits_per_dim", "theorem3_bound_bits_per_dim"], args,
-           extra={"cost": cost_rows, "memory": memory})
+    report(
+        "logdet",
+        rows,
+        [
+            "event",
+            "estimator",
+            "bias_bits_per_dim",
+            "std_bits_per_dim",
+            "standard_error_bits_per_dim",
+            "theorem3_bound_bits_per_dim",
+        ],
+        args,
+        extra={"cost": cost_rows, "memory": memory},
+    )
     print()
     report("logdet-cost", cost_rows, ["step", "step_ms", "ratio_to_no_logdet"], _NoOut())
     print()
-    report("logdet-memory", memory, ["n_terms", "peak_rss_mib_plain", "peak_rss_mib_neumann"], _NoOut())
+    report(
+        "logdet-memory", memory, ["n_terms", "peak_rss_mib_plain", "peak_rss_mib_neumann"], _NoOut()
+    )
 
 
 class _NoOut:

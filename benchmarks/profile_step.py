@@ -12,6 +12,7 @@ with ``tf.function`` and timed in interleaved rounds (median):
 
 Prints a table and JSON (``--out``).
 """
+
 from common import parser, report, time_interleaved  # noqa: I001
 
 import keras  # noqa: E402
@@ -31,7 +32,11 @@ def _default_recipe():
 
 def main():
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--recipe", default=None, help="an image-density recipe (default: mnist, else digits-density)")
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help="an image-density recipe (default: mnist, else digits-density)",
+    )
     args = p.parse_args()
     name = "digits-density" if args.tiny else (args.recipe or _default_recipe())
     recipe = recipes.get(name)
@@ -78,14 +83,23 @@ def main():
         "spectral tracking of all layers": lambda: track(),
         "whole train_step (fit)": lambda: step(iterator),
     }
-    times = time_interleaved({k: (lambda f=f: tf.nest.map_structure(np.asarray, f())) for k, f in pieces.items()},
-                             repeats=3 if args.tiny else 15)
+    times = time_interleaved(
+        {k: (lambda f=f: tf.nest.map_structure(np.asarray, f())) for k, f in pieces.items()},
+        repeats=3 if args.tiny else 15,
+    )
     whole = times["whole train_step (fit)"]
     rows = [{"piece": k, "ms": 1e3 * t, "share_of_step": t / whole} for k, t in times.items()]
-    print(f"{name}: batch {int(x.shape[0])}, {len(layers)} spectral layers, "
-          f"{int(sum(np.prod(v.shape) for v in variables))} parameters")
-    report("profile_step", rows, ["piece", "ms", "share_of_step"], args,
-           extra={"recipe": name, "batch": int(x.shape[0])})
+    print(
+        f"{name}: batch {int(x.shape[0])}, {len(layers)} spectral layers, "
+        f"{int(sum(np.prod(v.shape) for v in variables))} parameters"
+    )
+    report(
+        "profile_step",
+        rows,
+        ["piece", "ms", "share_of_step"],
+        args,
+        extra={"recipe": name, "batch": int(x.shape[0])},
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ in one run. (Inside the keras_iresnet models the iteration runs once per step,
 after the update: ``benchmarks/speed.py`` parts a and g.)
 The paper: 0.5 s vs 0.2 s (2.5x) for its whole network; our goal: < 1.5x per layer.
 """
+
 from common import parser, report, time_interleaved  # noqa: I001
 
 import keras  # noqa: E402
@@ -67,18 +68,29 @@ def main():
         def run():
             calls[name] += 1
             steps[name]()
+
         return run
 
     times = time_interleaved({name: counted(name) for name in layers}, repeats=repeats)
     base = times["keras Conv2D"]
     rows = [
-        {"layer": name, "step_ms": 1e3 * t, "ratio_to_plain_conv": t / base,
-         "iterations_per_step": None if runs_before[name] is None
-         else (_iterations(layers[name]) - runs_before[name]) / max(1, calls[name])}
+        {
+            "layer": name,
+            "step_ms": 1e3 * t,
+            "ratio_to_plain_conv": t / base,
+            "iterations_per_step": None
+            if runs_before[name] is None
+            else (_iterations(layers[name]) - runs_before[name]) / max(1, calls[name]),
+        }
         for name, t in times.items()
     ]
-    report("spectral", rows, ["layer", "step_ms", "ratio_to_plain_conv", "iterations_per_step"], args,
-           extra={"input_shape": [batch, size, size, channels], "goal_ratio": 1.5})
+    report(
+        "spectral",
+        rows,
+        ["layer", "step_ms", "ratio_to_plain_conv", "iterations_per_step"],
+        args,
+        extra={"input_shape": [batch, size, size, channels], "goal_ratio": 1.5},
+    )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ candidate in a fresh process (PyTorch's spinning OpenMP threads, and state left
 by earlier parts, would skew them); (d) alternates the candidates over two
 rounds and reports the median.
 """
+
 from common import parser, report, run_probe, time_interleaved  # noqa: I001
 
 import argparse  # noqa: E402
@@ -58,14 +59,26 @@ PAPER_RULE = {"power_tol": None, "power_iterations": 1, "power_vectors": 1}
 
 
 def classifier(shape, stages, hidden, vanilla=False, **block):
-    return models.iresnet_classifier(shape, 10, stages=stages, block={"hidden": hidden, "coeff": 0.9, **block},
-                                     initial_squeeze=False, pad_to_channels=0, vanilla=vanilla)
+    return models.iresnet_classifier(
+        shape,
+        10,
+        stages=stages,
+        block={"hidden": hidden, "coeff": 0.9, **block},
+        initial_squeeze=False,
+        pad_to_channels=0,
+        vanilla=vanilla,
+    )
 
 
 def density_flow(shape, stages, hidden, estimator, **block):
-    return models.iresnet_flow(shape, blocks=stages, block={"hidden": hidden, "coeff": 0.9, "actnorm": True,
-                                                            "logdet": estimator, **block},
-                               logit=None, base="standard", initial_squeeze=False)
+    return models.iresnet_flow(
+        shape,
+        blocks=stages,
+        block={"hidden": hidden, "coeff": 0.9, "actnorm": True, "logdet": estimator, **block},
+        logit=None,
+        base="standard",
+        initial_squeeze=False,
+    )
 
 
 def train_step_fn(model, x, y=None):
@@ -74,7 +87,10 @@ def train_step_fn(model, x, y=None):
         model.compile(keras.optimizers.Adam(1e-4))
         data = (x,)
     else:
-        model.compile(keras.optimizers.Adam(1e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            keras.optimizers.Adam(1e-4),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
         data = (x, y)
     step = tf.function(model.train_step)
     return lambda: float(step(data)["loss"])
@@ -89,9 +105,11 @@ def step_rows(shape, batch, stages, hidden, repeats):
     x = tf.random.uniform((batch,) + shape)
     y = tf.random.uniform((batch,), maxval=10, dtype=tf.int32)
     fns, built = {}, {}
-    for label, kwargs in (("classifier, plain convs", dict(vanilla=True)),
-                          ("classifier, spectral convs", {}),
-                          ("classifier, spectral convs, paper rule", PAPER_RULE)):
+    for label, kwargs in (
+        ("classifier, plain convs", dict(vanilla=True)),
+        ("classifier, spectral convs", {}),
+        ("classifier, spectral convs, paper rule", PAPER_RULE),
+    ):
         keras.utils.set_random_seed(0)
         built[label] = classifier(shape, stages, hidden, **kwargs)
         fns[label] = train_step_fn(built[label], x, y)
@@ -115,21 +133,46 @@ def step_rows(shape, batch, stages, hidden, repeats):
 
         return run
 
-    times = time_interleaved({name: counted(name, fn) for name, fn in fns.items()}, repeats=repeats, warmup=2)
+    times = time_interleaved(
+        {name: counted(name, fn) for name, fn in fns.items()}, repeats=repeats, warmup=2
+    )
     plain, spectral = times["classifier, plain convs"], times["classifier, spectral convs"]
     rows = []
     for name, t in times.items():
         part = "g" if "paper rule" in name else ("a" if name.startswith("classifier") else "b")
-        layers = len([layer for layer in certify.spectral_layers(built[name]) if layer.coeff is not None])
-        iterations = (spectral_iterations(built[name]) - before[name]) / max(1, calls[name] * layers) if layers else 0
-        rows.append({"part": part, "step": name, "step_ms": 1e3 * t, "ratio_to_plain_classifier": t / plain,
-                     "ratio_to_spectral_classifier": t / spectral, "iterations_per_layer_and_step": iterations})
-    for name, default in (("classifier, spectral convs, paper rule", "classifier, spectral convs"),
-                          ("density, power series n=5, paper rule", "density, power series n=5")):
-        rows.append({"part": "g", "step": f"{default}: default rule / paper rule",
-                     "step_ms": 1e3 * times[default], "ratio_default_to_paper_rule": times[default] / times[name],
-                     "iterations_per_layer_and_step": next(r for r in rows if r["step"] == default)[
-                         "iterations_per_layer_and_step"]})
+        layers = len(
+            [layer for layer in certify.spectral_layers(built[name]) if layer.coeff is not None]
+        )
+        iterations = (
+            (spectral_iterations(built[name]) - before[name]) / max(1, calls[name] * layers)
+            if layers
+            else 0
+        )
+        rows.append(
+            {
+                "part": part,
+                "step": name,
+                "step_ms": 1e3 * t,
+                "ratio_to_plain_classifier": t / plain,
+                "ratio_to_spectral_classifier": t / spectral,
+                "iterations_per_layer_and_step": iterations,
+            }
+        )
+    for name, default in (
+        ("classifier, spectral convs, paper rule", "classifier, spectral convs"),
+        ("density, power series n=5, paper rule", "density, power series n=5"),
+    ):
+        rows.append(
+            {
+                "part": "g",
+                "step": f"{default}: default rule / paper rule",
+                "step_ms": 1e3 * times[default],
+                "ratio_default_to_paper_rule": times[default] / times[name],
+                "iterations_per_layer_and_step": next(r for r in rows if r["step"] == default)[
+                    "iterations_per_layer_and_step"
+                ],
+            }
+        )
     return rows
 
 
@@ -149,14 +192,22 @@ def inverse_rows(tiny):
             return trunk.inverse(y, rtol=1e-7, atol=0.0)
 
     x_rec = invert()
-    times = time_interleaved({"forward": lambda: forward(x).numpy(), "inverse": lambda: invert().numpy()},
-                             repeats=3 if tiny else 10, warmup=1)
-    return [{
-        "part": "c", "network": "digits classifier trunk, coeff 0.9", "batch": int(x.shape[0]),
-        "forward_ms": 1e3 * times["forward"], "inverse_ms": 1e3 * times["inverse"],
-        "inverse_over_forward": times["inverse"] / times["forward"],
-        "relative_error": float(tf.norm(x_rec - x) / tf.norm(x)),
-    }]
+    times = time_interleaved(
+        {"forward": lambda: forward(x).numpy(), "inverse": lambda: invert().numpy()},
+        repeats=3 if tiny else 10,
+        warmup=1,
+    )
+    return [
+        {
+            "part": "c",
+            "network": "digits classifier trunk, coeff 0.9",
+            "batch": int(x.shape[0]),
+            "forward_ms": 1e3 * times["forward"],
+            "inverse_ms": 1e3 * times["inverse"],
+            "inverse_over_forward": times["inverse"] / times["forward"],
+            "relative_error": float(tf.norm(x_rec - x) / tf.norm(x)),
+        }
+    ]
 
 
 NF_TERMS, NF_COEFF = 5, 0.97
@@ -201,17 +252,32 @@ def normflows_probe(which, shape, batch, blocks, hidden, repeats):
         torch.manual_seed(0)
         torch.set_num_threads(os.cpu_count())
         if len(shape) == 1:
-            nets = [nf.nets.LipschitzMLP([shape[0], hidden, hidden, shape[0]], lipschitz_const=NF_COEFF,
-                                         max_lipschitz_iter=1) for _ in range(blocks)]
+            nets = [
+                nf.nets.LipschitzMLP(
+                    [shape[0], hidden, hidden, shape[0]],
+                    lipschitz_const=NF_COEFF,
+                    max_lipschitz_iter=1,
+                )
+                for _ in range(blocks)
+            ]
             q0 = nf.distributions.DiagGaussian(shape[0], trainable=False)
             x_torch = torch.from_numpy(x.numpy().copy())
         else:
             height, width, channels = shape
-            nets = [nf.nets.LipschitzCNN([channels, hidden, hidden, channels], [3, 1, 3], lipschitz_const=NF_COEFF,
-                                         max_lipschitz_iter=1) for _ in range(blocks)]
+            nets = [
+                nf.nets.LipschitzCNN(
+                    [channels, hidden, hidden, channels],
+                    [3, 1, 3],
+                    lipschitz_const=NF_COEFF,
+                    max_lipschitz_iter=1,
+                )
+                for _ in range(blocks)
+            ]
             q0 = nf.distributions.DiagGaussian((channels, height, width), trainable=False)
             x_torch = torch.from_numpy(np.transpose(x.numpy(), (0, 3, 1, 2)).copy())
-        flows = [nf.flows.Residual(net, n_power_series=NF_TERMS, reduce_memory=True) for net in nets]
+        flows = [
+            nf.flows.Residual(net, n_power_series=NF_TERMS, reduce_memory=True) for net in nets
+        ]
         model = nf.NormalizingFlow(q0=q0, flows=flows)
         model.train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -224,12 +290,22 @@ def normflows_probe(which, shape, batch, blocks, hidden, repeats):
             return loss.item()
 
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        return {"step_ms": 1e3 * time_call(step, repeats=repeats, warmup=3), "parameters": int(params),
-                "versions": {"torch": torch.__version__, "normflows": getattr(nf, "__version__", "?")}}
+        return {
+            "step_ms": 1e3 * time_call(step, repeats=repeats, warmup=3),
+            "parameters": int(params),
+            "versions": {"torch": torch.__version__, "normflows": getattr(nf, "__version__", "?")},
+        }
     keras.utils.set_random_seed(0)
     rule = PAPER_RULE if which == "ours_paper_rule" else {}
-    ours = kir.InvertibleResidualStack(num_blocks=blocks, hidden=hidden, coeff=NF_COEFF, activation="lipswish",
-                                       preactivation=True, logdet=logdet.PowerSeries(n_terms=NF_TERMS), **rule)
+    ours = kir.InvertibleResidualStack(
+        num_blocks=blocks,
+        hidden=hidden,
+        coeff=NF_COEFF,
+        activation="lipswish",
+        preactivation=True,
+        logdet=logdet.PowerSeries(n_terms=NF_TERMS),
+        **rule,
+    )
     ours.build((None,) + shape)
     base = kir.StandardNormal()
     base.build((None,) + shape)
@@ -240,8 +316,10 @@ def normflows_probe(which, shape, batch, blocks, hidden, repeats):
 
     variables = kir.bridge.tf_variables(ours, trainable_only=True)
     step = compiled_step(variables, loss_fn, jit_compile=which == "ours_xla")
-    return {"step_ms": 1e3 * time_call(lambda: float(step(x)), repeats=repeats, warmup=3),
-            "parameters": int(sum(np.prod(v.shape) for v in variables))}
+    return {
+        "step_ms": 1e3 * time_call(lambda: float(step(x)), repeats=repeats, warmup=3),
+        "parameters": int(sum(np.prod(v.shape) for v in variables)),
+    }
 
 
 def normflows_rows(configs, repeats, rounds=2):
@@ -255,8 +333,12 @@ def normflows_rows(configs, repeats, rounds=2):
         reason = "normflows/torch not installed (`pip install torch normflows`)"
         print(f"(d) skipped: {reason}")
         return [], {"skipped": reason}
-    labels = {"ours": "keras_iresnet", "ours_paper_rule": "keras_iresnet, paper's 1-iteration rule",
-              "ours_xla": "keras_iresnet, jit_compile", "torch": "normflows (PyTorch)"}
+    labels = {
+        "ours": "keras_iresnet",
+        "ours_paper_rule": "keras_iresnet, paper's 1-iteration rule",
+        "ours_xla": "keras_iresnet, jit_compile",
+        "torch": "normflows (PyTorch)",
+    }
     rows, info = [], {}
     for config, (shape, batch, blocks, hidden) in configs.items():
         results = {which: [] for which in labels}
@@ -264,13 +346,25 @@ def normflows_rows(configs, repeats, rounds=2):
         for _ in range(rounds):
             for which in labels:
                 results[which].append(run_probe(__file__, "--normflows-probe", which, spec))
-        median = {which: float(np.median([r["step_ms"] for r in runs])) for which, runs in results.items()}
-        rows += [{"part": "d", "config": config, "implementation": labels[which], "parameters": runs[0]["parameters"],
-                  "step_ms": median[which], "ratio_to_normflows": median[which] / median["torch"]}
-                 for which, runs in results.items()]
+        median = {
+            which: float(np.median([r["step_ms"] for r in runs])) for which, runs in results.items()
+        }
+        rows += [
+            {
+                "part": "d",
+                "config": config,
+                "implementation": labels[which],
+                "parameters": runs[0]["parameters"],
+                "step_ms": median[which],
+                "ratio_to_normflows": median[which] / median["torch"],
+            }
+            for which, runs in results.items()
+        ]
         info.update(results["torch"][0]["versions"])
-        info[config] = (f"{blocks} blocks on {shape}, hidden {hidden}, 3 linear layers (kernels 3-1-3 for images), "
-                        f"LipSwish pre-activation, coeff {NF_COEFF}, power series n={NF_TERMS}, batch {batch}")
+        info[config] = (
+            f"{blocks} blocks on {shape}, hidden {hidden}, 3 linear layers (kernels 3-1-3 for images), "
+            f"LipSwish pre-activation, coeff {NF_COEFF}, power series n={NF_TERMS}, batch {batch}"
+        )
     return rows, info
 
 
@@ -278,7 +372,9 @@ def memory_rows(tiny):
     """(e): reuses the log-det benchmark's fresh-process memory probe."""
     import logdet as logdet_benchmark
 
-    rows = logdet_benchmark.memory_rows((2, 5) if tiny else (2, 5, 10, 20), batch=8 if tiny else 256)
+    rows = logdet_benchmark.memory_rows(
+        (2, 5) if tiny else (2, 5, 10, 20), batch=8 if tiny else 256
+    )
     return [dict(part="e", **row) for row in rows]
 
 
@@ -290,7 +386,11 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-FIT_SETTINGS = {"default": "default", "jit": "jit_compile=True", "mirrored": "MirroredStrategy, 2 logical CPUs"}
+FIT_SETTINGS = {
+    "default": "default",
+    "jit": "jit_compile=True",
+    "mirrored": "MirroredStrategy, 2 logical CPUs",
+}
 
 
 def fit_probe(task, setting, shape, batch, stages, hidden, examples, epochs):
@@ -299,14 +399,20 @@ def fit_probe(task, setting, shape, batch, stages, hidden, examples, epochs):
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(examples,) + shape).astype("float32")
     y = rng.integers(0, 10, size=examples).astype("int32")
-    strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if setting == "mirrored"
-                else tf.distribute.get_strategy())
+    strategy = (
+        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        if setting == "mirrored"
+        else tf.distribute.get_strategy()
+    )
     with strategy.scope():
         keras.utils.set_random_seed(0)
         if task == "classify":
             model = classifier(shape, stages, hidden)
-            model.compile(keras.optimizers.Adam(1e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                          jit_compile=setting == "jit")
+            model.compile(
+                keras.optimizers.Adam(1e-4),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                jit_compile=setting == "jit",
+            )
             data = (x, y)
         else:
             model = density_flow(shape, stages, hidden, logdet.PowerSeries(n_terms=5))
@@ -323,10 +429,17 @@ def fit_rows(shape, batch, stages, hidden, examples, epochs):
     spec = json.dumps([list(shape), batch, list(stages), hidden, examples, epochs])
     for task in ("classify", "density"):
         for setting, label in FIT_SETTINGS.items():
-            rows.append({"part": "f", "task": task, "setting": label, "batch": batch,
-                         **run_probe(__file__, "--fit-probe", task, setting, spec)})
+            rows.append(
+                {
+                    "part": "f",
+                    "task": task,
+                    "setting": label,
+                    "batch": batch,
+                    **run_probe(__file__, "--fit-probe", task, setting, spec),
+                }
+            )
         base = rows[-len(FIT_SETTINGS)]["examples_per_s"]
-        for row in rows[-len(FIT_SETTINGS):]:
+        for row in rows[-len(FIT_SETTINGS) :]:
             row["speedup"] = row["examples_per_s"] / base
     return rows
 
@@ -357,7 +470,11 @@ def _realnvp_2d(params_target):
     import density as density_benchmark
 
     hidden = density_benchmark._size_to(
-        params_target, lambda h: int(sum(np.prod(v.shape) for v in density_benchmark.realnvp(2, 4, h)[1])), 4, 512)
+        params_target,
+        lambda h: int(sum(np.prod(v.shape) for v in density_benchmark.realnvp(2, 4, h)[1])),
+        4,
+        512,
+    )
     return density_benchmark.realnvp_2d(4, hidden), hidden
 
 
@@ -382,15 +499,23 @@ def startup_probe(kind, spec):
             epochs.append(time.perf_counter() - epoch_start)
         evaluate_start = time.perf_counter()
         float(tf.reduce_mean(tf.function(dist.log_prob)(data.sample_2d("moons", 5000, seed=1))))
-        return {"first_step_s": first_step, "first_evaluate_s": time.perf_counter() - evaluate_start,
-                "steady_epoch_s": epochs[-1], "parameters": int(sum(np.prod(v.shape) for v in variables)),
-                "detail": f"4 couplings, MLP hidden {hidden}"}
+        return {
+            "first_step_s": first_step,
+            "first_evaluate_s": time.perf_counter() - evaluate_start,
+            "steady_epoch_s": epochs[-1],
+            "parameters": int(sum(np.prod(v.shape) for v in variables)),
+            "detail": f"4 couplings, MLP hidden {hidden}",
+        }
     recipe = recipes.get(spec["recipe"])
     if "model" in spec:
         recipe = recipe.replace(model=spec["model"])
     if kind == "iresnet-2d":
-        split = runs.Split("moons", "density", data.sample_2d("moons", STARTUP_POINTS, seed=0),
-                           data.sample_2d("moons", 5000, seed=1))
+        split = runs.Split(
+            "moons",
+            "density",
+            data.sample_2d("moons", STARTUP_POINTS, seed=0),
+            data.sample_2d("moons", 5000, seed=1),
+        )
         epochs, steps = STARTUP_EPOCHS, None
     else:
         split = runs.load_split(recipe)
@@ -403,9 +528,14 @@ def startup_probe(kind, spec):
     model.fit(train, epochs=epochs, steps_per_epoch=steps, verbose=0, callbacks=[timer])
     evaluate_start = time.perf_counter()
     model.evaluate(test, verbose=0)
-    return {"build_s": built, "first_step_s": timer.first_step, "first_evaluate_s": time.perf_counter() - evaluate_start,
-            "steady_epoch_s": timer.epochs[-1], "steps_per_epoch": steps,
-            "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables))}
+    return {
+        "build_s": built,
+        "first_step_s": timer.first_step,
+        "first_evaluate_s": time.perf_counter() - evaluate_start,
+        "steady_epoch_s": timer.epochs[-1],
+        "steps_per_epoch": steps,
+        "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
+    }
 
 
 def startup_rows(tiny):
@@ -415,9 +545,18 @@ def startup_rows(tiny):
     for depth in depths:
         spec = {"recipe": "2d", "model": {"blocks": depth}}
         ours = run_probe(__file__, "--startup-probe", "iresnet-2d", json.dumps(spec))
-        rows.append({"part": "h", "model": f"i-ResNet 2-D flow, {depth} blocks of width 18", **ours})
-        theirs = run_probe(__file__, "--startup-probe", "realnvp-2d", json.dumps({"parameters": ours["parameters"]}))
-        rows.append({"part": "h", "model": f"TFP RealNVP ({theirs.pop('detail')}), same size", **theirs})
+        rows.append(
+            {"part": "h", "model": f"i-ResNet 2-D flow, {depth} blocks of width 18", **ours}
+        )
+        theirs = run_probe(
+            __file__,
+            "--startup-probe",
+            "realnvp-2d",
+            json.dumps({"parameters": ours["parameters"]}),
+        )
+        rows.append(
+            {"part": "h", "model": f"TFP RealNVP ({theirs.pop('detail')}), same size", **theirs}
+        )
     image_recipes = [] if tiny else [("digits-density", None), ("mnist", 20)]
     for name, steps in image_recipes:
         spec = {"recipe": name, "steps": steps}
@@ -432,7 +571,9 @@ def main():
     p.add_argument("--normflows-probe", nargs=2, default=None, help=argparse.SUPPRESS)
     p.add_argument("--fit-probe", nargs=3, default=None, help=argparse.SUPPRESS)
     p.add_argument("--startup-probe", nargs=2, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--parts", default="a,b,c,d,e,f,g,h", help="comma-separated subset of the parts a-h")
+    p.add_argument(
+        "--parts", default="a,b,c,d,e,f,g,h", help="comma-separated subset of the parts a-h"
+    )
     args = p.parse_args()
     if args.startup_probe:
         print(json.dumps(startup_probe(*args.startup_probe)))
@@ -455,8 +596,9 @@ def main():
     if "c" in parts:
         rows += inverse_rows(args.tiny)
     if "d" in parts:
-        nf_rows, nf_info = normflows_rows(NF_TINY if args.tiny else NF_CONFIGS, repeats,
-                                          rounds=1 if args.tiny else 2)
+        nf_rows, nf_info = normflows_rows(
+            NF_TINY if args.tiny else NF_CONFIGS, repeats, rounds=1 if args.tiny else 2
+        )
         rows += nf_rows
     if "e" in parts:
         rows += memory_rows(args.tiny)
@@ -465,15 +607,44 @@ def main():
     if "h" in parts:
         rows += startup_rows(args.tiny)
     tables = {
-        "a/b: training steps": ["step", "step_ms", "ratio_to_plain_classifier", "ratio_to_spectral_classifier",
-                                "iterations_per_layer_and_step"],
-        "g: spectral rule": ["step", "step_ms", "ratio_default_to_paper_rule", "iterations_per_layer_and_step"],
-        "c: inverse vs forward": ["network", "batch", "forward_ms", "inverse_ms", "inverse_over_forward",
-                                  "relative_error"],
-        "d: vs normflows": ["config", "implementation", "parameters", "step_ms", "ratio_to_normflows"],
+        "a/b: training steps": [
+            "step",
+            "step_ms",
+            "ratio_to_plain_classifier",
+            "ratio_to_spectral_classifier",
+            "iterations_per_layer_and_step",
+        ],
+        "g: spectral rule": [
+            "step",
+            "step_ms",
+            "ratio_default_to_paper_rule",
+            "iterations_per_layer_and_step",
+        ],
+        "c: inverse vs forward": [
+            "network",
+            "batch",
+            "forward_ms",
+            "inverse_ms",
+            "inverse_over_forward",
+            "relative_error",
+        ],
+        "d: vs normflows": [
+            "config",
+            "implementation",
+            "parameters",
+            "step_ms",
+            "ratio_to_normflows",
+        ],
         "e: peak memory": ["n_terms", "batch", "peak_rss_mib_plain", "peak_rss_mib_neumann"],
         "f: model.fit": ["task", "setting", "batch", "examples_per_s", "speedup"],
-        "h: start-up": ["model", "parameters", "build_s", "first_step_s", "first_evaluate_s", "steady_epoch_s"],
+        "h: start-up": [
+            "model",
+            "parameters",
+            "build_s",
+            "first_step_s",
+            "first_evaluate_s",
+            "steady_epoch_s",
+        ],
     }
     for title, columns in tables.items():
         part_rows = [r for r in rows if r["part"] in title.split(":")[0].split("/")]
@@ -481,9 +652,20 @@ def main():
             print(f"\n{title}")
             report("speed-" + title.split(":")[0], part_rows, columns, _NoOut())
     print("\ngoals")
-    report("speed", goal_rows(rows), ["goal", "measured", "met"], args,
-           extra={"measurements": rows, "setting": setting, "input_shape": [batch, *shape],
-                  "stages": list(stages), "hidden": hidden, "normflows": nf_info})
+    report(
+        "speed",
+        goal_rows(rows),
+        ["goal", "measured", "met"],
+        args,
+        extra={
+            "measurements": rows,
+            "setting": setting,
+            "input_shape": [batch, *shape],
+            "stages": list(stages),
+            "hidden": hidden,
+            "normflows": nf_info,
+        },
+    )
 
 
 def goal_rows(rows):
@@ -492,31 +674,65 @@ def goal_rows(rows):
     step = {r["step"]: r for r in rows if r["part"] in ("a", "b", "g")}
     if step:
         goals += [
-            ("spectral convs <= 1.1x a plain conv classifier step (issue 12)",
-             step["classifier, spectral convs"]["ratio_to_plain_classifier"], 1.1),
-            ("5-term log-det density step <= 3x the classifier step (paper ~4x)",
-             step["density, power series n=5"]["ratio_to_spectral_classifier"], 3.0),
-            ("default spectral rule <= 1.15x the paper's rule, classifier step (issue 12)",
-             step["classifier, spectral convs: default rule / paper rule"]["ratio_default_to_paper_rule"], 1.15),
-            ("default spectral rule <= 1.15x the paper's rule, density step (issue 12)",
-             step["density, power series n=5: default rule / paper rule"]["ratio_default_to_paper_rule"], 1.15),
+            (
+                "spectral convs <= 1.1x a plain conv classifier step (issue 12)",
+                step["classifier, spectral convs"]["ratio_to_plain_classifier"],
+                1.1,
+            ),
+            (
+                "5-term log-det density step <= 3x the classifier step (paper ~4x)",
+                step["density, power series n=5"]["ratio_to_spectral_classifier"],
+                3.0,
+            ),
+            (
+                "default spectral rule <= 1.15x the paper's rule, classifier step (issue 12)",
+                step["classifier, spectral convs: default rule / paper rule"][
+                    "ratio_default_to_paper_rule"
+                ],
+                1.15,
+            ),
+            (
+                "default spectral rule <= 1.15x the paper's rule, density step (issue 12)",
+                step["density, power series n=5: default rule / paper rule"][
+                    "ratio_default_to_paper_rule"
+                ],
+                1.15,
+            ),
         ]
     inverse = [r for r in rows if r["part"] == "c"]
     if inverse:
-        goals.append(("inverse to 1e-6 at coeff 0.9 within 20 forward passes",
-                      inverse[0]["inverse_over_forward"] if inverse[0]["relative_error"] <= 1e-6 else float("inf"),
-                      20.0))
+        goals.append(
+            (
+                "inverse to 1e-6 at coeff 0.9 within 20 forward passes",
+                inverse[0]["inverse_over_forward"]
+                if inverse[0]["relative_error"] <= 1e-6
+                else float("inf"),
+                20.0,
+            )
+        )
     for row in rows:
         if row["part"] == "d" and row["implementation"] == "keras_iresnet":
-            goals.append((f"density step at least as fast as normflows ({row['config']})",
-                          row["ratio_to_normflows"], 1.0))
+            goals.append(
+                (
+                    f"density step at least as fast as normflows ({row['config']})",
+                    row["ratio_to_normflows"],
+                    1.0,
+                )
+            )
     startup = [r for r in rows if r["part"] == "h"]
     for index in range(0, len([r for r in startup if "2-D flow" in r["model"]]) * 2, 2):
         ours, theirs = startup[index], startup[index + 1]
         if "40 blocks" in ours["model"]:
-            goals.append(("time to first step <= 5 s for 40 blocks (issue 16)", ours["first_step_s"], 5.0))
-        goals.append((f"steady epoch <= RealNVP's ({ours['model']}), ratio", ours["steady_epoch_s"] /
-                      theirs["steady_epoch_s"], 1.0))
+            goals.append(
+                ("time to first step <= 5 s for 40 blocks (issue 16)", ours["first_step_s"], 5.0)
+            )
+        goals.append(
+            (
+                f"steady epoch <= RealNVP's ({ours['model']}), ratio",
+                ours["steady_epoch_s"] / theirs["steady_epoch_s"],
+                1.0,
+            )
+        )
     return [{"goal": g, "measured": float(m), "met": bool(m <= limit)} for g, m, limit in goals]
 
 

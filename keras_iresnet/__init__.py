@@ -5,6 +5,7 @@ variable ``KERAS_BACKEND`` is unset, it is set to ``"tensorflow"`` *before*
 ``keras`` is imported (our layers use TensorFlow ops directly). Nothing else is
 changed: no logging levels, no devices, no random seeds.
 """
+
 import os as _os
 
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -17,8 +18,21 @@ if _keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on th
         f"{_keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing keras."
     )
 
-from keras_iresnet import bridge, inverse, logdet, recipes, spectral, validation  # noqa: E402
-from keras_iresnet import callbacks, certify, data, metrics, models, runs, train  # noqa: E402
+from keras_iresnet import (  # noqa: E402  # noqa: E402
+    bridge,
+    callbacks,
+    certify,
+    data,
+    inverse,
+    logdet,
+    metrics,
+    models,
+    recipes,
+    runs,
+    spectral,
+    train,
+    validation,
+)
 from keras_iresnet.bijector import IResNetBijector, density_model  # noqa: E402
 from keras_iresnet.inverse import InverseSettings  # noqa: E402
 from keras_iresnet.layers import (  # noqa: E402

@@ -1,4 +1,5 @@
 """Two TensorFlow helpers used across the package (bottom of the import graph)."""
+
 import tensorflow as tf
 
 __all__ = ["graph_function", "in_xla_context", "no_autograph", "track_loss"]

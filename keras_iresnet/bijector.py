@@ -16,6 +16,7 @@ gives the other orientation (``forward`` = network).
 The log-det is computed together with the transform and cached with it (like
 TFP's FFJORD), so ``log_prob`` evaluates the network once.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf

@@ -12,6 +12,7 @@ variable is not one. In keras_iresnet all state lives in Keras layers, and:
 - :func:`check_no_foreign_variables` refuses, with a clear error, a TFP object
   handed to a Keras model that holds ``tf.Variable`` objects Keras would not track.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf

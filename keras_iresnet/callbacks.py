@@ -9,6 +9,7 @@
 - :class:`DataDependentInit` -- initialize every ActNorm on one large batch
   before the first step.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,13 @@ import numpy as np
 from keras_iresnet.certify import refine, spectral_layers
 from keras_iresnet.divergence import NonFiniteLossError
 
-__all__ = ["RefineSpectralNorm", "StopOnNonFiniteLoss", "SwapEMAWeights", "DataDependentInit", "NonFiniteLossError"]
+__all__ = [
+    "RefineSpectralNorm",
+    "StopOnNonFiniteLoss",
+    "SwapEMAWeights",
+    "DataDependentInit",
+    "NonFiniteLossError",
+]
 
 
 class RefineSpectralNorm(keras.callbacks.Callback):
@@ -51,7 +58,12 @@ class RefineSpectralNorm(keras.callbacks.Callback):
         before = [np.atleast_1d(layer.sigma_estimate().numpy()) for layer in layers]
         refine(self.model)
         changes = [
-            float(np.max(np.abs(np.atleast_1d(layer.sigma_estimate().numpy()) - old) / np.maximum(old, 1e-12)))
+            float(
+                np.max(
+                    np.abs(np.atleast_1d(layer.sigma_estimate().numpy()) - old)
+                    / np.maximum(old, 1e-12)
+                )
+            )
             for layer, old in zip(layers, before)
         ]
         self.largest_change = max(changes, default=0.0)
@@ -122,7 +134,9 @@ class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
         super().on_epoch_end(epoch, logs)
         if self.swap_on_epoch and self._ema_weights_in_model and epoch != self.params["epochs"] - 1:
             # Keras only finalizes at the planned last epoch; keep these in case fit stops here.
-            self._ema_at_epoch_end = [variable.numpy() for variable in self.model.trainable_variables]
+            self._ema_at_epoch_end = [
+                variable.numpy() for variable in self.model.trainable_variables
+            ]
 
     def on_train_end(self, logs=None):
         if self._ema_at_epoch_end is not None:

@@ -9,6 +9,7 @@ norms certify ``Lip(g) < 1`` (Theorem 1). This module walks a layer or model:
 - :func:`certify` -- exact per-layer norms and per-block bounds;
 - :func:`reconstruction_report` -- ``||x - F^{-1}(F(x))|| / ||x||`` per example.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -102,7 +103,9 @@ def certify(model, tolerance=1e-3):
         bounds = stack.lipschitz_bounds()
         for index, bound in enumerate(bounds):
             name = stack.name if len(bounds) == 1 else f"{stack.name}[{index}]"
-            blocks.append({"name": name, "lipschitz_bound": bound, "contraction": bool(bound < 1.0)})
+            blocks.append(
+                {"name": name, "lipschitz_bound": bound, "contraction": bool(bound < 1.0)}
+            )
     return {
         "layers": layers,
         "blocks": blocks,

@@ -17,6 +17,7 @@ not a run of this package is never written to or deleted):
 Every failure the user can cause -- Ctrl-C included -- is reported as one line,
 ``iresnet: error: ...``, with exit code 2.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,14 +42,21 @@ def _recipe_for(args):
 
     if args.recipe:
         if args.recipe not in recipes.names():
-            raise CLIError(f"--recipe {args.recipe!r} is not a recipe; the recipes are {', '.join(recipes.names())}")
+            raise CLIError(
+                f"--recipe {args.recipe!r} is not a recipe; the recipes are {', '.join(recipes.names())}"
+            )
         recipe = recipes.get(args.recipe)
         if args.task and args.task != recipe.task:
-            raise CLIError(f"--recipe {recipe.name} is a {recipe.task} recipe, not --task {args.task}")
+            raise CLIError(
+                f"--recipe {recipe.name} is a {recipe.task} recipe, not --task {args.task}"
+            )
         return recipe
     if not args.task:
         raise CLIError("train needs --recipe NAME or --task {density,classify,hybrid}")
-    data = args.data or recipes.for_task(args.task, "moons" if args.task == "density" else "digits").data
+    data = (
+        args.data
+        or recipes.for_task(args.task, "moons" if args.task == "density" else "digits").data
+    )
     _check_data_for_task(args.task, data)
     return recipes.for_task(args.task, data)
 
@@ -58,8 +66,10 @@ def _check_data_for_task(task, data):
 
     valid = data_lib.data_sets_for(task)
     if data not in valid and not str(data).startswith("tfds:"):
-        raise CLIError(f"--data {data!r} is not a data set for --task {task}; use one of {', '.join(valid)} "
-                       "or tfds:NAME")
+        raise CLIError(
+            f"--data {data!r} is not a data set for --task {task}; use one of {', '.join(valid)} "
+            "or tfds:NAME"
+        )
     if task != "density" and data in data_lib.DENSITIES_2D:
         raise CLIError(f"--data {data} is a 2-D density without labels; use --task density")
 
@@ -86,7 +96,9 @@ def _check_data_options(args, data):
     """``--data-path`` / ``--data-dir`` / ``--download`` only where they are used."""
     if getattr(args, "data_path", None) and data != "mnist-file":
         raise CLIError(f"--data-path applies to --data mnist-file; the data here is {data!r}")
-    if (getattr(args, "data_dir", None) or getattr(args, "download", False)) and not str(data).startswith("tfds:"):
+    if (getattr(args, "data_dir", None) or getattr(args, "download", False)) and not str(
+        data
+    ).startswith("tfds:"):
         flag = "--data-dir" if getattr(args, "data_dir", None) else "--download"
         raise CLIError(f"{flag} applies to --data tfds:NAME; the data here is {data!r}")
 
@@ -125,11 +137,15 @@ def _strategy(name):
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
-            raise CLIError("--strategy multiworker needs TF_CONFIG (see the README's multi-worker section)")
+            raise CLIError(
+                "--strategy multiworker needs TF_CONFIG (see the README's multi-worker section)"
+            )
         try:
             json.loads(os.environ["TF_CONFIG"])
         except ValueError:
-            raise CLIError("TF_CONFIG is not valid JSON (see the README's multi-worker section)") from None
+            raise CLIError(
+                "TF_CONFIG is not valid JSON (see the README's multi-worker section)"
+            ) from None
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
@@ -160,11 +176,19 @@ def _load_split(recipe, args, seed=0, n_train=None, record=None):
             n_train=n_train,
             n_test=(record or {}).get("n_test"),
         )
-    except (FileNotFoundError, ValueError, IsADirectoryError, PermissionError, ConnectionError) as error:
+    except (
+        FileNotFoundError,
+        ValueError,
+        IsADirectoryError,
+        PermissionError,
+        ConnectionError,
+    ) as error:
         raise CLIError(_one_line(error)) from None
     for name, array in (("training", split.x_train), ("test", split.x_test)):
         if not np.all(np.isfinite(np.asarray(array, dtype="float64"))):
-            raise CLIError(f"the {name} data of {data!r} contain NaN or Inf values; nothing was trained")
+            raise CLIError(
+                f"the {name} data of {data!r} contain NaN or Inf values; nothing was trained"
+            )
     return split
 
 
@@ -193,44 +217,66 @@ def cmd_train(args):
         except (ValueError, TypeError) as error:
             raise CLIError(_one_line(error)) from None
         runs.compile_model(model, recipe, args.learning_rate, jit_compile=bool(args.jit))
-    arguments = runs.fit_arguments(recipe, split, args.epochs, args.batch_size, drop_remainder=bool(args.jit))
+    arguments = runs.fit_arguments(
+        recipe, split, args.epochs, args.batch_size, drop_remainder=bool(args.jit)
+    )
     callbacks = arguments.pop("callbacks")
     # The history row of an epoch is written before its backup, so a resumed run never misses one.
     callbacks.append(keras.callbacks.CSVLogger(str(folder / "history.csv"), append=args.resume))
     callbacks.append(keras.callbacks.BackupAndRestore(str(folder / "backup")))
-    callbacks.append(keras.callbacks.ModelCheckpoint(str(folder / "best.keras"), monitor="val_loss",
-                                                     save_best_only=True))
+    callbacks.append(
+        keras.callbacks.ModelCheckpoint(
+            str(folder / "best.keras"), monitor="val_loss", save_best_only=True
+        )
+    )
     if args.logdir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=args.logdir))
     record = {
         "recipe": recipe.name,
         "task": recipe.task,
         "model_overrides": model_overrides,
-        "training": {"epochs": arguments["epochs"], "batch_size": args.batch_size or recipe.batch_size,
-                     "learning_rate": runs.peak_learning_rate(model.optimizer),
-                     "warmup_steps": recipe.warmup_steps, "seed": args.seed, "strategy": args.strategy,
-                     "worker": worker, "jit": bool(args.jit)},
+        "training": {
+            "epochs": arguments["epochs"],
+            "batch_size": args.batch_size or recipe.batch_size,
+            "learning_rate": runs.peak_learning_rate(model.optimizer),
+            "warmup_steps": recipe.warmup_steps,
+            "seed": args.seed,
+            "strategy": args.strategy,
+            "worker": worker,
+            "jit": bool(args.jit),
+        },
         "split": split.record(),
     }
     folder.write_record(record)
-    print(f"training recipe {recipe.name!r} on {data} ({len(split.x_train)} train / {len(split.x_test)} test) "
-          f"into {out}", flush=True)
+    print(
+        f"training recipe {recipe.name!r} on {data} ({len(split.x_train)} train / {len(split.x_test)} test) "
+        f"into {out}",
+        flush=True,
+    )
     try:
         if worker is not None:
             _fit_multiworker(model, arguments, callbacks, verbose=0 if args.quiet else 1)
         else:
             model.fit(verbose=0 if args.quiet else 1, callbacks=callbacks, **arguments)
     except NonFiniteLossError as error:
-        raise CLIError(f"{error} (--learning-rate sets the rate; train again into {out} with --overwrite)") from None
+        raise CLIError(
+            f"{error} (--learning-rate sets the rate; train again into {out} with --overwrite)"
+        ) from None
     except KeyboardInterrupt:
         if (folder / "backup").is_dir():
-            raise CLIError(f"interrupted; {out} keeps the last completed epoch: continue with the same command "
-                           "and --resume") from None
-        raise CLIError(f"interrupted before the first epoch ended; nothing to resume (run again with --out {out} "
-                       "--overwrite)") from None
+            raise CLIError(
+                f"interrupted; {out} keeps the last completed epoch: continue with the same command "
+                "and --resume"
+            ) from None
+        raise CLIError(
+            f"interrupted before the first epoch ended; nothing to resume (run again with --out {out} "
+            "--overwrite)"
+        ) from None
     model_path = folder / "model.keras"
     model.save(model_path)
-    if worker is not None:  # evaluate and draw outside the strategy (Keras' evaluate fails under it)
+    if (
+        worker is not None
+    ):  # evaluate and draw outside the strategy (Keras' evaluate fails under it)
         model = keras.models.load_model(model_path)
     _report_training(model, recipe, data, split, arguments, folder, args)
     return 0
@@ -244,9 +290,14 @@ def _fit_multiworker(model, arguments, callbacks, verbose):
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    train_lib.fit_distributed(model, arguments["x"].with_options(options), epochs=arguments["epochs"],
-                              callbacks=callbacks, verbose=verbose,
-                              validation_data=arguments["validation_data"].with_options(options))
+    train_lib.fit_distributed(
+        model,
+        arguments["x"].with_options(options),
+        epochs=arguments["epochs"],
+        callbacks=callbacks,
+        verbose=verbose,
+        validation_data=arguments["validation_data"].with_options(options),
+    )
 
 
 def _report_training(model, recipe, data, split, arguments, folder, args):
@@ -265,7 +316,9 @@ def _report_training(model, recipe, data, split, arguments, folder, args):
         "history": _history(folder / "history.csv"),
         "all_blocks_certified_contractions": report["all_contractions"],
     }
-    with warnings.catch_warnings(record=True) as caught:  # a vanilla network is not expected to invert
+    with warnings.catch_warnings(
+        record=True
+    ) as caught:  # a vanilla network is not expected to invert
         warnings.simplefilter("always", InverseConvergenceWarning)
         if not split.is_2d:
             x_test = _first_inputs(arguments["validation_data"])
@@ -279,10 +332,15 @@ def _report_training(model, recipe, data, split, arguments, folder, args):
         else:
             plots.image_samples_figure(model, figure, reconstruct=x_test[:8])
     if any(issubclass(w.category, InverseConvergenceWarning) for w in caught):
-        reason = ("as expected without spectral normalization" if args.vanilla
-                  else "raise max_iterations or use solver='anderson'")
-        print(f"note: the inverse did not converge for some examples ({reason}); the reconstruction error "
-              f"is in metrics.json")
+        reason = (
+            "as expected without spectral normalization"
+            if args.vanilla
+            else "raise max_iterations or use solver='anderson'"
+        )
+        print(
+            f"note: the inverse did not converge for some examples ({reason}); the reconstruction error "
+            f"is in metrics.json"
+        )
     runs.write_json(folder / "metrics.json", metrics)
     print(f"saved model to {folder / 'model.keras'} (best epoch: {folder / 'best.keras'})")
     print(f"saved metrics to {folder / 'metrics.json'}: {json.dumps(_strict(metrics['test']))}")
@@ -302,7 +360,9 @@ def _history(path):
     for epoch in sorted(rows):
         for key, value in rows[epoch].items():
             if key != "epoch":
-                history.setdefault(key, []).append(float(value) if value not in ("", None) else None)
+                history.setdefault(key, []).append(
+                    float(value) if value not in ("", None) else None
+                )
     return history
 
 
@@ -336,7 +396,9 @@ def _model_and_record(args):
     if args.run:
         run = pathlib.Path(args.run)
         if not (run / "model.keras").is_file():
-            raise CLIError(f"--run {run}: no model.keras there (is it a run folder of 'iresnet train'?)")
+            raise CLIError(
+                f"--run {run}: no model.keras there (is it a run folder of 'iresnet train'?)"
+            )
         path = run / "model.keras"
         if (run / "run.json").is_file():
             record = json.loads((run / "run.json").read_text())
@@ -350,11 +412,15 @@ def _model_and_record(args):
         if beside.is_file():
             record = json.loads(beside.read_text())
     if not zipfile.is_zipfile(path):
-        raise CLIError(f"{path} is not a valid .keras model file (truncated or not a Keras archive)")
+        raise CLIError(
+            f"{path} is not a valid .keras model file (truncated or not a Keras archive)"
+        )
     try:
         model = keras.models.load_model(path)
     except Exception as error:  # noqa: BLE001 - a corrupt archive can raise almost anything
-        raise CLIError(f"{path} could not be loaded as a keras_iresnet model: {_one_line(error)}") from None
+        raise CLIError(
+            f"{path} could not be loaded as a keras_iresnet model: {_one_line(error)}"
+        ) from None
     return model, record, path
 
 
@@ -380,11 +446,18 @@ def _eval_split(model, record, args):
     trained_on = (record or {}).get("split", {}).get("data")
     data = args.data or trained_on or ("moons" if is_2d else "digits")
     if is_2d and data not in data_lib.DENSITIES_2D:
-        raise CLIError(f"this model takes 2-D points; --data must be one of {', '.join(data_lib.DENSITIES_2D)}")
+        raise CLIError(
+            f"this model takes 2-D points; --data must be one of {', '.join(data_lib.DENSITIES_2D)}"
+        )
     if not is_2d and data in data_lib.DENSITIES_2D:
-        raise CLIError(f"this model takes images of shape {model.input_shape_}; --data {data} is a 2-D density")
+        raise CLIError(
+            f"this model takes images of shape {model.input_shape_}; --data {data} is a 2-D density"
+        )
     if args.data and trained_on and args.data != trained_on:
-        print(f"note: evaluating on {args.data}; the model was trained on {trained_on}", file=sys.stderr)
+        print(
+            f"note: evaluating on {args.data}; the model was trained on {trained_on}",
+            file=sys.stderr,
+        )
     _check_data_for_task(task, data)
     _check_data_options(args, data)
     recipe = recipes.get((record or {}).get("recipe") or recipes.for_task(task, data).name)
@@ -393,7 +466,9 @@ def _eval_split(model, record, args):
     if split_record.get("stats") and data == trained_on:
         split.stats = tuple(split_record["stats"])
     if split.input_shape != tuple(model.input_shape_):
-        raise CLIError(f"--data {data} has inputs of shape {split.input_shape}; the model takes {model.input_shape_}")
+        raise CLIError(
+            f"--data {data} has inputs of shape {split.input_shape}; the model takes {model.input_shape_}"
+        )
     return split, runs.datasets(recipe, split)[1]
 
 
@@ -425,8 +500,17 @@ def cmd_invert(args):
     _, test = _eval_split(model, record, args)
     x = _first_inputs(_limit(test, args.n))
     report = certify.reconstruction_report(model.trunk, x)
-    print(json.dumps(_strict({"examples": len(report["errors"]), "mean_relative_error": report["mean"],
-                              "max_relative_error": report["max"]})))
+    print(
+        json.dumps(
+            _strict(
+                {
+                    "examples": len(report["errors"]),
+                    "mean_relative_error": report["mean"],
+                    "max_relative_error": report["max"],
+                }
+            )
+        )
+    )
     return 0
 
 
@@ -457,9 +541,15 @@ def cmd_certify(args):
     if not report["blocks"]:
         raise CLIError(f"{path} has no residual blocks to certify")
     for block in report["blocks"]:
-        print(f"{block['name']}: Lip(g) <= {block['lipschitz_bound']:.4f} "
-              f"{'contraction' if block['contraction'] else 'NOT a proven contraction'}")
-    print(json.dumps({"all_contractions": report["all_contractions"], "blocks": len(report["blocks"])}))
+        print(
+            f"{block['name']}: Lip(g) <= {block['lipschitz_bound']:.4f} "
+            f"{'contraction' if block['contraction'] else 'NOT a proven contraction'}"
+        )
+    print(
+        json.dumps(
+            {"all_contractions": report["all_contractions"], "blocks": len(report["blocks"])}
+        )
+    )
     return 0 if report["all_contractions"] else 1
 
 
@@ -473,7 +563,9 @@ def cmd_tune(args):
     _check_data_for_task(args.task, data)
     _check_data_options(args, data)
     recipe = recipes.for_task(args.task, data)
-    out = pathlib.Path(args.out or pathlib.Path("iresnet_runs") / f"tune-{args.task}-{data.replace(':', '_')}")
+    out = pathlib.Path(
+        args.out or pathlib.Path("iresnet_runs") / f"tune-{args.task}-{data.replace(':', '_')}"
+    )
     keras.utils.set_random_seed(args.seed)
     args.data = data
     split = _load_split(recipe, args, seed=args.seed)
@@ -482,38 +574,67 @@ def cmd_tune(args):
     except ValueError as error:
         raise CLIError(_one_line(error)) from None
     folder = _run_folder(out, "tune", args.overwrite)
-    folder.write_record({"recipe": recipe.name, "task": args.task, "split": split.record(),
-                         "validation_fraction": args.validation_fraction, "tuner": args.tuner,
-                         "trials": args.trials, "epochs": args.epochs, "seed": args.seed})
+    folder.write_record(
+        {
+            "recipe": recipe.name,
+            "task": args.task,
+            "split": split.record(),
+            "validation_fraction": args.validation_fraction,
+            "tuner": args.tuner,
+            "trials": args.trials,
+            "epochs": args.epochs,
+            "seed": args.seed,
+        }
+    )
     hypermodel = tuning.IResNetHyperModel(recipe, split.input_shape, split.num_classes)
-    common = dict(objective=hypermodel.objective, directory=str(out), project_name="search", seed=args.seed,
-                  overwrite=True)
+    common = dict(
+        objective=hypermodel.objective,
+        directory=str(out),
+        project_name="search",
+        seed=args.seed,
+        overwrite=True,
+    )
     if args.tuner == "hyperband":
         tuner = keras_tuner.Hyperband(hypermodel, max_epochs=args.epochs, **common)
     else:
-        tuner_cls = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization}[args.tuner]
+        tuner_cls = {
+            "random": keras_tuner.RandomSearch,
+            "bayesian": keras_tuner.BayesianOptimization,
+        }[args.tuner]
         tuner = tuner_cls(hypermodel, max_trials=args.trials, **common)
     train, valid = runs.datasets(recipe, search_split, args.batch_size)
-    print(f"tuning around recipe {recipe.name!r}: {len(search_split.x_train)} training / "
-          f"{len(search_split.x_test)} validation examples (the {len(split.x_test)} test examples are used once, "
-          "at the end)", flush=True)
+    print(
+        f"tuning around recipe {recipe.name!r}: {len(search_split.x_train)} training / "
+        f"{len(search_split.x_test)} validation examples (the {len(split.x_test)} test examples are used once, "
+        "at the end)",
+        flush=True,
+    )
     try:
-        tuner.search(train, validation_data=valid, epochs=args.epochs, verbose=0 if args.quiet else 1)
+        tuner.search(
+            train, validation_data=valid, epochs=args.epochs, verbose=0 if args.quiet else 1
+        )
     except KeyboardInterrupt:
         raise CLIError(f"interrupted; the trials that completed are in {out / 'search'}") from None
     statuses = [t.status for t in tuner.oracle.trials.values()]
     if "COMPLETED" not in statuses:
         raise CLIError(f"no trial completed (statuses: {statuses}); see the tuner log in {out}")
     best_hp = tuner.get_best_hyperparameters(1)[0].values
-    with warnings.catch_warnings():  # keras-tuner reloads the weights into an unbuilt optimizer: harmless
+    with (
+        warnings.catch_warnings()
+    ):  # keras-tuner reloads the weights into an unbuilt optimizer: harmless
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         best = tuner.get_best_models(1)[0]
     best.save(folder / "best.keras")
     _, test = runs.datasets(recipe, split, args.batch_size)
     tested = best.evaluate(test, verbose=0, return_dict=True)  # the one use of the test split
-    summary = {"objective": hypermodel.objective.name, "best_hyperparameters": best_hp,
-               "best_validation": tuner.oracle.get_best_trials(1)[0].score, "test": tested,
-               "statuses": statuses, "recipe": recipe.name}
+    summary = {
+        "objective": hypermodel.objective.name,
+        "best_hyperparameters": best_hp,
+        "best_validation": tuner.oracle.get_best_trials(1)[0].score,
+        "test": tested,
+        "statuses": statuses,
+        "recipe": recipe.name,
+    }
     runs.write_json(folder / "tuning.json", summary)
     print(f"best hyperparameters: {json.dumps(_strict(best_hp))}")
     print(f"test of the best model: {json.dumps(_strict(tested))}")
@@ -557,8 +678,10 @@ def run(args):
     except Exception as error:  # noqa: BLE001 - TensorFlow raises its own error classes too
         if os.environ.get("IRESNET_DEBUG"):
             raise
-        print(f"iresnet: error: {type(error).__name__}: {_one_line(error)} (IRESNET_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        print(
+            f"iresnet: error: {type(error).__name__}: {_one_line(error)} (IRESNET_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -10,6 +10,7 @@ Everything returns ``tf.data.Dataset`` objects (or numpy arrays via the
 - classification: pixels scaled to ``[0, 1]`` and standardized with the
   training mean and standard deviation.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,7 +79,9 @@ def sample_2d(name, n, seed=0):
     elif name == "circles":
         radius = np.where(rng.uniform(size=n) < 0.5, 1.0, 2.0)
         t = rng.uniform(0, 2 * np.pi, n)
-        data = np.stack([radius * np.cos(t), radius * np.sin(t)], 1) + 0.08 * rng.normal(size=(n, 2))
+        data = np.stack([radius * np.cos(t), radius * np.sin(t)], 1) + 0.08 * rng.normal(
+            size=(n, 2)
+        )
     elif name == "8gaussians":
         angles = rng.integers(0, 8, n) * (np.pi / 4)
         centers = 2.0 * np.stack([np.cos(angles), np.sin(angles)], 1)
@@ -88,7 +91,9 @@ def sample_2d(name, n, seed=0):
         features = rng.normal(size=(n, 2)) * [radial_std, tangential_std] + [1.0, 0.0]
         labels = rng.integers(0, arms, n)
         angles = labels * (2 * np.pi / arms) + rate * np.exp(features[:, 0])
-        rot = np.stack([np.cos(angles), -np.sin(angles), np.sin(angles), np.cos(angles)], 1).reshape(-1, 2, 2)
+        rot = np.stack(
+            [np.cos(angles), -np.sin(angles), np.sin(angles), np.cos(angles)], 1
+        ).reshape(-1, 2, 2)
         data = 2 * np.einsum("ti,tij->tj", features, rot)
     elif name == "checkerboard":
         x1 = rng.uniform(-2, 2, n)
@@ -151,24 +156,34 @@ def mnist_file_arrays(path=None):
         archive = np.load(path)
     except (OSError, zipfile.BadZipFile, EOFError, ValueError):
         # (numpy's ValueError for a text or pickle file advises unsafe loading: not for a data file)
-        raise ValueError(f"MNIST images file {path} is not a readable .npz archive (expected an .npz with a "
-                         "uint8 array 'data' of shape [N, 28, 28]).") from None
+        raise ValueError(
+            f"MNIST images file {path} is not a readable .npz archive (expected an .npz with a "
+            "uint8 array 'data' of shape [N, 28, 28])."
+        ) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"MNIST images file {path} is a single .npy array, not an .npz archive with an array 'data'.")
+        raise ValueError(
+            f"MNIST images file {path} is a single .npy array, not an .npz archive with an array 'data'."
+        )
     with archive:
         if "data" not in archive:
-            raise ValueError(f"MNIST images file {path} has no array 'data' (found {list(archive.keys())}).")
+            raise ValueError(
+                f"MNIST images file {path} has no array 'data' (found {list(archive.keys())})."
+            )
         images = archive["data"]
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4:
-        raise ValueError(f"{path}: 'data' must have shape [N, H, W] or [N, H, W, C]; got {images.shape}.")
+        raise ValueError(
+            f"{path}: 'data' must have shape [N, H, W] or [N, H, W, C]; got {images.shape}."
+        )
     if images.dtype != np.uint8:
         values = images.astype("float64")
         if not np.all(np.isfinite(values)):
             raise ValueError(f"{path}: 'data' contains NaN or Inf values; expected 8-bit images.")
         if values.min() < 0 or values.max() > 255 or np.any(values != np.round(values)):
-            raise ValueError(f"{path}: 'data' must hold 8-bit pixel values (integers 0..255); got {images.dtype}.")
+            raise ValueError(
+                f"{path}: 'data' must hold 8-bit pixel values (integers 0..255); got {images.dtype}."
+            )
     return images.astype("uint8"), None
 
 
@@ -188,15 +203,18 @@ def tfds_arrays(name, split="train", data_dir=None, download=False, limit=None):
     root = data_dir or tfds.core.constants.DATA_DIR
     if download:
         try:
-            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+            )
         except (OSError, ConnectionError) as error:  # requests' errors derive from OSError
             raise ConnectionError(
                 f"TFDS could not download {name!r} into data_dir={root!r}: {type(error).__name__} "
-                "(is there a network connection?)") from None
+                "(is there a network connection?)"
+            ) from None
     elif not builder.is_prepared():
         raise FileNotFoundError(
             f"TFDS data set {name!r} is not prepared in data_dir={root!r}. Prepare it with --download "
-            f"(download=True) on a machine with a network, or run `python -c \"import tensorflow_datasets as tfds; "
+            f'(download=True) on a machine with a network, or run `python -c "import tensorflow_datasets as tfds; '
             f"tfds.builder('{name}', data_dir='DIR').download_and_prepare()\"` there and pass DIR as data_dir "
             "(--data-dir)."
         )
@@ -230,8 +248,16 @@ def dequantize(images, seed=None):
     return (x + noise) / 256.0
 
 
-def image_dataset(images, labels=None, task="density", batch_size=64, shuffle=True, seed=0, stats=None,
-                  drop_remainder=False):
+def image_dataset(
+    images,
+    labels=None,
+    task="density",
+    batch_size=64,
+    shuffle=True,
+    seed=0,
+    stats=None,
+    drop_remainder=False,
+):
     """A batched ``tf.data.Dataset`` with the paper's preprocessing for ``task``.
 
     - ``"density"``: elements ``x`` dequantized to ``[0, 1)`` (fresh noise each epoch).
@@ -244,7 +270,9 @@ def image_dataset(images, labels=None, task="density", batch_size=64, shuffle=Tr
     if task not in ("density", "classify", "hybrid"):
         raise ValueError(f"task must be 'density', 'classify' or 'hybrid'; got task={task!r}.")
     if task != "density" and labels is None:
-        raise ValueError(f"task={task!r} needs labels; this data set has none (use task='density').")
+        raise ValueError(
+            f"task={task!r} needs labels; this data set has none (use task='density')."
+        )
     images = np.asarray(images)
     if task == "classify":
         scaled = images.astype("float32") / 255.0

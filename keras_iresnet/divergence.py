@@ -24,13 +24,21 @@ Under ``jit_compile=True`` XLA has no assertion op: the step applies its update,
 :class:`keras_iresnet.callbacks.StopOnNonFiniteLoss` stops ``fit`` right after a
 non-finite loss, and the same restore follows (check 2 does not run under XLA).
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
 
 from keras_iresnet._tf import in_xla_context
 
-__all__ = ["DivergenceGuard", "NonFiniteLossError", "DIVERGED", "EXPLODED", "NON_FINITE_DATA", "EXPLODING_UPDATE"]
+__all__ = [
+    "DivergenceGuard",
+    "NonFiniteLossError",
+    "DIVERGED",
+    "EXPLODED",
+    "NON_FINITE_DATA",
+    "EXPLODING_UPDATE",
+]
 
 #: Markers of the graph errors the checks raise (``fit`` turns them into one sentence).
 DIVERGED = "keras_iresnet: the loss or a gradient is NaN or Inf"
@@ -69,7 +77,9 @@ class DivergenceGuard:
             # is the copy (ONLY_FIRST_REPLICA: assignable in a replica's step).
             self.snapshots = [
                 tf.Variable(
-                    tf.convert_to_tensor(v), trainable=False, name="snapshot",
+                    tf.convert_to_tensor(v),
+                    trainable=False,
+                    name="snapshot",
                     synchronization=tf.VariableSynchronization.ON_WRITE,
                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
                 )
@@ -77,7 +87,10 @@ class DivergenceGuard:
             ]
             # Steps whose loss and gradients were finite (the failing step is the next one).
             self.finite_steps = tf.Variable(
-                0, dtype=tf.int64, trainable=False, name="finite_steps",
+                0,
+                dtype=tf.int64,
+                trainable=False,
+                name="finite_steps",
                 synchronization=tf.VariableSynchronization.ON_WRITE,
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             )
@@ -112,8 +125,10 @@ class DivergenceGuard:
         with :data:`DIVERGED` before anything is updated.
         """
         finite = self.all_finite(loss, gradients)
-        updates = [s.assign(tf.where(finite, tf.convert_to_tensor(v), tf.convert_to_tensor(s)))
-                   for s, v in zip(self.snapshots, self.variables)]
+        updates = [
+            s.assign(tf.where(finite, tf.convert_to_tensor(v), tf.convert_to_tensor(s)))
+            for s, v in zip(self.snapshots, self.variables)
+        ]
         updates.append(self.finite_steps.assign_add(tf.cast(finite, tf.int64)))
         if in_xla_context():
             return updates

@@ -20,6 +20,7 @@ Solvers:
   iterates, with ``alpha`` minimizing ``||sum_i alpha_i (f(x_i) - x_i)||``
   subject to ``sum_i alpha_i = 1`` (a regularized ``m x m`` solve per example).
 """
+
 from __future__ import annotations
 
 import collections
@@ -94,12 +95,15 @@ class InverseSettings:
         """
         unknown = sorted(set(overrides) - set(self.names()))
         if unknown:
-            raise TypeError(f"unexpected inverse settings {unknown}; the settings are {self.names()}.")
+            raise TypeError(
+                f"unexpected inverse settings {unknown}; the settings are {self.names()}."
+            )
         given = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(self, **given) if given else self
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
 
 InverseInfo = collections.namedtuple("InverseInfo", ["iterations", "residual", "converged"])
 InverseInfo.__doc__ = """Convergence report of an inverse, per example (only computed when asked for).
@@ -266,7 +270,9 @@ def report_non_convergence(converged, residual_rel, strict, max_iterations):
         return tf.no_op()  # XLA has no Assert/Print: use return_info=True to inspect.
     all_converged = tf.reduce_all(converged)
     worst = tf.reduce_max(tf.where(converged, tf.zeros_like(residual_rel), residual_rel))
-    message = f"inverse did not converge within max_iterations={max_iterations}; worst relative residual:"
+    message = (
+        f"inverse did not converge within max_iterations={max_iterations}; worst relative residual:"
+    )
     if strict:
         return tf.debugging.Assert(all_converged, [message, worst])
     return tf.cond(
@@ -322,7 +328,9 @@ def solve_inverse(g, y, settings=None, return_info=False, report=True):
     y = check_finite(tf.convert_to_tensor(y))
     x, converged, iterations, residual = run_solver(g, y, settings)
     if report:
-        check = report_non_convergence(converged, residual, settings.strict, settings.max_iterations)
+        check = report_non_convergence(
+            converged, residual, settings.strict, settings.max_iterations
+        )
         if not tf.executing_eagerly():
             with tf.control_dependencies([check]):
                 x = tf.identity(x)

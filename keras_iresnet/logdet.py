@@ -27,6 +27,7 @@ Estimators (see the table in the README for when to use which):
 - :class:`Auto` -- ``Exact`` up to ``max_exact_dim`` dimensions (default 16),
   the power series above.
 """
+
 from __future__ import annotations
 
 import math
@@ -198,10 +199,13 @@ class Exact(LogDetEstimator):
         # inside a while loop needs shapes XLA cannot infer at compile time).
         event = tf.shape(x)[1:]
         copies = tf.reshape(
-            tf.broadcast_to(x[:, None], tf.concat([[batch, d], event], 0)), tf.concat([[batch * d], event], 0)
+            tf.broadcast_to(x[:, None], tf.concat([[batch, d], event], 0)),
+            tf.concat([[batch * d], event], 0),
         )
         basis = tf.tile(tf.eye(d, dtype=x.dtype), tf.stack([batch, 1]))  # [batch * d, d]
-        with tf.autodiff.ForwardAccumulator(copies, tf.reshape(basis, tf.shape(copies))) as accumulator:
+        with tf.autodiff.ForwardAccumulator(
+            copies, tf.reshape(basis, tf.shape(copies))
+        ) as accumulator:
             g_copies = g(copies)
         columns = accumulator.jvp(g_copies, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         # jac_t[b, i, :] = (J_g(x_b) e_i)^T: the transpose of J, with the same determinant.
@@ -294,7 +298,12 @@ def _neumann_series(series_vjp, final_vjp, v, n_terms, inv_survival):
         estimate = estimate + sign * weight / tf.cast(j + 1, dtype) * _inner(w_next, v)
         return j + 1, w_next, estimate, neumann
 
-    state = (tf.constant(0), tf.stop_gradient(v), tf.zeros(tf.shape(v)[:1], dtype), tf.zeros_like(v))
+    state = (
+        tf.constant(0),
+        tf.stop_gradient(v),
+        tf.zeros(tf.shape(v)[:1], dtype),
+        tf.zeros_like(v),
+    )
     if isinstance(n_terms, int):
         for _ in range(n_terms):
             state = body(*state)

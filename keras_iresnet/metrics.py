@@ -1,4 +1,5 @@
 """A Keras metric: the mean with its standard error (for bits/dim over examples)."""
+
 from __future__ import annotations
 
 import keras
@@ -21,7 +22,9 @@ class MeanWithStandardError(keras.metrics.Metric):
     def __init__(self, name="mean", **kwargs):
         super().__init__(name=name, **kwargs)
         self.total = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="total")
-        self.total_squares = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="total_squares")
+        self.total_squares = self.add_variable(
+            shape=(), initializer="zeros", dtype="float64", name="total_squares"
+        )
         self.count = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="count")
 
     def update_state(self, values, sample_weight=None):
@@ -35,4 +38,7 @@ class MeanWithStandardError(keras.metrics.Metric):
         mean = self.total / count
         variance = tf.maximum(self.total_squares / count - tf.square(mean), 0.0)
         stderr = tf.sqrt(variance * count / tf.maximum(count - 1.0, 1.0)) / tf.sqrt(count)
-        return {self.name: tf.cast(mean, tf.float32), f"{self.name}_stderr": tf.cast(stderr, tf.float32)}
+        return {
+            self.name: tf.cast(mean, tf.float32),
+            f"{self.name}_stderr": tf.cast(stderr, tf.float32),
+        }

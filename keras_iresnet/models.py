@@ -32,6 +32,7 @@ For continuous data (``data_8bit=False``, e.g. 2-D densities) it is
 in nats, including the log-det of a :class:`~keras_iresnet.layers.Logit` first
 layer (so bits/dim keep their meaning with it).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,7 +56,6 @@ from keras_iresnet.divergence import (
     DivergenceGuard,
     NonFiniteLossError,
 )
-from keras_iresnet.layers.spectral_layers import tracked_after_update
 from keras_iresnet.layers import (
     ActNorm,
     ClassifierHead,
@@ -69,6 +69,7 @@ from keras_iresnet.layers import (
     Squeeze,
     get_base,
 )
+from keras_iresnet.layers.spectral_layers import tracked_after_update
 from keras_iresnet.metrics import MeanWithStandardError
 
 __all__ = [
@@ -85,8 +86,7 @@ __all__ = [
 
 LN2 = math.log(2.0)
 _BLOCK_ARGUMENTS = frozenset(
-    "hidden kernel_sizes coeff activation power_iterations power_tol power_vectors dropout preactivation actnorm "
-    "actnorm_variance_floor logdet solver max_iterations atol rtol strict seed".split()
+    ["hidden", "kernel_sizes", "coeff", "activation", "power_iterations", "power_tol", "power_vectors", "dropout", "preactivation", "actnorm", "actnorm_variance_floor", "logdet", "solver", "max_iterations", "atol", "rtol", "strict", "seed"]
 )
 
 
@@ -133,7 +133,9 @@ def _blocks_per_scale(blocks, image):
             raise ValueError("blocks must list at least one scale for images, e.g. blocks=(4, 4).")
         return tuple(validation.non_negative_int("blocks", int(b)) for b in blocks)
     if not isinstance(blocks, (int, np.integer)):
-        raise ValueError(f"blocks must be an int (the number of blocks) for vectors; got blocks={blocks!r}.")
+        raise ValueError(
+            f"blocks must be an int (the number of blocks) for vectors; got blocks={blocks!r}."
+        )
     return (validation.non_negative_int("blocks", int(blocks)),)
 
 
@@ -198,7 +200,10 @@ def flow_trunk(
             scales.append(scale)
         if factor_out and len(scales) > 1:
             layers.append(
-                FactorOut([InvertibleSequential(s, name=f"scale{i}_chain") for i, s in enumerate(scales)], name="multiscale")
+                FactorOut(
+                    [InvertibleSequential(s, name=f"scale{i}_chain") for i, s in enumerate(scales)],
+                    name="multiscale",
+                )
             )
         else:
             layers.extend(layer for scale in scales for layer in scale)
@@ -208,8 +213,13 @@ def flow_trunk(
         fc = {**block_config(fc_block or {}), "actnorm": False}
         for index in range(fc_blocks):
             layers.append(_stack(1, fc, f"fc{index}"))
-            layers.append(ActNorm(per_position=True, variance_floor=fc.get("actnorm_variance_floor", 0.0),
-                                  name=f"fc{index}_actnorm"))
+            layers.append(
+                ActNorm(
+                    per_position=True,
+                    variance_floor=fc.get("actnorm_variance_floor", 0.0),
+                    name=f"fc{index}_actnorm",
+                )
+            )
     return InvertibleSequential(layers, name="trunk")
 
 
@@ -252,7 +262,9 @@ class _IResNetModel(keras.Model):
         with tracked_after_update():  # the vectors were tracked right after the last update
             with tf.GradientTape() as tape:
                 y_pred = self(x, training=True)
-                loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+                loss = self.compute_loss(
+                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+                )
                 track_loss(self, loss, tf.shape(x)[0])
                 scaled = self.optimizer.scale_loss(loss)
             variables = self.trainable_weights
@@ -260,7 +272,11 @@ class _IResNetModel(keras.Model):
         guard = self._divergence_guard
         if guard is not None and not guard.guards(variables):
             guard = None  # train_step outside fit, or other variables: check 1 without the snapshot
-        checks = guard.before_update(loss, gradients) if guard else DivergenceGuard.check_finite(loss, gradients)
+        checks = (
+            guard.before_update(loss, gradients)
+            if guard
+            else DivergenceGuard.check_finite(loss, gradients)
+        )
         with tf.control_dependencies(checks):
             gradients = [None if g is None else tf.identity(g) for g in gradients]
         self.optimizer.apply_gradients(zip(gradients, variables))
@@ -280,7 +296,9 @@ class _IResNetModel(keras.Model):
         return self._loss(x, y, y_pred, sample_weight, training)
 
     def _loss(self, x, y, y_pred, sample_weight, training):
-        return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        return super().compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+        )
 
     def compile(self, optimizer="rmsprop", *args, jit_compile=False, **kwargs):
         """``keras.Model.compile``; ``jit_compile`` defaults to False (XLA only when asked for).
@@ -299,7 +317,9 @@ class _IResNetModel(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def fit(self, x=None, y=None, batch_size=None, *args, callbacks=None, validation_split=0.0, **kwargs):
+    def fit(
+        self, x=None, y=None, batch_size=None, *args, callbacks=None, validation_split=0.0, **kwargs
+    ):
         """``keras.Model.fit`` with the models' callbacks, the divergence guard and clear errors.
 
         Adds :class:`~keras_iresnet.callbacks.RefineSpectralNorm` and
@@ -322,8 +342,15 @@ class _IResNetModel(keras.Model):
             _check_static_batches(x, batch_size, validation_split)
         self._ensure_divergence_guard()
         with self._clean_errors("fit"):
-            return super().fit(x, y, batch_size, *args, callbacks=callbacks, validation_split=validation_split,
-                               **kwargs)
+            return super().fit(
+                x,
+                y,
+                batch_size,
+                *args,
+                callbacks=callbacks,
+                validation_split=validation_split,
+                **kwargs,
+            )
 
     def evaluate(self, *args, **kwargs):
         with self._clean_errors("evaluate"):
@@ -344,8 +371,10 @@ class _IResNetModel(keras.Model):
         except tf.errors.InvalidArgumentError as error:
             text = str(error)
             if NON_FINITE_DATA in text or NON_FINITE_EVAL_DATA in text:
-                raise ValueError(f"{method}: the data contain NaN or Inf values; nothing was trained or "
-                                 "evaluated on them: clean the data (or check the preprocessing).") from None
+                raise ValueError(
+                    f"{method}: the data contain NaN or Inf values; nothing was trained or "
+                    "evaluated on them: clean the data (or check the preprocessing)."
+                ) from None
             if DIVERGED in text or EXPLODED in text:
                 raise self._diverged(exploded=EXPLODED in text) from None
             raise
@@ -356,7 +385,9 @@ class _IResNetModel(keras.Model):
         guard = self._divergence_guard
         step = None
         if guard is not None:
-            step = int(guard.finite_steps.numpy()) + (0 if exploded else 1)  # steps of this model's fits
+            step = int(guard.finite_steps.numpy()) + (
+                0 if exploded else 1
+            )  # steps of this model's fits
             guard.restore()
             refine(self)
         where = "fit stopped" if step is None else f"fit stopped at training step {step}"
@@ -454,12 +485,16 @@ class IResNetClassifier(_IResNetModel):
         self.input_shape_ = validation.shape("input_shape", input_shape)
         self.num_classes = validation.positive_int("num_classes", num_classes)
         self.stages = tuple(
-            validation.non_negative_int("stages", int(s)) for s in (defaults["stages"] if stages is None else stages)
+            validation.non_negative_int("stages", int(s))
+            for s in (defaults["stages"] if stages is None else stages)
         )
         self.block = block_config(defaults["block"] if block is None else block)
-        self.initial_squeeze = bool(defaults["initial_squeeze"] if initial_squeeze is None else initial_squeeze)
+        self.initial_squeeze = bool(
+            defaults["initial_squeeze"] if initial_squeeze is None else initial_squeeze
+        )
         self.pad_to_channels = validation.non_negative_int(
-            "pad_to_channels", defaults["pad_to_channels"] if pad_to_channels is None else pad_to_channels
+            "pad_to_channels",
+            defaults["pad_to_channels"] if pad_to_channels is None else pad_to_channels,
         )
         self.vanilla = bool(vanilla)
         _check_squeeze(self.initial_squeeze, self.input_shape_, len(self.stages))
@@ -562,12 +597,23 @@ class IResNetFlow(_IResNetModel):
         self.data_8bit = image if data_8bit is None else bool(data_8bit)
         self.eval_logdet = None if eval_logdet is None else logdet_lib.get(eval_logdet)
         if trunk is not None:
-            given = dict(blocks=blocks, block=block, logit=logit, initial_squeeze=initial_squeeze,
-                         factor_out=factor_out, fc_blocks=fc_blocks, fc_block=fc_block)
+            given = dict(
+                blocks=blocks,
+                block=block,
+                logit=logit,
+                initial_squeeze=initial_squeeze,
+                factor_out=factor_out,
+                fc_blocks=fc_blocks,
+                fc_block=fc_block,
+            )
             extra = sorted(k for k, v in given.items() if v is not None)
             if extra:
-                raise ValueError(f"trunk= replaces the architecture arguments; do not also pass {extra}.")
-            trunk = keras.saving.deserialize_keras_object(trunk) if isinstance(trunk, dict) else trunk
+                raise ValueError(
+                    f"trunk= replaces the architecture arguments; do not also pass {extra}."
+                )
+            trunk = (
+                keras.saving.deserialize_keras_object(trunk) if isinstance(trunk, dict) else trunk
+            )
             if not isinstance(trunk, InvertibleLayer):
                 raise TypeError(f"trunk must be an InvertibleLayer; got {type(trunk).__name__}.")
             self.architecture = None
@@ -577,11 +623,17 @@ class IResNetFlow(_IResNetModel):
                 blocks=defaults["blocks"] if blocks is None else blocks,
                 block=block_config(defaults["block"] if block is None else block),
                 logit=defaults.get("logit") if logit is None else (logit or None),
-                initial_squeeze=bool(defaults.get("initial_squeeze", False) if initial_squeeze is None
-                                     else initial_squeeze),
-                factor_out=bool(defaults.get("factor_out", False) if factor_out is None else factor_out),
+                initial_squeeze=bool(
+                    defaults.get("initial_squeeze", False)
+                    if initial_squeeze is None
+                    else initial_squeeze
+                ),
+                factor_out=bool(
+                    defaults.get("factor_out", False) if factor_out is None else factor_out
+                ),
                 fc_blocks=validation.non_negative_int(
-                    "fc_blocks", defaults.get("fc_blocks", 0) if fc_blocks is None else fc_blocks),
+                    "fc_blocks", defaults.get("fc_blocks", 0) if fc_blocks is None else fc_blocks
+                ),
                 fc_block=block_config(defaults.get("fc_block") if fc_block is None else fc_block),
             )
             per_scale = _blocks_per_scale(arch["blocks"], image)
@@ -659,7 +711,9 @@ class IResNetFlow(_IResNetModel):
     @property
     def distribution(self):
         """The model as a TFP ``TransformedDistribution`` (data space, nats)."""
-        return density_model(self.trunk, event_shape=self.input_shape_, base=self.base.distribution())
+        return density_model(
+            self.trunk, event_shape=self.input_shape_, base=self.base.distribution()
+        )
 
     @property
     def bijector(self):
@@ -670,7 +724,9 @@ class IResNetFlow(_IResNetModel):
         config = super().get_config()
         config.update(
             input_shape=self.input_shape_,
-            base=self.base_name if self.base_name else keras.saving.serialize_keras_object(self.base),
+            base=self.base_name
+            if self.base_name
+            else keras.saving.serialize_keras_object(self.base),
             eval_logdet=_serialize_logdet(self.eval_logdet),
             data_8bit=self.data_8bit,
         )
@@ -712,14 +768,25 @@ class IResNetHybrid(IResNetFlow):
 
     def __init__(self, input_shape, num_classes, density_weight=None, **kwargs):
         defaults = recipes.get("digits-hybrid").model
-        for key in ("blocks", "block", "logit", "base", "initial_squeeze", "fc_blocks", "eval_logdet"):
+        for key in (
+            "blocks",
+            "block",
+            "logit",
+            "base",
+            "initial_squeeze",
+            "fc_blocks",
+            "eval_logdet",
+        ):
             if kwargs.get(key) is None and key in defaults and "trunk" not in kwargs:
                 kwargs[key] = defaults[key]
         if kwargs.get("factor_out"):
-            raise ValueError("IResNetHybrid cannot factor out: its head classifies the trunk's final image.")
+            raise ValueError(
+                "IResNetHybrid cannot factor out: its head classifies the trunk's final image."
+            )
         self.num_classes = validation.positive_int("num_classes", num_classes)
         self.density_weight = validation.non_negative_float(
-            "density_weight", defaults["density_weight"] if density_weight is None else density_weight
+            "density_weight",
+            defaults["density_weight"] if density_weight is None else density_weight,
         )
         self.head = ClassifierHead(self.num_classes, name="head")
         self.cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -733,7 +800,9 @@ class IResNetHybrid(IResNetFlow):
 
     @no_autograph
     def call(self, x, training=None):
-        log_prob, z = self._log_prob_graph(x, bool(training), None if training else self.eval_logdet)
+        log_prob, z = self._log_prob_graph(
+            x, bool(training), None if training else self.eval_logdet
+        )
         return {"logits": self.head(z, training=training), "log_prob": log_prob}
 
     def _loss(self, x, y, y_pred, sample_weight, training):
@@ -754,7 +823,11 @@ def _with_recipe_block(kwargs, recipe):
     """Direct block arguments complete the recipe's block instead of replacing it."""
     direct = {k: kwargs.pop(k) for k in list(kwargs) if k in _BLOCK_ARGUMENTS}
     if direct:
-        base = kwargs.get("block") if kwargs.get("block") is not None else recipes.get(recipe).model["block"]
+        base = (
+            kwargs.get("block")
+            if kwargs.get("block") is not None
+            else recipes.get(recipe).model["block"]
+        )
         kwargs["block"] = block_config(base, **direct)
     return kwargs
 
@@ -765,7 +838,9 @@ def iresnet_classifier(input_shape, num_classes, **kwargs):
 
     See :class:`IResNetClassifier` for the arguments.
     """
-    return IResNetClassifier(input_shape, num_classes, **_with_recipe_block(kwargs, "digits-classifier"))
+    return IResNetClassifier(
+        input_shape, num_classes, **_with_recipe_block(kwargs, "digits-classifier")
+    )
 
 
 def iresnet_flow(input_shape, **kwargs):

@@ -1,4 +1,5 @@
 """Figures for the command line: 2-D densities, sample grids, reconstructions (matplotlib, Agg)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,8 +25,12 @@ def density_2d_figure(model, data, path, grid_size=200, n_samples=2000):
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     axes[0].scatter(data[:, 0], data[:, 1], s=1)
     axes[0].set_title("data")
-    axes[1].imshow(np.exp(log_p).reshape(grid_size, grid_size), origin="lower",
-                   extent=(low[0], high[0], low[1], high[1]), aspect="auto")
+    axes[1].imshow(
+        np.exp(log_p).reshape(grid_size, grid_size),
+        origin="lower",
+        extent=(low[0], high[0], low[1], high[1]),
+        aspect="auto",
+    )
     axes[1].set_title("i-ResNet density")
     axes[2].scatter(samples[:, 0], samples[:, 1], s=1, color="C1")
     axes[2].set_title("i-ResNet samples")
@@ -44,7 +49,7 @@ def _grid(images, rows):
     canvas = np.ones((rows * (h + 1), cols * (w + 1)))
     for i, image in enumerate(images):
         r, c = divmod(i, cols)
-        canvas[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = image
+        canvas[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = image
     return canvas
 
 

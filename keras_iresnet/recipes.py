@@ -11,11 +11,13 @@ numbers were measured.
 This module is data only (it imports nothing else of the package), so every
 other module may read it.
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["Recipe", "RECIPES", "get", "names", "for_task"]
 
@@ -70,11 +72,24 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
 
-_EXACT_2D_BLOCK = {"hidden": 18, "coeff": 0.99, "activation": "elu", "actnorm": True, "logdet": "exact"}
+_EXACT_2D_BLOCK = {
+    "hidden": 18,
+    "coeff": 0.99,
+    "activation": "elu",
+    "actnorm": True,
+    "logdet": "exact",
+}
 # The CPU image recipes' block: Residual Flows' LipSwish pre-activation blocks at coeff 0.98,
 # per-position ActNorm with its variance floor, the 5-term power series for training.
-_IMAGE_BLOCK = {"hidden": 32, "coeff": 0.98, "activation": "lipswish", "preactivation": True,
-                "actnorm": "position", "actnorm_variance_floor": 0.2, "logdet": "power_series"}
+_IMAGE_BLOCK = {
+    "hidden": 32,
+    "coeff": 0.98,
+    "activation": "lipswish",
+    "preactivation": True,
+    "actnorm": "position",
+    "actnorm_variance_floor": 0.2,
+    "logdet": "power_series",
+}
 
 RECIPES = {
     recipe.name: recipe
@@ -145,8 +160,13 @@ RECIPES = {
                 "factor_out": False,
                 "fc_blocks": 0,
             },
-            optimizer={"name": "adam", "learning_rate": 3e-3, "clipnorm": 1.0, "use_ema": True,
-                       "ema_momentum": 0.99},
+            optimizer={
+                "name": "adam",
+                "learning_rate": 3e-3,
+                "clipnorm": 1.0,
+                "use_ema": True,
+                "ema_momentum": 0.99,
+            },
             batch_size=64,
             epochs=30,
             n_train=1400,
@@ -169,8 +189,13 @@ RECIPES = {
                 "factor_out": False,
                 "fc_blocks": 0,
             },
-            optimizer={"name": "adam", "learning_rate": 2e-3, "clipnorm": 1.0, "use_ema": True,
-                       "ema_momentum": 0.99},
+            optimizer={
+                "name": "adam",
+                "learning_rate": 2e-3,
+                "clipnorm": 1.0,
+                "use_ema": True,
+                "ema_momentum": 0.99,
+            },
             batch_size=64,
             epochs=5,
             n_train=9000,
@@ -186,22 +211,47 @@ RECIPES = {
             summary="Residual Flows' MNIST settings (train_img.py defaults; GPU scale)",
             model={
                 "blocks": (16, 16, 16),
-                "block": {"hidden": 512, "kernel_sizes": (3, 1, 3), "coeff": 0.98, "activation": "lipswish",
-                          "preactivation": True, "actnorm": True, "actnorm_variance_floor": 0.2,
-                          "logdet": {"class_name": "russian_roulette",
-                                     "config": {"n_exact_terms": 2, "p": 0.5, "n_samples": 1}}},
+                "block": {
+                    "hidden": 512,
+                    "kernel_sizes": (3, 1, 3),
+                    "coeff": 0.98,
+                    "activation": "lipswish",
+                    "preactivation": True,
+                    "actnorm": True,
+                    "actnorm_variance_floor": 0.2,
+                    "logdet": {
+                        "class_name": "russian_roulette",
+                        "config": {"n_exact_terms": 2, "p": 0.5, "n_samples": 1},
+                    },
+                },
                 "logit": 1e-6,
                 "base": "standard",
                 "initial_squeeze": False,
                 "factor_out": False,
                 "fc_blocks": 4,
-                "fc_block": {"hidden": 128, "coeff": 0.98, "activation": "lipswish", "preactivation": True,
-                             "logdet": {"class_name": "russian_roulette",
-                                        "config": {"n_exact_terms": 2, "p": 0.5, "n_samples": 1}}},
-                "eval_logdet": {"class_name": "russian_roulette", "config": {"n_exact_terms": 20, "p": 0.5}},
+                "fc_block": {
+                    "hidden": 128,
+                    "coeff": 0.98,
+                    "activation": "lipswish",
+                    "preactivation": True,
+                    "logdet": {
+                        "class_name": "russian_roulette",
+                        "config": {"n_exact_terms": 2, "p": 0.5, "n_samples": 1},
+                    },
+                },
+                "eval_logdet": {
+                    "class_name": "russian_roulette",
+                    "config": {"n_exact_terms": 20, "p": 0.5},
+                },
             },
-            optimizer={"name": "adam", "learning_rate": 1e-3, "beta_2": 0.99, "clipnorm": 1.0, "use_ema": True,
-                       "ema_momentum": 0.999},
+            optimizer={
+                "name": "adam",
+                "learning_rate": 1e-3,
+                "beta_2": 0.99,
+                "clipnorm": 1.0,
+                "use_ema": True,
+                "ema_momentum": 0.999,
+            },
             batch_size=64,
             epochs=1000,
             n_test=10000,
@@ -216,9 +266,18 @@ RECIPES = {
             summary="the official i-ResNet CIFAR-10 density settings (dens_est_cifar.sh; GPU scale)",
             model={
                 "blocks": (16, 16, 16),
-                "block": {"hidden": 512, "kernel_sizes": (3, 1, 3), "coeff": 0.9, "activation": "elu",
-                          "preactivation": True, "actnorm": True,
-                          "logdet": {"class_name": "power_series", "config": {"n_terms": 5, "n_samples": 1}}},
+                "block": {
+                    "hidden": 512,
+                    "kernel_sizes": (3, 1, 3),
+                    "coeff": 0.9,
+                    "activation": "elu",
+                    "preactivation": True,
+                    "actnorm": True,
+                    "logdet": {
+                        "class_name": "power_series",
+                        "config": {"n_terms": 5, "n_samples": 1},
+                    },
+                },
                 "logit": None,
                 "base": "diagonal",
                 "initial_squeeze": True,

@@ -11,6 +11,7 @@ same thing everywhere::
     runs.compile_model(model, recipe)                # optimizer, warm-up, metrics
     history = model.fit(**runs.fit_arguments(recipe, split))  # or: runs.train(recipe)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -97,7 +98,9 @@ class Split:
         }
 
 
-def load_split(recipe, data=None, path=None, data_dir=None, download=False, seed=0, n_train=None, n_test=None):
+def load_split(
+    recipe, data=None, path=None, data_dir=None, download=False, seed=0, n_train=None, n_test=None
+):
     """The recipe's data split (``data``, ``n_train``, ``n_test`` override the recipe's).
 
     2-D densities: ``n_train`` points drawn with ``seed`` and ``n_test`` with
@@ -109,25 +112,36 @@ def load_split(recipe, data=None, path=None, data_dir=None, download=False, seed
     n_test = recipe.n_test if n_test is None else n_test
     if name in data_lib.DENSITIES_2D:
         if recipe.task != "density":
-            raise ValueError(f"data {name!r} is a 2-D density without labels; it fits task 'density' only.")
-        split = Split(name, recipe.task, data_lib.sample_2d(name, n_train or 10000, seed),
-                      data_lib.sample_2d(name, n_test, seed + 1), seed=seed)
+            raise ValueError(
+                f"data {name!r} is a 2-D density without labels; it fits task 'density' only."
+            )
+        split = Split(
+            name,
+            recipe.task,
+            data_lib.sample_2d(name, n_train or 10000, seed),
+            data_lib.sample_2d(name, n_test, seed + 1),
+            seed=seed,
+        )
         return split
     images, labels = data_lib.load_images(name, path=path, data_dir=data_dir, download=download)
     if recipe.task != "density" and labels is None:
         raise ValueError(f"data {name!r} has no labels; use task 'density'.")
     total = len(images)
     n_test = validation.positive_int("n_test", int(n_test))
-    n_train = total - n_test if n_train is None else validation.positive_int("n_train", int(n_train))
+    n_train = (
+        total - n_test if n_train is None else validation.positive_int("n_train", int(n_train))
+    )
     if n_train + n_test > total:
-        raise ValueError(f"data {name!r} has {total} examples; n_train + n_test = {n_train + n_test} is too many.")
+        raise ValueError(
+            f"data {name!r} has {total} examples; n_train + n_test = {n_train + n_test} is too many."
+        )
     split = Split(
         name,
         recipe.task,
         images[:n_train],
-        images[total - n_test:],
+        images[total - n_test :],
         None if labels is None else labels[:n_train],
-        None if labels is None else labels[total - n_test:],
+        None if labels is None else labels[total - n_test :],
         seed=seed,
         source={"path": None if path is None else str(path), "data_dir": data_dir},
     )
@@ -158,11 +172,27 @@ def datasets(recipe, split, batch_size=None, seed=None, drop_remainder=False):
         train = tf.data.Dataset.from_tensor_slices(split.x_train)
         train = train.shuffle(len(split.x_train), seed=seed, reshuffle_each_iteration=True)
         train = train.batch(batch, drop_remainder=drop_remainder)
-        return train.prefetch(tf.data.AUTOTUNE), tf.data.Dataset.from_tensor_slices(split.x_test).batch(batch)
-    train = data_lib.image_dataset(split.x_train, split.y_train, split.task, batch, seed=seed, stats=split.stats,
-                                   drop_remainder=drop_remainder)
-    test = data_lib.image_dataset(split.x_test, split.y_test, split.task, max(batch, 256), shuffle=False,
-                                  stats=split.stats, seed=seed + 1)
+        return train.prefetch(tf.data.AUTOTUNE), tf.data.Dataset.from_tensor_slices(
+            split.x_test
+        ).batch(batch)
+    train = data_lib.image_dataset(
+        split.x_train,
+        split.y_train,
+        split.task,
+        batch,
+        seed=seed,
+        stats=split.stats,
+        drop_remainder=drop_remainder,
+    )
+    test = data_lib.image_dataset(
+        split.x_test,
+        split.y_test,
+        split.task,
+        max(batch, 256),
+        shuffle=False,
+        stats=split.stats,
+        seed=seed + 1,
+    )
     return train, test
 
 
@@ -182,7 +212,9 @@ def validation_split(split, fraction=0.1):
     n = len(split.x_train)
     held = max(1, int(round(n * fraction)))
     if held >= n:
-        raise ValueError(f"validation_split: {n} training examples are too few to hold out {fraction:.0%}.")
+        raise ValueError(
+            f"validation_split: {n} training examples are too few to hold out {fraction:.0%}."
+        )
     cut = n - held
     labels = split.y_train
     return dataclasses.replace(
@@ -224,11 +256,16 @@ def make_optimizer(recipe, learning_rate=None):
     config = dict(recipe.optimizer)
     name = config.pop("name")
     recipe_rate = config.pop("learning_rate")
-    rate = validation.positive_float("learning_rate", recipe_rate if learning_rate is None else learning_rate)
+    rate = validation.positive_float(
+        "learning_rate", recipe_rate if learning_rate is None else learning_rate
+    )
     if recipe.warmup_steps:
         rate = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0, decay_steps=1, alpha=1.0,
-            warmup_target=rate, warmup_steps=recipe.warmup_steps,
+            initial_learning_rate=0.0,
+            decay_steps=1,
+            alpha=1.0,
+            warmup_target=rate,
+            warmup_steps=recipe.warmup_steps,
         )
     return keras.optimizers.get({"class_name": name, "config": {**config, "learning_rate": rate}})
 
@@ -246,8 +283,12 @@ def compile_model(model, recipe, learning_rate=None, jit_compile="auto"):
     """``model.compile`` with the recipe's optimizer (and loss/metrics for classifiers)."""
     optimizer = make_optimizer(recipe, learning_rate)
     if recipe.task == "classify":
-        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"], jit_compile=jit_compile)
+        model.compile(
+            optimizer,
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            jit_compile=jit_compile,
+        )
     else:
         model.compile(optimizer, jit_compile=jit_compile)
     return model
@@ -261,7 +302,9 @@ def make_callbacks(recipe, split=None):
     if recipe.init_examples and split is not None:
         train, _ = datasets(recipe, split, batch_size=recipe.init_examples)
         batch = next(iter(train))
-        result.append(callbacks_lib.DataDependentInit(batch[0] if isinstance(batch, tuple) else batch))
+        result.append(
+            callbacks_lib.DataDependentInit(batch[0] if isinstance(batch, tuple) else batch)
+        )
     return result
 
 
@@ -279,8 +322,18 @@ def fit_arguments(recipe, split, epochs=None, batch_size=None, drop_remainder=Fa
     )
 
 
-def train(recipe, split=None, epochs=None, batch_size=None, learning_rate=None, verbose=1, callbacks=None,
-          seed=0, model=None, **model_overrides):
+def train(
+    recipe,
+    split=None,
+    epochs=None,
+    batch_size=None,
+    learning_rate=None,
+    verbose=1,
+    callbacks=None,
+    seed=0,
+    model=None,
+    **model_overrides,
+):
     """Build, compile and fit the recipe's model: returns ``(model, history, split)``."""
     keras.utils.set_random_seed(seed)
     split = split or load_split(recipe, seed=seed)
@@ -306,7 +359,15 @@ RUN_FORMAT = "keras_iresnet run"
 
 #: The files and folders each kind of run writes (and the only ones ``--overwrite`` replaces).
 RUN_FILES = {
-    "train": ("run.json", "model.keras", "best.keras", "metrics.json", "history.csv", "figure.png", "backup"),
+    "train": (
+        "run.json",
+        "model.keras",
+        "best.keras",
+        "metrics.json",
+        "history.csv",
+        "figure.png",
+        "backup",
+    ),
     "tune": ("run.json", "tuning.json", "best.keras", "search"),
 }
 
@@ -378,27 +439,38 @@ class RunFolder:
     def prepare(self, overwrite=False, resume=False):
         """Make the folder ready for a new run (or to continue one); raises :class:`RunFolderError`."""
         if self.path.exists() and not self.path.is_dir():
-            raise RunFolderError(f"{self.path} is a file, not a folder; choose another output folder")
+            raise RunFolderError(
+                f"{self.path} is a file, not a folder; choose another output folder"
+            )
         if self.path.is_dir() and any(self.path.iterdir()):
             record = self.read_record()
             if record is None:
                 raise RunFolderError(
                     f"{self.path} holds files that are not an iresnet run (no run.json of ours); nothing was "
-                    "written or deleted there: choose a new or empty folder")
+                    "written or deleted there: choose a new or empty folder"
+                )
             kind = record.get("kind", "train")
             if kind != self.kind:
-                raise RunFolderError(f"{self.path} holds an iresnet {kind} run, not a {self.kind} run; "
-                                     "choose another folder")
+                raise RunFolderError(
+                    f"{self.path} holds an iresnet {kind} run, not a {self.kind} run; "
+                    "choose another folder"
+                )
             if resume:
                 if not (self.path / "backup").is_dir():
-                    raise RunFolderError(f"--resume: {self.path} has no interrupted run to continue (no backup/)")
+                    raise RunFolderError(
+                        f"--resume: {self.path} has no interrupted run to continue (no backup/)"
+                    )
             elif overwrite:
                 self._remove_own_files()
             else:
-                raise RunFolderError(f"{self.path} already holds a run; pass --overwrite to replace it, --resume "
-                                     "to continue an interrupted one, or --out DIR")
+                raise RunFolderError(
+                    f"{self.path} already holds a run; pass --overwrite to replace it, --resume "
+                    "to continue an interrupted one, or --out DIR"
+                )
         elif resume:
-            raise RunFolderError(f"--resume: {self.path} has no interrupted run to continue (no run there)")
+            raise RunFolderError(
+                f"--resume: {self.path} has no interrupted run to continue (no run there)"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         return self
 

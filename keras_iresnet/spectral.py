@@ -26,6 +26,7 @@ Public functions:
 - :func:`dense_singular_vectors` -- exact top singular vectors of (stacked)
   dense kernels by SVD (numpy), used to start dense layers at convergence.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,7 +51,9 @@ def _norms(t, batch_dims):
 def l2_normalize(t, batch_dims=0):
     """Divide ``t`` by its Euclidean norm over all axes but the first ``batch_dims``. Shape kept."""
     norm = _norms(t, batch_dims)
-    return t / tf.reshape(norm + _EPS, tf.concat([tf.shape(norm), tf.ones([tf.rank(t) - batch_dims], tf.int32)], 0))
+    return t / tf.reshape(
+        norm + _EPS, tf.concat([tf.shape(norm), tf.ones([tf.rank(t) - batch_dims], tf.int32)], 0)
+    )
 
 
 def power_iteration(operator, adjoint, v, max_iterations=1, rtol=None, batch_dims=0):
@@ -133,7 +136,9 @@ def _predicted_error(change, change_new, rate, precision):
     :func:`subspace_iteration` starts at 0.999 ("unknown") in every call.
     A change at float precision stops.
     """
-    current = tf.where(tf.math.is_inf(change), rate, tf.clip_by_value(change_new / (change + _EPS), 0.0, _MAX_RATE))
+    current = tf.where(
+        tf.math.is_inf(change), rate, tf.clip_by_value(change_new / (change + _EPS), 0.0, _MAX_RATE)
+    )
     rho = tf.maximum(current, rate)
     remaining = tf.where(tf.math.is_inf(change_new), change_new, change_new * rho / (1.0 - rho))
     remaining = tf.where(change_new <= precision, tf.zeros_like(change_new), remaining)
@@ -158,7 +163,9 @@ def _orthonormal_rows(flat):
     return tf.linalg.matrix_transpose(q)
 
 
-def subspace_iteration(operator, adjoint, vectors, max_iterations=1, rtol=None, batch_dims=0, previous_sigma=None):
+def subspace_iteration(
+    operator, adjoint, vectors, max_iterations=1, rtol=None, batch_dims=0, previous_sigma=None
+):
     """Block power iteration with Rayleigh-Ritz for the largest singular value of ``A``.
 
     Keeps ``k`` orthonormal vectors ``V`` (the rows of ``vectors``) and iterates
@@ -222,15 +229,22 @@ def subspace_iteration(operator, adjoint, vectors, max_iterations=1, rtol=None, 
         values = tf.reverse(values, [-1])
         rotation = tf.reverse(rotation, [-1])
         sigma_new = tf.sqrt(tf.maximum(values[..., 0], 0.0))
-        q_new = _orthonormal_rows(tf.matmul(rotation, w, transpose_a=True))  # the span of A^T A Q, Ritz-sorted
+        q_new = _orthonormal_rows(
+            tf.matmul(rotation, w, transpose_a=True)
+        )  # the span of A^T A Q, Ritz-sorted
         # Without a previous sigma~ the first iteration only gives the first Ritz value.
         first_without_previous = tf.logical_and(tf.equal(i, 0), previous_sigma is None)
-        change_new = tf.where(first_without_previous, inf, tf.abs(sigma_new - sigma) / (sigma_new + _EPS))
+        change_new = tf.where(
+            first_without_previous, inf, tf.abs(sigma_new - sigma) / (sigma_new + _EPS)
+        )
         rate_new, remaining = _predicted_error(change, change_new, rate, precision)
         return i + 1, q_new, sigma_new, change_new, rate_new, remaining
 
     iterations, q, ritz, _, _, _ = tf.while_loop(
-        cond, body, (tf.constant(0), q, start_sigma, inf, start_rate, inf), maximum_iterations=max_iterations
+        cond,
+        body,
+        (tf.constant(0), q, start_sigma, inf, start_rate, inf),
+        maximum_iterations=max_iterations,
     )
     vectors = tf.reshape(q, shape)
     top = tf.gather(vectors, [0], axis=batch_dims)  # sigma~ = ||A v_1|| of the returned top vector
@@ -251,7 +265,9 @@ def _symmetric_eigh(gram):
     reports, rather than an eigensolver failure.
     """
     finite = tf.reduce_all(tf.math.is_finite(gram), axis=[-2, -1], keepdims=True)
-    scale = tf.reduce_max(tf.abs(tf.where(finite, gram, tf.zeros_like(gram))), axis=[-2, -1], keepdims=True)
+    scale = tf.reduce_max(
+        tf.abs(tf.where(finite, gram, tf.zeros_like(gram))), axis=[-2, -1], keepdims=True
+    )
     scale = tf.where(scale > 0, scale, tf.ones_like(scale))
     identity = tf.eye(tf.shape(gram)[-1], batch_shape=tf.shape(gram)[:-2], dtype=gram.dtype)
     values, vectors = tf.linalg.eigh(tf.where(finite, gram / scale, identity))
@@ -298,9 +314,7 @@ def conv_singular_values(kernel, input_shape):
     n, m = int(input_shape[0]), int(input_shape[1])
     kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
     if kh > n or kw > m:
-        raise ValueError(
-            f"kernel spatial size {(kh, kw)} must not exceed input_shape {(n, m)}."
-        )
+        raise ValueError(f"kernel spatial size {(kh, kw)} must not exceed input_shape {(n, m)}.")
     complex_dtype = tf.complex128 if kernel.dtype == tf.float64 else tf.complex64
     k = tf.transpose(kernel, [2, 3, 0, 1])  # [c_in, c_out, kh, kw]
     k = tf.pad(k, [[0, 0], [0, 0], [0, n - kh], [0, m - kw]])

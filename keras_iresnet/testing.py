@@ -26,6 +26,7 @@ Run your own invertible layer through it the same way::
 Each check raises ``AssertionError`` with what differed; the function returns a
 dict of the measured errors.
 """
+
 from __future__ import annotations
 
 import os
@@ -72,7 +73,9 @@ def _assert_close(name, actual, expected, atol, rtol=0.0):
         raise AssertionError(f"{name}: shape {actual.shape} != expected {expected.shape}")
     tolerance = atol + rtol * np.abs(expected)
     if not np.all(np.abs(actual - expected) <= tolerance):
-        raise AssertionError(f"{name}: max difference {_max_abs(actual, expected):.3e} exceeds atol={atol}, rtol={rtol}")
+        raise AssertionError(
+            f"{name}: max difference {_max_abs(actual, expected):.3e} exceeds atol={atol}, rtol={rtol}"
+        )
     return _max_abs(actual, expected)
 
 
@@ -123,10 +126,14 @@ def check_invertible_layer(
     # 1. forward and log-det
     y, log_det = layer.forward_and_log_det(x)
     if tuple(log_det.shape) != (x.shape[0],):
-        raise AssertionError(f"log_det must have shape [batch]={(x.shape[0],)}; got {tuple(log_det.shape)}")
+        raise AssertionError(
+            f"log_det must have shape [batch]={(x.shape[0],)}; got {tuple(log_det.shape)}"
+        )
     if not np.all(np.isfinite(log_det.numpy())) or not np.all(np.isfinite(y.numpy())):
         raise AssertionError("forward_and_log_det returned non-finite values")
-    report["call_vs_forward"] = _assert_close("call(x) vs forward_and_log_det(x)[0]", layer(x), y, atol)
+    report["call_vs_forward"] = _assert_close(
+        "call(x) vs forward_and_log_det(x)[0]", layer(x), y, atol
+    )
 
     # 2. round trips, the contract of inverse, and through the bijector with the cache defeated
     report["inverse_forward"] = _assert_close("inverse(forward(x))", layer.inverse(y), x, atol)
@@ -140,11 +147,16 @@ def check_invertible_layer(
     else:
         raise AssertionError("inverse(y, no_such_setting=1) must raise TypeError")
     if bijective:
-        report["forward_inverse"] = _assert_close("forward(inverse(y))", layer(layer.inverse(y)), y, atol)
+        report["forward_inverse"] = _assert_close(
+            "forward(inverse(y))", layer(layer.inverse(y)), y, atol
+        )
         bijector = IResNetBijector(layer, event_shape=input_shape)
         fresh = tf.identity(x) + 0.0
         report["bijector_round_trip"] = _assert_close(
-            "bijector.forward(bijector.inverse(x))", bijector.forward(bijector.inverse(fresh) + 0.0), x, atol
+            "bijector.forward(bijector.inverse(x))",
+            bijector.forward(bijector.inverse(fresh) + 0.0),
+            x,
+            atol,
         )
 
     # 3. log-det against slogdet of the full Jacobian
@@ -152,15 +164,18 @@ def check_invertible_layer(
     if bijective and event <= max_jacobian_dim:
         _, exact_log_det = layer.forward_and_log_det(x, logdet=exact)
         truth = full_jacobian_log_det(lambda t: layer.forward_and_log_det(t, logdet=exact)[0], x)
-        report["log_det_vs_slogdet"] = _assert_close("log_det vs slogdet of the full Jacobian", exact_log_det,
-                                                     truth, log_det_atol, rtol=1e-4)
+        report["log_det_vs_slogdet"] = _assert_close(
+            "log_det vs slogdet of the full Jacobian", exact_log_det, truth, log_det_atol, rtol=1e-4
+        )
 
     # 4. config round trip
     clone = clone_layer(layer)
     if not clone.built:
         clone.build((None,) + tuple(input_shape))
     clone.set_weights(layer.get_weights())
-    report["config_round_trip"] = _assert_close("from_config(get_config()) outputs", clone(x), y, atol)
+    report["config_round_trip"] = _assert_close(
+        "from_config(get_config()) outputs", clone(x), y, atol
+    )
 
     # 5. .keras save / load
     model = keras.Sequential([keras.Input(tuple(input_shape)), layer])
@@ -168,7 +183,9 @@ def check_invertible_layer(
     path = os.path.join(folder, f"{layer.name}_contract.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    report["keras_file_round_trip"] = _assert_close(".keras save/load outputs", loaded(x), model(x), atol)
+    report["keras_file_round_trip"] = _assert_close(
+        ".keras save/load outputs", loaded(x), model(x), atol
+    )
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         _assert_close(".keras save/load weights", b, a, 0.0)
 
@@ -201,7 +218,11 @@ def check_invertible_layer(
                 with tf.GradientTape() as tape:
                     out, ld = replica_layer.forward_and_log_det(t, training=True)
                     loss = -tf.reduce_mean(ld) + 1e-3 * tf.reduce_mean(tf.square(out))
-                pairs = [(g, v) for g, v in zip(tape.gradient(loss, variables), variables) if g is not None]
+                pairs = [
+                    (g, v)
+                    for g, v in zip(tape.gradient(loss, variables), variables)
+                    if g is not None
+                ]
                 if pairs:
                     optimizer.apply_gradients(pairs)
                 return loss

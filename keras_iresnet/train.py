@@ -9,6 +9,7 @@ loss scaling across replicas as ``fit`` -- in ``strategy.run`` inside a
 ``ModelCheckpoint``, ``BackupAndRestore``, ...). On one machine use plain
 ``model.fit`` under ``MirroredStrategy``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,16 @@ from keras_iresnet.callbacks import RefineSpectralNorm
 __all__ = ["fit_distributed", "evaluate_distributed"]
 
 
-def fit_distributed(model, dataset, epochs=1, callbacks=None, strategy=None, verbose=1, steps_per_epoch=None,
-                    validation_data=None):
+def fit_distributed(
+    model,
+    dataset,
+    epochs=1,
+    callbacks=None,
+    strategy=None,
+    verbose=1,
+    steps_per_epoch=None,
+    validation_data=None,
+):
     """Train a compiled model on a ``tf.data.Dataset`` of *global* batches with ``strategy``.
 
     Args:
@@ -41,7 +50,9 @@ def fit_distributed(model, dataset, epochs=1, callbacks=None, strategy=None, ver
       The ``keras.callbacks.History`` of the run.
     """
     if not getattr(model, "compiled", False) or model.optimizer is None:
-        raise ValueError("fit_distributed needs a compiled model (call model.compile(optimizer, ...)).")
+        raise ValueError(
+            "fit_distributed needs a compiled model (call model.compile(optimizer, ...))."
+        )
     strategy = strategy or model.distribute_strategy
     callbacks = list(callbacks or [])
     if not any(isinstance(c, RefineSpectralNorm) for c in callbacks):
@@ -64,8 +75,13 @@ def fit_distributed(model, dataset, epochs=1, callbacks=None, strategy=None, ver
         cardinality = int(dataset.cardinality())
         steps = cardinality if cardinality > 0 else None
     callback_list = keras.callbacks.CallbackList(
-        callbacks, add_history=True, add_progbar=verbose > 0, model=model,
-        verbose=verbose, epochs=epochs, steps=steps,
+        callbacks,
+        add_history=True,
+        add_progbar=verbose > 0,
+        model=model,
+        verbose=verbose,
+        epochs=epochs,
+        steps=steps,
     )
     model.stop_training = False
     clean_errors = getattr(model, "_clean_errors", None)
@@ -86,8 +102,13 @@ def fit_distributed(model, dataset, epochs=1, callbacks=None, strategy=None, ver
                 if model.stop_training:
                     break
             if validation_data is not None:
-                logs = {**logs, **{f"val_{k}": v for k, v in evaluate_distributed(model, validation_data,
-                                                                                 strategy).items()}}
+                logs = {
+                    **logs,
+                    **{
+                        f"val_{k}": v
+                        for k, v in evaluate_distributed(model, validation_data, strategy).items()
+                    },
+                }
             callback_list.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break

@@ -20,6 +20,7 @@ unchanged: ``RandomSearch(hypermodel, objective=hypermodel.objective, ...)``.
 keras-tuner imports ``tensorboard``; without it every trial is marked FAILED
 while ``search()`` returns normally, so it is a declared dependency.
 """
+
 from __future__ import annotations
 
 import keras_tuner
@@ -48,14 +49,25 @@ class IResNetHyperModel(keras_tuner.HyperModel):
       activations: the activation choices.
     """
 
-    def __init__(self, recipe, input_shape, num_classes=None, activations=("elu", "softplus", "lipswish"), **kwargs):
+    def __init__(
+        self,
+        recipe,
+        input_shape,
+        num_classes=None,
+        activations=("elu", "softplus", "lipswish"),
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if isinstance(recipe, str) and recipe in TASKS:
-            recipe = recipes_lib.for_task(recipe, "moons" if len(tuple(input_shape)) == 1 else "digits")
+            recipe = recipes_lib.for_task(
+                recipe, "moons" if len(tuple(input_shape)) == 1 else "digits"
+            )
         elif isinstance(recipe, str):
             recipe = recipes_lib.get(recipe)
         if not isinstance(recipe, recipes_lib.Recipe):
-            raise ValueError(f"recipe must be a Recipe, a recipe name or one of {TASKS}; got {recipe!r}.")
+            raise ValueError(
+                f"recipe must be a Recipe, a recipe name or one of {TASKS}; got {recipe!r}."
+            )
         self.recipe = recipe
         self.task = recipe.task
         self.input_shape = validation.shape("input_shape", input_shape)
@@ -80,24 +92,54 @@ class IResNetHyperModel(keras_tuner.HyperModel):
         return keras_tuner.Objective("val_bits_per_dim", direction="min")
 
     def build(self, hp):
-        coeff = hp.Float("coeff", max(0.5, self.coeff - 0.15), min(0.99, self.coeff + 0.05), default=self.coeff)
-        hidden = hp.Choice("hidden", sorted({_scaled(self.hidden, 0.5), self.hidden, _scaled(self.hidden, 2)}),
-                           default=self.hidden)
+        coeff = hp.Float(
+            "coeff", max(0.5, self.coeff - 0.15), min(0.99, self.coeff + 0.05), default=self.coeff
+        )
+        hidden = hp.Choice(
+            "hidden",
+            sorted({_scaled(self.hidden, 0.5), self.hidden, _scaled(self.hidden, 2)}),
+            default=self.hidden,
+        )
         activation = hp.Choice("activation", self.activations, default=self.activations[0])
-        learning_rate = hp.Float("learning_rate", self.learning_rate / 10, self.learning_rate * 3,
-                                 sampling="log", default=self.learning_rate)
+        learning_rate = hp.Float(
+            "learning_rate",
+            self.learning_rate / 10,
+            self.learning_rate * 3,
+            sampling="log",
+            default=self.learning_rate,
+        )
         if isinstance(self.blocks, int):
-            depth = hp.Int("blocks", _scaled(self.blocks, 0.5), _scaled(self.blocks, 2), default=self.blocks)
+            depth = hp.Int(
+                "blocks", _scaled(self.blocks, 0.5), _scaled(self.blocks, 2), default=self.blocks
+            )
             blocks = depth
         else:
             per_scale = max(self.blocks)
-            depth = hp.Int("blocks", _scaled(per_scale, 0.5), _scaled(per_scale, 2), default=per_scale)
+            depth = hp.Int(
+                "blocks", _scaled(per_scale, 0.5), _scaled(per_scale, 2), default=per_scale
+            )
             blocks = tuple(depth for _ in self.blocks)
-        block = {**self.recipe.model.get("block", {}), "coeff": coeff, "hidden": hidden, "activation": activation}
+        block = {
+            **self.recipe.model.get("block", {}),
+            "coeff": coeff,
+            "hidden": hidden,
+            "activation": activation,
+        }
         logdet = block.get("logdet", "auto")
-        if self.task != "classify" and isinstance(logdet, (str, dict)) and "power_series" in str(logdet):
-            block["logdet"] = {"class_name": "power_series",
-                               "config": {"n_terms": hp.Int("n_terms", 2, 10, default=5)}}
-        model = runs.build_model(self.recipe, input_shape=self.input_shape, num_classes=self.num_classes,
-                                 block=block, **{self.blocks_key: blocks})
+        if (
+            self.task != "classify"
+            and isinstance(logdet, (str, dict))
+            and "power_series" in str(logdet)
+        ):
+            block["logdet"] = {
+                "class_name": "power_series",
+                "config": {"n_terms": hp.Int("n_terms", 2, 10, default=5)},
+            }
+        model = runs.build_model(
+            self.recipe,
+            input_shape=self.input_shape,
+            num_classes=self.num_classes,
+            block=block,
+            **{self.blocks_key: blocks},
+        )
         return runs.compile_model(model, self.recipe, learning_rate)

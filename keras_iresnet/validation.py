@@ -5,6 +5,7 @@ layers, solvers, estimators, models, recipes and the command line all validate
 with the same words. Every check returns the normalized value, so a constructor
 reads ``self.units = validation.positive_int("units", units)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -124,5 +125,7 @@ def shape(name, value, ranks=(1, 3)):
     if dims is None or len(dims) not in ranks or not all(_is_int(d) and d >= 1 for d in dims):
         kinds = {1: "(d,) for vectors", 3: "(H, W, C) for images"}
         expected = " or ".join(kinds.get(r, f"rank {r}") for r in ranks)
-        raise ValueError(f"{name} must be {expected} with positive integer sizes; got {name}={value!r}.")
+        raise ValueError(
+            f"{name} must be {expected} with positive integer sizes; got {name}={value!r}."
+        )
     return tuple(int(d) for d in dims)

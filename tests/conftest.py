@@ -1,4 +1,5 @@
 """Test set-up: TensorFlow backend and two logical CPU devices for MirroredStrategy tests."""
+
 import os
 import pathlib
 
@@ -35,7 +36,9 @@ def _seed():
 def mnist_images():
     """The 10k MNIST test images of ../shared/data (skips where the folder is absent)."""
     if not MNIST_FILE.exists():
-        pytest.skip(f"MNIST test images not found at {MNIST_FILE} (only in the developers' checkout)")
+        pytest.skip(
+            f"MNIST test images not found at {MNIST_FILE} (only in the developers' checkout)"
+        )
     return np.load(MNIST_FILE)["data"]
 
 

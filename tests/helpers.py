@@ -1,4 +1,5 @@
 """Independent ground truths for the tests: explicit operator matrices and Jacobians; free ports."""
+
 import socket
 
 import numpy as np

@@ -4,6 +4,7 @@ argv: out_path. TF_CONFIG comes from the environment. Trains a small 2-D flow
 with keras_iresnet.train.fit_distributed, then tries Keras' own fit, and writes
 a JSON report.
 """
+
 import json
 import os
 import sys
@@ -39,8 +40,16 @@ def main(out_path):
         keras_fit_error = f"{type(error).__name__}: {str(error)[:300]}"
     weights = [np.asarray(w).ravel().tolist() for w in model.get_weights()]
     with open(out_path, "w") as f:
-        json.dump({"before": before, "after": after, "history": history.history,
-                   "keras_fit_error": keras_fit_error, "weights": weights}, f)
+        json.dump(
+            {
+                "before": before,
+                "after": after,
+                "history": history.history,
+                "keras_fit_error": keras_fit_error,
+                "weights": weights,
+            },
+            f,
+        )
 
 
 if __name__ == "__main__":

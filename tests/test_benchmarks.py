@@ -1,4 +1,5 @@
 """Each benchmark runs on tiny settings and writes valid JSON (no timing assertions)."""
+
 import json
 import os
 import subprocess
@@ -14,8 +15,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_benchmark_runs_and_writes_json(tmp_path, name):
     out = tmp_path / f"{name}.json"
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", f"{name}.py"), "--tiny", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", f"{name}.py"),
+            "--tiny",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -31,7 +41,10 @@ def test_speed_benchmark_reports_every_part(tmp_path):
     out = tmp_path / "speed.json"
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "speed.py"), "--tiny", "--out", str(out)],
-        capture_output=True, text=True, timeout=900, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -42,6 +55,8 @@ def test_speed_benchmark_reports_every_part(tmp_path):
     else:
         assert "skipped" in report["normflows"]
     assert expected <= parts, parts
-    assert {row["goal"] for row in report["rows"]} and all(isinstance(r["met"], bool) for r in report["rows"])
+    assert {row["goal"] for row in report["rows"]} and all(
+        isinstance(r["met"], bool) for r in report["rows"]
+    )
     fit = [row for row in report["measurements"] if row["part"] == "f"]
     assert len(fit) == 6 and all(row["examples_per_s"] > 0 for row in fit)

@@ -1,4 +1,5 @@
 """The TFP bijector adapter: TFP's bijector contract, written out."""
+
 import keras
 import numpy as np
 import pytest
@@ -16,7 +17,10 @@ tfd = tfp.distributions
 def flow_2d(n_blocks=3, coeff=0.9, logdet="exact"):
     layers = []
     for _ in range(n_blocks):
-        layers += [kir.ActNorm(), kir.InvertibleResidualBlock(hidden=32, coeff=coeff, logdet=logdet)]
+        layers += [
+            kir.ActNorm(),
+            kir.InvertibleResidualBlock(hidden=32, coeff=coeff, logdet=logdet),
+        ]
     flow = kir.InvertibleSequential(layers)
     flow.build((None, 2))
     for layer in certify.spectral_layers(flow):
@@ -33,7 +37,9 @@ def test_round_trips_run_the_solver():
     z = bijector.inverse(x + 0.0)
     np.testing.assert_allclose(bijector.forward(z + 0.0).numpy(), x.numpy(), atol=1e-5)
     u = tf.random.normal([16, 2])
-    np.testing.assert_allclose(bijector.inverse(bijector.forward(u) + 0.0).numpy(), u.numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        bijector.inverse(bijector.forward(u) + 0.0).numpy(), u.numpy(), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("direction", ["density", "network"])
@@ -63,7 +69,9 @@ def test_image_bijector_log_det_and_event_ndims():
     assert bijector.forward_min_event_ndims == 3
     x = tf.random.normal([2, 4, 4, 1])
     ildj = bijector.inverse_log_det_jacobian(x, event_ndims=3)
-    np.testing.assert_allclose(ildj.numpy(), full_jacobian_logdet(bijector.inverse, x), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        ildj.numpy(), full_jacobian_logdet(bijector.inverse, x), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_log_prob_integrates_to_one_and_sampling_works():
@@ -121,7 +129,9 @@ def test_trainable_variables_bridge_keras_and_tfp_both_ways():
     ids = {id(v) for v in dist.trainable_variables}
     assert {id(v) for v in backing} <= ids
     # No variable of the bijector is its own: every one backs a Keras variable.
-    assert {id(v) for v in dist.bijector.variables} == {id(v) for v in kir.bridge.tf_variables(flow)}
+    assert {id(v) for v in dist.bijector.variables} == {
+        id(v) for v in kir.bridge.tf_variables(flow)
+    }
     # The other way: a TFP object holding a raw tf.Variable is refused, clearly.
     kir.bridge.check_no_foreign_variables(dist, "model")
     foreign = tfd.Normal(tf.Variable(0.0, name="loc"), 1.0)
@@ -172,10 +182,14 @@ def test_closed_form_layer_with_inverse_settings():
     z = bijector.inverse(x + 0.0)
     np.testing.assert_allclose(bijector.forward(z + 0.0).numpy(), x.numpy(), atol=1e-5)
     np.testing.assert_allclose(
-        bijector.inverse_log_det_jacobian(x, event_ndims=1).numpy(), full_jacobian_logdet(layer, x), rtol=1e-5
+        bijector.inverse_log_det_jacobian(x, event_ndims=1).numpy(),
+        full_jacobian_logdet(layer, x),
+        rtol=1e-5,
     )
     with pytest.raises(TypeError, match="unexpected inverse settings"):
-        kir.IResNetBijector(kir.ActNorm(), event_shape=[3], inverse_kwargs={"tolerance": 1e-3}).forward(x)
+        kir.IResNetBijector(
+            kir.ActNorm(), event_shape=[3], inverse_kwargs={"tolerance": 1e-3}
+        ).forward(x)
 
 
 def test_inverse_kwargs_reach_the_solver():
@@ -183,7 +197,9 @@ def test_inverse_kwargs_reach_the_solver():
     bijector = kir.IResNetBijector(flow, inverse_kwargs={"strict": True, "max_iterations": 1})
     with pytest.raises(kir.inverse.InverseNotConvergedError):
         bijector.forward(tf.random.normal([4, 2]))
-    exact = kir.IResNetBijector(flow, inverse_kwargs={"solver": "anderson", "rtol": 1e-7, "atol": 0.0})
+    exact = kir.IResNetBijector(
+        flow, inverse_kwargs={"solver": "anderson", "rtol": 1e-7, "atol": 0.0}
+    )
     u = tf.random.normal([4, 2])
     np.testing.assert_allclose(exact.inverse(exact.forward(u) + 0.0).numpy(), u.numpy(), atol=1e-6)
 
@@ -191,8 +207,15 @@ def test_inverse_kwargs_reach_the_solver():
 def test_stack_and_factor_out_bijector_latent_shape():
     flow = kir.FactorOut(
         [
-            kir.InvertibleSequential([kir.Squeeze(), kir.InvertibleResidualStack(num_blocks=2, hidden=4, coeff=0.8)]),
-            kir.InvertibleSequential([kir.Squeeze(), kir.InvertibleResidualBlock(hidden=4, coeff=0.8, kernel_sizes=(1, 1))]),
+            kir.InvertibleSequential(
+                [kir.Squeeze(), kir.InvertibleResidualStack(num_blocks=2, hidden=4, coeff=0.8)]
+            ),
+            kir.InvertibleSequential(
+                [
+                    kir.Squeeze(),
+                    kir.InvertibleResidualBlock(hidden=4, coeff=0.8, kernel_sizes=(1, 1)),
+                ]
+            ),
         ]
     )
     dist = kir.density_model(flow, event_shape=[4, 4, 1])
@@ -210,4 +233,6 @@ def test_stack_and_factor_out_bijector_latent_shape():
     assert (network.forward_min_event_ndims, network.inverse_min_event_ndims) == (3, 1)
     fldj = network.forward_log_det_jacobian(x, event_ndims=3)
     np.testing.assert_allclose(fldj.numpy(), flow.forward_and_log_det(x)[1].numpy(), rtol=1e-5)
-    np.testing.assert_allclose(network.inverse(network.forward(x) + 0.0).numpy(), x.numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        network.inverse(network.forward(x) + 0.0).numpy(), x.numpy(), atol=1e-5
+    )

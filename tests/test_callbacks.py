@@ -1,4 +1,5 @@
 """keras_iresnet.callbacks: the EMA swap keeps the averages when fit stops early."""
+
 import warnings
 
 import keras
@@ -27,10 +28,22 @@ def test_ema_weights_survive_an_early_stop_and_the_final_check_stays_quiet():
     snapshot, refine = _Snapshot(), callbacks.RefineSpectralNorm()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # RefineSpectralNorm must not warn
-        model.fit(data.sample_2d("moons", 2000, seed=0), epochs=5, batch_size=100, verbose=0,
-                  callbacks=[callbacks.SwapEMAWeights(swap_on_epoch=True), snapshot, _StopAfterFirstEpoch(), refine])
+        model.fit(
+            data.sample_2d("moons", 2000, seed=0),
+            epochs=5,
+            batch_size=100,
+            verbose=0,
+            callbacks=[
+                callbacks.SwapEMAWeights(swap_on_epoch=True),
+                snapshot,
+                _StopAfterFirstEpoch(),
+                refine,
+            ],
+        )
     raw = [v.numpy() for v in model.optimizer._model_variables_moving_average]  # noqa: SLF001 - raw after swap
-    assert any(not np.allclose(r, e) for r, e in zip(raw, snapshot.weights)), "EMA equals raw: test cannot fail"
+    assert any(not np.allclose(r, e) for r, e in zip(raw, snapshot.weights)), (
+        "EMA equals raw: test cannot fail"
+    )
     for variable, expected in zip(model.trainable_variables, snapshot.weights):
         np.testing.assert_array_equal(variable.numpy(), expected)
     assert refine.largest_change <= 1e-3, refine.largest_change

@@ -1,5 +1,6 @@
 """keras_iresnet.certify: exact norms and Lipschitz bounds per layer and per block, refinement,
 and the reconstruction report, against explicit operator matrices."""
+
 import json
 import warnings
 
@@ -23,7 +24,10 @@ def saturate(layer, scale=4.0):
 def exact_norm(layer, kernel):
     """Top singular value of the layer's operator with ``kernel``, from its explicit matrix."""
     return top_singular_value(
-        explicit_matrix(lambda v: layer.apply_operator(v, tf.cast(kernel, tf.float64)), layer.built_input_shape[1:])
+        explicit_matrix(
+            lambda v: layer.apply_operator(v, tf.cast(kernel, tf.float64)),
+            layer.built_input_shape[1:],
+        )
     )
 
 
@@ -43,12 +47,16 @@ def test_walks_find_layers_in_order():
 @pytest.mark.parametrize("shape", [(5, 5, 2), (6,)])
 def test_certify_a_stack_one_entry_per_slice(shape):
     coeff = 0.8
-    stack = kir.InvertibleResidualStack(num_blocks=3, hidden=4, coeff=coeff, kernel_sizes=(3, 1, 3), name="trunk")
+    stack = kir.InvertibleResidualStack(
+        num_blocks=3, hidden=4, coeff=coeff, kernel_sizes=(3, 1, 3), name="trunk"
+    )
     stack.build((None,) + shape)
     saturate(stack)
     # Slice 2 of the middle layer far below coeff: used as is, a smaller bound for block 2.
     middle = stack.linear_layers[1]
-    middle.kernel.assign(tf.tensor_scatter_nd_update(middle.kernel, [[2]], middle.kernel[2:3] * 1e-3))
+    middle.kernel.assign(
+        tf.tensor_scatter_nd_update(middle.kernel, [[2]], middle.kernel[2:3] * 1e-3)
+    )
     certify.refine(stack)
     report = certify.certify(stack)
     json.dumps(report)  # JSON-serializable
@@ -64,7 +72,9 @@ def test_certify_a_stack_one_entry_per_slice(shape):
             assert entry["operator_norm"] == pytest.approx(truth, rel=1e-4)
             assert entry["coeff"] == coeff and entry["within_coeff"] is True
             if len(shape) == 3:
-                circular = float(kir.spectral.conv_singular_values(layer.normalized_kernel()[i], shape[:2])[0])
+                circular = float(
+                    kir.spectral.conv_singular_values(layer.normalized_kernel()[i], shape[:2])[0]
+                )
                 assert entry["circular_norm"] == pytest.approx(circular, rel=1e-6)
             else:
                 assert "circular_norm" not in entry
@@ -85,7 +95,9 @@ def test_certify_flags_what_is_not_certified():
         layer.kernel.assign(layer.kernel * 5.0)
     report = certify.certify(vanilla)
     assert [block["name"] for block in report["blocks"]] == ["vanilla"]
-    assert report["blocks"][0]["lipschitz_bound"] > 1 and report["blocks"][0]["contraction"] is False
+    assert (
+        report["blocks"][0]["lipschitz_bound"] > 1 and report["blocks"][0]["contraction"] is False
+    )
     assert report["all_contractions"] is False
     assert all("within_coeff" not in entry and entry["coeff"] is None for entry in report["layers"])
     # A lagging estimate: the normalized norm exceeds coeff until refined.
@@ -105,16 +117,23 @@ def test_certify_flags_what_is_not_certified():
 
 def test_reconstruction_report():
     flow = kir.InvertibleSequential(
-        [kir.Squeeze(), kir.InvertibleResidualStack(num_blocks=3, hidden=8, coeff=0.9, kernel_sizes=(3, 1, 3))]
+        [
+            kir.Squeeze(),
+            kir.InvertibleResidualStack(num_blocks=3, hidden=8, coeff=0.9, kernel_sizes=(3, 1, 3)),
+        ]
     )
     x = tf.random.stateless_uniform([5, 4, 4, 1], seed=[1, 1])
     flow(x)
     saturate(flow)
     report = certify.reconstruction_report(flow, x, strict=True)
     assert len(report["errors"]) == 5
-    assert report["max"] == pytest.approx(max(report["errors"])) and report["mean"] == pytest.approx(np.mean(report["errors"]))
+    assert report["max"] == pytest.approx(max(report["errors"])) and report[
+        "mean"
+    ] == pytest.approx(np.mean(report["errors"]))
     assert report["max"] < 1e-5
-    truth = tf.norm(tf.reshape(flow.inverse(flow(x)) - x, [5, -1]), axis=1) / tf.norm(tf.reshape(x, [5, -1]), axis=1)
+    truth = tf.norm(tf.reshape(flow.inverse(flow(x)) - x, [5, -1]), axis=1) / tf.norm(
+        tf.reshape(x, [5, -1]), axis=1
+    )
     np.testing.assert_allclose(report["errors"], truth.numpy(), rtol=0.2, atol=1e-7)
     # Fewer iterations: a larger error, and the settings are passed to the inverse.
     with warnings.catch_warnings():
@@ -128,14 +147,17 @@ def test_reconstruction_report():
 # -- after training ---------------------------------------------------------------------------------
 
 
-def _trained_classifier(coeff, learning_rate, epochs, callbacks=(), num_blocks=4, size=8, **spectral):
+def _trained_classifier(
+    coeff, learning_rate, epochs, callbacks=(), num_blocks=4, size=8, **spectral
+):
     stack = kir.InvertibleResidualStack(num_blocks=num_blocks, hidden=8, coeff=coeff, **spectral)
     flow = kir.InvertibleSequential([kir.InjectivePad(3), kir.Squeeze(), stack])
     inputs = keras.Input((size, size, 1))
     logits = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(flow(inputs)))
     model = keras.Model(inputs, logits)
     model.compile(
-        keras.optimizers.Adam(learning_rate), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(256, size, size, 1)).astype("float32")
@@ -148,7 +170,12 @@ def _trained_classifier(coeff, learning_rate, epochs, callbacks=(), num_blocks=4
 def test_trained_network_still_inverts_and_is_certified():
     """Official repo issue #3: reconstruction error of order 1 after training. Not here."""
     model, flow, x = _trained_classifier(
-        0.9, 1e-3, epochs=3, power_tol=1e-4, power_iterations=50, callbacks=[kir.callbacks.RefineSpectralNorm()]
+        0.9,
+        1e-3,
+        epochs=3,
+        power_tol=1e-4,
+        power_iterations=50,
+        callbacks=[kir.callbacks.RefineSpectralNorm()],
     )
     report = certify.reconstruction_report(flow, x[:16], strict=True)
     assert report["max"] < 1e-5

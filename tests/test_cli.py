@@ -1,4 +1,5 @@
 """The ``iresnet`` command: run folders, run records, one-line errors, quiet start-up."""
+
 import json
 import os
 import subprocess
@@ -56,11 +57,16 @@ def test_bad_arguments_give_one_line_and_exit_code_2(argv, expected, capsys):
 def test_bad_inputs_give_one_line_and_exit_code_2(workdir, capsys):
     folder = workdir / "a_folder"
     folder.mkdir()
-    assert cli.main(["train", "--task", "density", "--data", "mnist-file", "--data-path", str(folder)]) == 2
+    assert (
+        cli.main(["train", "--task", "density", "--data", "mnist-file", "--data-path", str(folder)])
+        == 2
+    )
     assert "is a folder" in _error_line(capsys)
     assert cli.main(["train", "--task", "density", "--data", "nosuchdata"]) == 2
     err = _error_line(capsys)
-    assert "moons" in err and "digits" in err and "mnist-file" in err  # the names valid for the task
+    assert (
+        "moons" in err and "digits" in err and "mnist-file" in err
+    )  # the names valid for the task
     assert cli.main(["train", "--task", "classify", "--data", "moons"]) == 2
     assert "--task classify" in _error_line(capsys)
     assert cli.main(["train", "--recipe", "nope"]) == 2
@@ -107,29 +113,97 @@ def test_runs_are_kept_apart_and_remember_their_data(workdir, capsys):
 
 
 def test_classifier_runs_vanilla_twin_and_certify(workdir, capsys):
-    assert cli.main(["train", "--task", "classify", "--epochs", "1", "--blocks", "1", "--hidden", "8", "--quiet"]) == 0
-    assert cli.main(["train", "--task", "classify", "--vanilla", "--epochs", "1", "--blocks", "1", "--hidden", "8",
-                     "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--task",
+                "classify",
+                "--epochs",
+                "1",
+                "--blocks",
+                "1",
+                "--hidden",
+                "8",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "train",
+                "--task",
+                "classify",
+                "--vanilla",
+                "--epochs",
+                "1",
+                "--blocks",
+                "1",
+                "--hidden",
+                "8",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in (workdir / "iresnet_runs").iterdir())
     assert names == ["digits-classifier-digits", "digits-classifier-digits-vanilla"]
-    metrics = json.loads((workdir / "iresnet_runs" / "digits-classifier-digits" / "metrics.json").read_text())
+    metrics = json.loads(
+        (workdir / "iresnet_runs" / "digits-classifier-digits" / "metrics.json").read_text()
+    )
     assert metrics["reconstruction_error"]["max"] < 1e-5 and "accuracy" in metrics["test"]
     capsys.readouterr()
     assert cli.main(["certify", "--run", "iresnet_runs/digits-classifier-digits"]) == 0
     assert cli.main(["certify", "--run", "iresnet_runs/digits-classifier-digits-vanilla"]) == 1
     assert "NOT a proven contraction" in capsys.readouterr().out
-    assert cli.main(["evaluate", "--run", "iresnet_runs/digits-classifier-digits", "--data", "moons"]) == 2
+    assert (
+        cli.main(["evaluate", "--run", "iresnet_runs/digits-classifier-digits", "--data", "moons"])
+        == 2
+    )
     assert "takes images" in _error_line(capsys)
     assert cli.main(["sample", "--run", "iresnet_runs/digits-classifier-digits"]) == 2
     assert "density model" in _error_line(capsys)
 
 
 def test_hybrid_run_reports_accuracy(workdir, capsys):
-    assert cli.main(["train", "--task", "hybrid", "--epochs", "1", "--blocks", "1", "--hidden", "8", "--quiet"]) == 0
-    metrics = json.loads((workdir / "iresnet_runs" / "digits-hybrid-digits" / "metrics.json").read_text())
+    assert (
+        cli.main(
+            [
+                "train",
+                "--task",
+                "hybrid",
+                "--epochs",
+                "1",
+                "--blocks",
+                "1",
+                "--hidden",
+                "8",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads(
+        (workdir / "iresnet_runs" / "digits-hybrid-digits" / "metrics.json").read_text()
+    )
     assert {"accuracy", "bits_per_dim"} <= set(metrics["test"])
     capsys.readouterr()
-    assert cli.main(["evaluate", "--run", "iresnet_runs/digits-hybrid-digits", "--terms", "10", "--probes", "2"]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--run",
+                "iresnet_runs/digits-hybrid-digits",
+                "--terms",
+                "10",
+                "--probes",
+                "2",
+            ]
+        )
+        == 0
+    )
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"accuracy", "bits_per_dim", "bits_per_dim_stderr"} <= set(results)
 
@@ -151,8 +225,20 @@ def test_resume_continues_an_interrupted_run_and_tensorboard_logs(workdir, monke
         return arguments
 
     monkeypatch.setattr(runs, "fit_arguments", crashing)
-    argv = ["train", "--task", "density", "--epochs", "3", "--blocks", "2", "--hidden", "8", "--quiet",
-            "--logdir", str(workdir / "logs")]
+    argv = [
+        "train",
+        "--task",
+        "density",
+        "--epochs",
+        "3",
+        "--blocks",
+        "2",
+        "--hidden",
+        "8",
+        "--quiet",
+        "--logdir",
+        str(workdir / "logs"),
+    ]
     assert cli.main(argv) == 2
     assert "simulated crash" in _error_line(capsys)
     assert (workdir / "iresnet_runs" / "2d-moons" / "backup").exists()
@@ -161,26 +247,41 @@ def test_resume_continues_an_interrupted_run_and_tensorboard_logs(workdir, monke
     assert "--resume" in _error_line(capsys)
     assert cli.main(argv + ["--resume"]) == 0
     metrics = json.loads((workdir / "iresnet_runs" / "2d-moons" / "metrics.json").read_text())
-    assert len(metrics["history"]["loss"]) == 3  # the whole history: epoch 1 from before the crash, 2 and 3 after
+    assert (
+        len(metrics["history"]["loss"]) == 3
+    )  # the whole history: epoch 1 from before the crash, 2 and 3 after
     assert any(path.name.startswith("events") for path in (workdir / "logs").rglob("*"))
 
 
 # -- the launcher ----------------------------------------------------------------------------
 def test_help_is_fast_and_does_not_import_tensorflow():
-    code = ("import sys, keras_iresnet_cli; keras_iresnet_cli._load_parser(); "
-            "print('tensorflow' in sys.modules, 'keras_iresnet' in sys.modules)")
+    code = (
+        "import sys, keras_iresnet_cli; keras_iresnet_cli._load_parser(); "
+        "print('tensorflow' in sys.modules, 'keras_iresnet' in sys.modules)"
+    )
     start = time.time()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert out.stdout.split() == ["False", "False"] and time.time() - start < 10
-    result = subprocess.run([sys.executable, "-m", "keras_iresnet_cli", "--help"], capture_output=True, text=True,
-                            cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_iresnet_cli", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert result.returncode == 0 and "train" in result.stdout
 
 
 def test_start_up_prints_nothing_on_stderr():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    result = subprocess.run([sys.executable, "-m", "keras_iresnet_cli", "recipes"], capture_output=True, text=True,
-                            cwd=ROOT, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_iresnet_cli", "recipes"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     assert result.returncode == 0 and "digits-classifier" in result.stdout
     assert result.stderr == "", result.stderr
 
@@ -191,11 +292,27 @@ def _saved_learning_rate(path):
 
 
 def test_the_learning_rate_reaches_the_optimizer_with_and_without_warm_up(workdir, capsys):
-    assert cli.main(["train", "--task", "density", "--learning-rate", "0.0123", "--out", "plain"] + SMALL) == 0
+    assert (
+        cli.main(
+            ["train", "--task", "density", "--learning-rate", "0.0123", "--out", "plain"] + SMALL
+        )
+        == 0
+    )
     assert _saved_learning_rate(workdir / "plain" / "model.keras") == pytest.approx(0.0123)
-    assert json.loads((workdir / "plain" / "run.json").read_text())["training"]["learning_rate"] == pytest.approx(
-        0.0123)
-    warm = ["train", "--recipe", "digits-density", "--n-train", "128", "--learning-rate", "0.0007", "--out", "warm"]
+    assert json.loads((workdir / "plain" / "run.json").read_text())["training"][
+        "learning_rate"
+    ] == pytest.approx(0.0123)
+    warm = [
+        "train",
+        "--recipe",
+        "digits-density",
+        "--n-train",
+        "128",
+        "--learning-rate",
+        "0.0007",
+        "--out",
+        "warm",
+    ]
     assert cli.main(warm + SMALL) == 0
     optimizer = keras.models.load_model(workdir / "warm" / "model.keras").optimizer
     schedule = optimizer.get_config()["learning_rate"]["config"]
@@ -203,7 +320,10 @@ def test_the_learning_rate_reaches_the_optimizer_with_and_without_warm_up(workdi
 
 
 def test_a_diverging_learning_rate_stops_with_one_line(workdir, capsys):
-    assert cli.main(["train", "--task", "density", "--learning-rate", "1e9", "--out", "wild"] + SMALL) == 2
+    assert (
+        cli.main(["train", "--task", "density", "--learning-rate", "1e9", "--out", "wild"] + SMALL)
+        == 2
+    )
     err = _error_line(capsys)
     assert "diverged" in err and "--learning-rate" in err
 
@@ -253,7 +373,18 @@ def test_ctrl_c_is_one_line_and_resume_keeps_the_whole_history(workdir, monkeypa
         return arguments
 
     monkeypatch.setattr(runs, "fit_arguments", interrupted)
-    argv = ["train", "--task", "density", "--epochs", "4", "--blocks", "2", "--hidden", "8", "--quiet"]
+    argv = [
+        "train",
+        "--task",
+        "density",
+        "--epochs",
+        "4",
+        "--blocks",
+        "2",
+        "--hidden",
+        "8",
+        "--quiet",
+    ]
     assert cli.main(argv) == 2
     err = _error_line(capsys)
     assert "interrupted" in err and "--resume" in err
@@ -280,7 +411,12 @@ def test_data_options_that_do_not_apply_are_refused(workdir, capsys):
     text.write_text("not an archive")
     assert cli.main(["train", "--task", "density", "--data-path", str(text)] + SMALL) == 2
     assert "--data-path applies to --data mnist-file" in _error_line(capsys)
-    assert cli.main(["train", "--task", "density", "--data", "mnist-file", "--data-path", str(text)] + SMALL) == 2
+    assert (
+        cli.main(
+            ["train", "--task", "density", "--data", "mnist-file", "--data-path", str(text)] + SMALL
+        )
+        == 2
+    )
     err = _error_line(capsys)
     assert str(text) in err and "not a readable .npz" in err and "pickle" not in err
     assert cli.main(["train", "--task", "density", "--data-dir", str(workdir)] + SMALL) == 2
@@ -291,11 +427,31 @@ def test_sample_never_overwrites_an_earlier_figure(workdir, capsys):
     assert cli.main(["train", "--task", "density", "--out", "run"] + SMALL) == 0
     assert cli.main(["sample", "--run", "run", "--n", "16", "--out", "mine.png"]) == 0
     before = (workdir / "mine.png").read_bytes()
-    assert cli.main(["sample", "--run", "run", "--n", "16", "--temperature", "0.5", "--out", "mine.png"]) == 2
+    assert (
+        cli.main(
+            ["sample", "--run", "run", "--n", "16", "--temperature", "0.5", "--out", "mine.png"]
+        )
+        == 2
+    )
     assert "--overwrite" in _error_line(capsys)
     assert (workdir / "mine.png").read_bytes() == before
-    assert cli.main(["sample", "--run", "run", "--n", "16", "--temperature", "0.5", "--out", "mine.png",
-                     "--overwrite"]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                "--run",
+                "run",
+                "--n",
+                "16",
+                "--temperature",
+                "0.5",
+                "--out",
+                "mine.png",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
 
 
 def _strict_load(path):
@@ -318,15 +474,23 @@ def test_version_and_every_option_has_help(capsys):
     assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("iresnet ")
     parser = cli.build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices  # noqa: SLF001
-    missing = [f"{name} {action.option_strings}" for name, sub in commands.items() for action in sub._actions
-               if action.option_strings and not action.help]
+    missing = [
+        f"{name} {action.option_strings}"
+        for name, sub in commands.items()
+        for action in sub._actions
+        if action.option_strings and not action.help
+    ]
     assert missing == []
 
 
 def _multiworker_env(index, ports):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-               CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(
+        os.environ,
+        TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        CUDA_VISIBLE_DEVICES="",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -334,10 +498,33 @@ def _multiworker_env(index, ports):
 def test_multiworker_training_from_the_command_line(tmp_path):
     """Two local worker processes: both finish, the chief writes --out, worker 1 its own folder, same weights."""
     ports = free_ports(2)
-    argv = [sys.executable, "-m", "keras_iresnet_cli", "train", "--task", "density", "--strategy", "multiworker",
-            "--n-train", "512", "--batch-size", "128", "--out", "run"] + SMALL
-    procs = [subprocess.Popen(argv, cwd=tmp_path, env=_multiworker_env(i, ports), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    argv = [
+        sys.executable,
+        "-m",
+        "keras_iresnet_cli",
+        "train",
+        "--task",
+        "density",
+        "--strategy",
+        "multiworker",
+        "--n-train",
+        "512",
+        "--batch-size",
+        "128",
+        "--out",
+        "run",
+    ] + SMALL
+    procs = [
+        subprocess.Popen(
+            argv,
+            cwd=tmp_path,
+            env=_multiworker_env(i, ports),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [proc.communicate(timeout=600)[0] for proc in procs]
     for proc, out in zip(procs, outputs):
         assert proc.returncode == 0, out[-3000:]

@@ -10,7 +10,9 @@ from keras_iresnet import data
 def test_2d_densities_are_seeded_and_finite():
     for name in data.DENSITIES_2D:
         points = data.sample_2d(name, 100, seed=3)
-        assert points.shape == (100, 2) and points.dtype == np.float32 and np.all(np.isfinite(points))
+        assert (
+            points.shape == (100, 2) and points.dtype == np.float32 and np.all(np.isfinite(points))
+        )
         np.testing.assert_array_equal(points, data.sample_2d(name, 100, seed=3))
         assert not np.array_equal(points, data.sample_2d(name, 100, seed=4))
     with pytest.raises(ValueError, match="name must be one of"):
@@ -24,7 +26,11 @@ def test_digits_and_the_image_pipelines():
     assert images.shape == (1797, 8, 8, 1) and images.dtype == np.uint8 and images.max() == 255
     assert labels.max() == 9
     batch = next(iter(data.image_dataset(images, None, "density", 32)))
-    assert batch.shape == (32, 8, 8, 1) and 0 <= float(tf.reduce_min(batch)) and float(tf.reduce_max(batch)) < 1
+    assert (
+        batch.shape == (32, 8, 8, 1)
+        and float(tf.reduce_min(batch)) >= 0
+        and float(tf.reduce_max(batch)) < 1
+    )
     # uniform dequantization: (pixel + u) / 256 lies in [pixel / 256, (pixel + 1) / 256)
     ordered = next(iter(data.image_dataset(images[:64], None, "density", 64, shuffle=False)))
     pixels = images[:64].astype("float32")
@@ -36,7 +42,9 @@ def test_digits_and_the_image_pipelines():
     with pytest.raises(ValueError, match="task must be"):
         data.image_dataset(images[:10], None, "segment")
     assert data.data_sets_for("classify") == ("digits",)
-    assert "moons" in data.data_sets_for("density") and "mnist-file" in data.data_sets_for("density")
+    assert "moons" in data.data_sets_for("density") and "mnist-file" in data.data_sets_for(
+        "density"
+    )
 
 
 def test_mnist_file_errors_without_the_file(tmp_path):

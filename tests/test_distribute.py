@@ -1,4 +1,5 @@
 """tf.distribute: one step on 2 replicas equals one step on one device; multi-worker; resume (issue 5)."""
+
 import json
 import os
 import subprocess
@@ -34,13 +35,17 @@ def test_one_step_two_replicas_matches_one_device(mirrored_strategy):
     mirrored(points, training=True)
     np.testing.assert_allclose(
         np.concatenate([w.ravel() for w in mirrored.get_weights()]),
-        np.concatenate([w.ravel() for w in single.get_weights()]), rtol=1e-6, atol=1e-7,
+        np.concatenate([w.ravel() for w in single.get_weights()]),
+        rtol=1e-6,
+        atol=1e-7,
     )
     single.fit(points, epochs=1, batch_size=64, shuffle=False, verbose=0, callbacks=[])
     mirrored.fit(points, epochs=1, batch_size=64, shuffle=False, verbose=0, callbacks=[])
     for a, b in zip(single.get_weights(), mirrored.get_weights()):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
-    changed = any(not np.allclose(a, b) for a, b in zip(single.get_weights(), _flow().get_weights()))
+    changed = any(
+        not np.allclose(a, b) for a, b in zip(single.get_weights(), _flow().get_weights())
+    )
     assert changed
 
 
@@ -50,8 +55,9 @@ def test_fit_distributed_with_mirrored_strategy_lowers_nll(mirrored_strategy):
         model.compile(keras.optimizers.Adam(1e-2))
     points = data.sample_2d("moons", 512, seed=0)
     before = float(tf.reduce_mean(model.bits_per_dim(model.log_prob(points))))
-    history = train.fit_distributed(model, tf.data.Dataset.from_tensor_slices(points).batch(64), epochs=3,
-                                    verbose=0)
+    history = train.fit_distributed(
+        model, tf.data.Dataset.from_tensor_slices(points).batch(64), epochs=3, verbose=0
+    )
     after = float(tf.reduce_mean(model.bits_per_dim(model.log_prob(points))))
     assert after < before - 0.1 and len(history.history["loss"]) == 3
 
@@ -63,12 +69,25 @@ def multiworker_reports(tmp_path_factory):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), CUDA_VISIBLE_DEVICES="")
-        procs.append(subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "tests", "multiworker_worker.py"), str(tmp / f"w{index}.json")],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        ))
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            CUDA_VISIBLE_DEVICES="",
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    os.path.join(ROOT, "tests", "multiworker_worker.py"),
+                    str(tmp / f"w{index}.json"),
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = []
     for proc in procs:
         try:
@@ -91,8 +110,11 @@ def test_multiworker_fit_distributed_trains_and_workers_agree(multiworker_report
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="upstream: Keras 3 model.fit fails under MultiWorkerMirroredStrategy "
-                   "(keras-team/keras#20585, tensorflow/tensorflow#72388); fit_distributed is the workaround")
+@pytest.mark.xfail(
+    strict=True,
+    reason="upstream: Keras 3 model.fit fails under MultiWorkerMirroredStrategy "
+    "(keras-team/keras#20585, tensorflow/tensorflow#72388); fit_distributed is the workaround",
+)
 def test_keras_fit_under_multiworker_strategy(multiworker_reports):
     for report in multiworker_reports:
         assert report["keras_fit_error"] is None, report["keras_fit_error"]
@@ -125,8 +147,14 @@ def test_backup_and_restore_resumes_to_the_same_parameters(tmp_path):
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     interrupted = fresh()
     with pytest.raises(RuntimeError, match="simulated crash"):
-        interrupted.fit(points, epochs=3, batch_size=64, shuffle=False, verbose=0,
-                        callbacks=[backup, _Interrupt(epoch=1, batch=3)])
+        interrupted.fit(
+            points,
+            epochs=3,
+            batch_size=64,
+            shuffle=False,
+            verbose=0,
+            callbacks=[backup, _Interrupt(epoch=1, batch=3)],
+        )
     resumed = fresh()
     resumed.fit(points, epochs=3, batch_size=64, shuffle=False, verbose=0, callbacks=[backup])
     for a, b in zip(reference.get_weights(), resumed.get_weights()):

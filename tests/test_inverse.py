@@ -1,5 +1,6 @@
 """keras_iresnet.inverse: InverseSettings, Algorithm 1 and Anderson acceleration on explicit
 contractions, the convergence report, and merge_infos."""
+
 import dataclasses
 import warnings
 
@@ -48,7 +49,14 @@ def norms(t):
 
 def test_settings_defaults_names_and_dict():
     settings = InverseSettings()
-    assert InverseSettings.names() == ("solver", "max_iterations", "atol", "rtol", "strict", "anderson_memory")
+    assert InverseSettings.names() == (
+        "solver",
+        "max_iterations",
+        "atol",
+        "rtol",
+        "strict",
+        "anderson_memory",
+    )
     assert settings.to_dict() == {
         "solver": "fixed_point",
         "max_iterations": 1000,
@@ -106,7 +114,9 @@ def test_settings_replace():
     with pytest.raises(TypeError, match="anderson_memory"):  # the message lists the settings
         settings.replace(solver="anderson", memory=3)
     # Settings are hashable values (the blocks cache one compiled solve per setting).
-    assert settings.replace(rtol=1e-5) == settings and hash(settings.replace(rtol=1e-5)) == hash(settings)
+    assert settings.replace(rtol=1e-5) == settings and hash(settings.replace(rtol=1e-5)) == hash(
+        settings
+    )
 
 
 # -- the solvers ------------------------------------------------------------------------------
@@ -150,7 +160,9 @@ def test_loop_residual_bounds_the_final_one():
 def test_per_example_iteration_counts_are_exact():
     """A converged example is frozen: batched, each example gets exactly what it gets alone."""
     g = tanh_contraction(0.9)
-    y = tf.random.stateless_normal([4, 6], seed=[5, 6]) * tf.constant([[0.01], [1.0], [10.0], [100.0]])
+    y = tf.random.stateless_normal([4, 6], seed=[5, 6]) * tf.constant(
+        [[0.01], [1.0], [10.0], [100.0]]
+    )
     settings = InverseSettings(rtol=0.0, atol=1e-5, max_iterations=500)
     x, info = solve_inverse(g, y, settings, return_info=True)
     for i in range(4):
@@ -202,7 +214,11 @@ def test_non_convergence_warns_and_strict_raises():
         solve_inverse(expansive, y, settings.replace(strict=True))
     # Too few iterations for a contraction says so as well.
     with pytest.raises(InverseNotConvergedError, match="max_iterations=1"):
-        solve_inverse(tanh_contraction(0.9), tf.random.normal([2, 6]), InverseSettings(max_iterations=1, strict=True))
+        solve_inverse(
+            tanh_contraction(0.9),
+            tf.random.normal([2, 6]),
+            InverseSettings(max_iterations=1, strict=True),
+        )
     # report=False leaves the report to the caller: silent.
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -1,5 +1,6 @@
 """Every public layer: the invertible-layer contract (keras_iresnet.testing), Keras' own
 layer checks, and unit tests of the flow, data, base and head layers against closed forms."""
+
 import math
 
 import keras
@@ -32,9 +33,13 @@ class ElementwiseAffine(kir.InvertibleLayer):
     def build(self, input_shape):
         shape = tuple(input_shape[1:])
         self.log_scale = self.add_weight(
-            name="log_scale", shape=shape, initializer=keras.initializers.RandomNormal(stddev=0.5, seed=1)
+            name="log_scale",
+            shape=shape,
+            initializer=keras.initializers.RandomNormal(stddev=0.5, seed=1),
         )
-        self.shift = self.add_weight(name="shift", shape=shape, initializer=keras.initializers.RandomNormal(seed=2))
+        self.shift = self.add_weight(
+            name="shift", shape=shape, initializer=keras.initializers.RandomNormal(seed=2)
+        )
 
     def forward_and_log_det(self, inputs, training=None, logdet=None):
         x = tf.convert_to_tensor(inputs)
@@ -56,8 +61,18 @@ def two_scale_factor_out():
     """4x4x1 -> Squeeze -> 2x2x4 -> blocks -> half leaves -> Squeeze -> 1x1x8 -> blocks: [batch, 16]."""
     return kir.FactorOut(
         [
-            kir.InvertibleSequential([kir.Squeeze(), kir.InvertibleResidualBlock(hidden=4, coeff=0.9, kernel_sizes=(3, 1))]),
-            kir.InvertibleSequential([kir.Squeeze(), kir.InvertibleResidualBlock(hidden=4, coeff=0.9, kernel_sizes=(1, 1))]),
+            kir.InvertibleSequential(
+                [
+                    kir.Squeeze(),
+                    kir.InvertibleResidualBlock(hidden=4, coeff=0.9, kernel_sizes=(3, 1)),
+                ]
+            ),
+            kir.InvertibleSequential(
+                [
+                    kir.Squeeze(),
+                    kir.InvertibleResidualBlock(hidden=4, coeff=0.9, kernel_sizes=(1, 1)),
+                ]
+            ),
         ]
     )
 
@@ -67,7 +82,12 @@ def light_factor_out():
     checked on their own; this checks the split, the pieces and the reassembly)."""
     return kir.FactorOut(
         [
-            kir.InvertibleSequential([kir.Squeeze(), kir.InvertibleResidualBlock(hidden=4, coeff=0.9, kernel_sizes=(1, 1))]),
+            kir.InvertibleSequential(
+                [
+                    kir.Squeeze(),
+                    kir.InvertibleResidualBlock(hidden=4, coeff=0.9, kernel_sizes=(1, 1)),
+                ]
+            ),
             kir.InvertibleSequential([kir.Squeeze(), kir.ActNorm()]),
         ]
     )
@@ -78,45 +98,83 @@ def _block():
 
 
 def _stack():
-    return kir.InvertibleResidualStack(num_blocks=2, hidden=4, coeff=0.9, actnorm=True, activation="lipswish")
+    return kir.InvertibleResidualStack(
+        num_blocks=2, hidden=4, coeff=0.9, actnorm=True, activation="lipswish"
+    )
 
 
 def _image_stack():
-    return kir.InvertibleResidualStack(num_blocks=2, hidden=4, coeff=0.9, logdet="power_series", kernel_sizes=(3, 1, 3))
+    return kir.InvertibleResidualStack(
+        num_blocks=2, hidden=4, coeff=0.9, logdet="power_series", kernel_sizes=(3, 1, 3)
+    )
 
 
 def _sequential():
-    return kir.InvertibleSequential([kir.ActNorm(), kir.Squeeze(), kir.InvertibleResidualBlock(hidden=4, coeff=0.8)])
+    return kir.InvertibleSequential(
+        [kir.ActNorm(), kir.Squeeze(), kir.InvertibleResidualBlock(hidden=4, coeff=0.8)]
+    )
 
 
 # (id, factory, event shape, preparation of the built layer, harness keyword arguments)
 CONTRACT_CASES = [
     ("block", _block, (3,), saturate, {}),
-    ("stack_actnorm_lipswish", _stack, (3,), lambda l: (saturate(l), initialized_actnorm(l, (3,))), {}),
+    (
+        "stack_actnorm_lipswish",
+        _stack,
+        (3,),
+        lambda l: (saturate(l), initialized_actnorm(l, (3,))),
+        {},
+    ),
     ("image_stack_power_series", _image_stack, (3, 3, 2), saturate, {}),
     ("actnorm_channel", kir.ActNorm, (2, 2, 3), lambda l: initialized_actnorm(l, (2, 2, 3)), {}),
-    ("actnorm_position", lambda: kir.ActNorm(per_position=True, variance_floor=0.2), (3,),
-     lambda l: initialized_actnorm(l, (3,)), {}),
+    (
+        "actnorm_position",
+        lambda: kir.ActNorm(per_position=True, variance_floor=0.2),
+        (3,),
+        lambda l: initialized_actnorm(l, (3,)),
+        {},
+    ),
     ("squeeze", kir.Squeeze, (4, 4, 1), None, {}),
     ("injective_pad", lambda: kir.InjectivePad(2), (2, 2, 1), None, {"bijective": False}),
     ("flatten_event", kir.FlattenEvent, (2, 2, 2), None, {}),
-    ("logit", lambda: kir.Logit(alpha=0.05), (2, 2, 1), None,
-     {"inputs": tf.random.stateless_uniform([3, 2, 2, 1], seed=[4, 4])}),
-    ("factor_out", light_factor_out, (4, 4, 1), lambda l: (saturate(l), initialized_actnorm(l, (4, 4, 1))), {}),
-    ("sequential", _sequential, (4, 4, 1), lambda l: (saturate(l), initialized_actnorm(l, (4, 4, 1))), {}),
+    (
+        "logit",
+        lambda: kir.Logit(alpha=0.05),
+        (2, 2, 1),
+        None,
+        {"inputs": tf.random.stateless_uniform([3, 2, 2, 1], seed=[4, 4])},
+    ),
+    (
+        "factor_out",
+        light_factor_out,
+        (4, 4, 1),
+        lambda l: (saturate(l), initialized_actnorm(l, (4, 4, 1))),
+        {},
+    ),
+    (
+        "sequential",
+        _sequential,
+        (4, 4, 1),
+        lambda l: (saturate(l), initialized_actnorm(l, (4, 4, 1))),
+        {},
+    ),
     ("user_defined", ElementwiseAffine, (3,), None, {}),
 ]
 
 
 @pytest.mark.parametrize(
-    "factory,shape,prepare,kwargs", [case[1:] for case in CONTRACT_CASES], ids=[case[0] for case in CONTRACT_CASES]
+    "factory,shape,prepare,kwargs",
+    [case[1:] for case in CONTRACT_CASES],
+    ids=[case[0] for case in CONTRACT_CASES],
 )
 def test_invertible_layer_contract(factory, shape, prepare, kwargs, mirrored_strategy, tmp_path):
     layer = factory()
     layer.build((None,) + shape)
     if prepare is not None:
         prepare(layer)
-    report = testing.check_invertible_layer(layer, shape, strategy=mirrored_strategy, tmp_dir=str(tmp_path), **kwargs)
+    report = testing.check_invertible_layer(
+        layer, shape, strategy=mirrored_strategy, tmp_dir=str(tmp_path), **kwargs
+    )
     assert report["distributed_step"] is True
     assert report["inverse_forward"] < 1e-4
     if kwargs.get("bijective", True):
@@ -162,36 +220,107 @@ def _factor_out_factory(**kwargs):
 
 
 def _sequential_factory(**kwargs):
-    return kir.InvertibleSequential([kir.ActNorm(), kir.InvertibleResidualBlock(hidden=4, coeff=0.9)], **kwargs)
+    return kir.InvertibleSequential(
+        [kir.ActNorm(), kir.InvertibleResidualBlock(hidden=4, coeff=0.9)], **kwargs
+    )
 
 
 KERAS_CASES = [
     ("SpectralDense", kir.SpectralDense, {"units": 3, "coeff": 0.9}, {"input_shape": (2, 4)}),
-    ("SpectralConv2D", kir.SpectralConv2D, {"filters": 3, "kernel_size": 3, "coeff": 0.9}, {"input_shape": (2, 4, 4, 2)}),
+    (
+        "SpectralConv2D",
+        kir.SpectralConv2D,
+        {"filters": 3, "kernel_size": 3, "coeff": 0.9},
+        {"input_shape": (2, 4, 4, 2)},
+    ),
     ("LipSwish", kir.LipSwish, {}, {"input_shape": (2, 3)}),
-    ("ClassifierHead", kir.ClassifierHead, {"num_classes": 3}, {"input_shape": (2, 4, 4, 2), "expected_output_shape": (2, 3)}),
-    ("StandardNormal", kir.StandardNormal, {}, {"input_shape": (2, 3), "expected_output_shape": (2,)}),
-    ("DiagonalGaussian", kir.DiagonalGaussian, {}, {"input_shape": (2, 2, 2, 1), "expected_output_shape": (2,)}),
+    (
+        "ClassifierHead",
+        kir.ClassifierHead,
+        {"num_classes": 3},
+        {"input_shape": (2, 4, 4, 2), "expected_output_shape": (2, 3)},
+    ),
+    (
+        "StandardNormal",
+        kir.StandardNormal,
+        {},
+        {"input_shape": (2, 3), "expected_output_shape": (2,)},
+    ),
+    (
+        "DiagonalGaussian",
+        kir.DiagonalGaussian,
+        {},
+        {"input_shape": (2, 2, 2, 1), "expected_output_shape": (2,)},
+    ),
     ("ActNorm", kir.ActNorm, {"per_position": True}, {"input_shape": (2, 3)}),
-    ("Squeeze", kir.Squeeze, {}, {"input_shape": (2, 4, 4, 1), "expected_output_shape": (2, 2, 2, 4)}),
-    ("InjectivePad", kir.InjectivePad, {"pad": 2}, {"input_shape": (2, 3), "expected_output_shape": (2, 5)}),
-    ("FlattenEvent", kir.FlattenEvent, {}, {"input_shape": (2, 2, 2, 1), "expected_output_shape": (2, 4)}),
-    ("Logit", kir.Logit, {"alpha": 0.05},
-     {"input_data": np.random.default_rng(0).uniform(size=(2, 3)).astype("float32")}),
-    ("InvertibleResidualBlock", kir.InvertibleResidualBlock, {"hidden": 4, "coeff": 0.9}, {"input_shape": (2, 3)}),
-    ("InvertibleResidualStack", kir.InvertibleResidualStack,
-     {"num_blocks": 2, "hidden": 4, "coeff": 0.9, "actnorm": "position", "activation": "lipswish"}, {"input_shape": (2, 3)}),
+    (
+        "Squeeze",
+        kir.Squeeze,
+        {},
+        {"input_shape": (2, 4, 4, 1), "expected_output_shape": (2, 2, 2, 4)},
+    ),
+    (
+        "InjectivePad",
+        kir.InjectivePad,
+        {"pad": 2},
+        {"input_shape": (2, 3), "expected_output_shape": (2, 5)},
+    ),
+    (
+        "FlattenEvent",
+        kir.FlattenEvent,
+        {},
+        {"input_shape": (2, 2, 2, 1), "expected_output_shape": (2, 4)},
+    ),
+    (
+        "Logit",
+        kir.Logit,
+        {"alpha": 0.05},
+        {"input_data": np.random.default_rng(0).uniform(size=(2, 3)).astype("float32")},
+    ),
+    (
+        "InvertibleResidualBlock",
+        kir.InvertibleResidualBlock,
+        {"hidden": 4, "coeff": 0.9},
+        {"input_shape": (2, 3)},
+    ),
+    (
+        "InvertibleResidualStack",
+        kir.InvertibleResidualStack,
+        {
+            "num_blocks": 2,
+            "hidden": 4,
+            "coeff": 0.9,
+            "actnorm": "position",
+            "activation": "lipswish",
+        },
+        {"input_shape": (2, 3)},
+    ),
     # Containers of given layers (like keras.Sequential): their sublayers keep their own dtype
     # policy, so a container built with dtype="mixed_float16" outputs what its float32 sublayers
     # compute; Keras' mixed-precision check (output dtype == the container's compute dtype)
     # does not apply to them. Every other check runs.
-    ("FactorOut", _factor_out_factory, {},
-     {"input_shape": (2, 4, 4, 1), "expected_output_shape": (2, 16), "run_mixed_precision_check": False}),
-    ("InvertibleSequential", _sequential_factory, {}, {"input_shape": (2, 3), "run_mixed_precision_check": False}),
+    (
+        "FactorOut",
+        _factor_out_factory,
+        {},
+        {
+            "input_shape": (2, 4, 4, 1),
+            "expected_output_shape": (2, 16),
+            "run_mixed_precision_check": False,
+        },
+    ),
+    (
+        "InvertibleSequential",
+        _sequential_factory,
+        {},
+        {"input_shape": (2, 3), "run_mixed_precision_check": False},
+    ),
 ]
 
 
-@pytest.mark.parametrize("layer_cls,init_kwargs,kwargs", [c[1:] for c in KERAS_CASES], ids=[c[0] for c in KERAS_CASES])
+@pytest.mark.parametrize(
+    "layer_cls,init_kwargs,kwargs", [c[1:] for c in KERAS_CASES], ids=[c[0] for c in KERAS_CASES]
+)
 def test_keras_run_layer_test(layer_cls, init_kwargs, kwargs):
     """Keras' serialization, build, symbolic/eager call, a compiled fit step and mixed precision.
 
@@ -204,8 +333,10 @@ def test_keras_run_layer_test(layer_cls, init_kwargs, kwargs):
 def test_every_public_layer_class_is_covered():
     covered = {case[0] for case in KERAS_CASES}
     public = {
-        name for name in kir.layers.__all__
-        if isinstance(getattr(kir.layers, name), type) and issubclass(getattr(kir.layers, name), keras.layers.Layer)
+        name
+        for name in kir.layers.__all__
+        if isinstance(getattr(kir.layers, name), type)
+        and issubclass(getattr(kir.layers, name), keras.layers.Layer)
     }
     # The two bases are abstract (InvertibleLayer, SpectralLayerBase): nothing to instantiate.
     assert public - covered == {"InvertibleLayer", "SpectralLayerBase"}
@@ -233,7 +364,9 @@ def test_logit_log_det_formula_and_inverse():
 
 def test_logit_out_of_range_input_names_the_layer():
     layer = kir.Logit(name="dequantized_logit")
-    with pytest.raises(ValueError, match=r"Logit 'dequantized_logit' expects inputs in \[0, 1\].*max 1\.5"):
+    with pytest.raises(
+        ValueError, match=r"Logit 'dequantized_logit' expects inputs in \[0, 1\].*max 1\.5"
+    ):
         layer.forward_and_log_det(tf.constant([[0.5, 1.5]]))
     with pytest.raises(ValueError, match="min -0.1"):
         layer(tf.constant([[-0.1, 0.5]]))
@@ -271,7 +404,9 @@ def test_diagonal_gaussian_log_prob_sample_and_distribution():
     np.testing.assert_allclose(dist.log_prob(z).numpy(), truth, rtol=1e-5)
     assert dist.event_shape == (2, 3)
     backing = kir.bridge.tf_variables(base)
-    assert {id(v) for v in dist.trainable_variables} == {id(v) for v in backing} and len(backing) == 2
+    assert {id(v) for v in dist.trainable_variables} == {id(v) for v in backing} and len(
+        backing
+    ) == 2
     with tf.GradientTape() as tape:
         loss = -tf.reduce_sum(dist.log_prob(z))
     grads = tape.gradient(loss, backing)
@@ -283,8 +418,12 @@ def test_diagonal_gaussian_log_prob_sample_and_distribution():
     # Samples: shape, and mu + T sigma eps (4000 draws: the std within 5 standard errors).
     samples = base.sample(4000, temperature=0.5, seed=3).numpy()
     assert samples.shape == (4000, 2, 3)
-    np.testing.assert_allclose(samples.mean(axis=0), loc, atol=5 * 0.5 * np.exp(log_scale).max() / np.sqrt(4000))
-    np.testing.assert_allclose(samples.std(axis=0), 0.5 * np.exp(log_scale), rtol=5 / np.sqrt(2 * 4000))
+    np.testing.assert_allclose(
+        samples.mean(axis=0), loc, atol=5 * 0.5 * np.exp(log_scale).max() / np.sqrt(4000)
+    )
+    np.testing.assert_allclose(
+        samples.std(axis=0), 0.5 * np.exp(log_scale), rtol=5 / np.sqrt(2 * 4000)
+    )
     with pytest.raises(ValueError, match="temperature"):
         base.sample(2, temperature=0.0)
     with pytest.raises(ValueError, match=r"\bn must"):
@@ -295,8 +434,12 @@ def test_standard_normal_and_get_base():
     base = kir.StandardNormal()
     base.build((None, 4))
     z = np.random.default_rng(8).normal(size=(3, 4)).astype(np.float32)
-    np.testing.assert_allclose(base.log_prob(z).numpy(), scipy.stats.norm.logpdf(z).sum(axis=1), rtol=1e-6)
-    np.testing.assert_allclose(base.distribution().log_prob(z).numpy(), base.log_prob(z).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        base.log_prob(z).numpy(), scipy.stats.norm.logpdf(z).sum(axis=1), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        base.distribution().log_prob(z).numpy(), base.log_prob(z).numpy(), rtol=1e-6
+    )
     assert not base.weights
     samples = base.sample(2000, temperature=2.0, seed=1).numpy()
     assert samples.shape == (2000, 4)
@@ -304,7 +447,10 @@ def test_standard_normal_and_get_base():
     assert isinstance(kir.layers.get_base("standard"), kir.StandardNormal)
     assert isinstance(kir.layers.get_base("diagonal"), kir.DiagonalGaussian)
     assert kir.layers.get_base(base) is base
-    assert isinstance(kir.layers.get_base(keras.saving.serialize_keras_object(kir.DiagonalGaussian())), kir.DiagonalGaussian)
+    assert isinstance(
+        kir.layers.get_base(keras.saving.serialize_keras_object(kir.DiagonalGaussian())),
+        kir.DiagonalGaussian,
+    )
     with pytest.raises(ValueError, match="base must be"):
         kir.layers.get_base("laplace")
 
@@ -329,7 +475,9 @@ def test_factor_out_latent_pieces_inverse_and_log_det():
     # Exact log-det (the split is a permutation) against the full 16x16 Jacobian.
     _, exact = flow.forward_and_log_det(x, logdet="exact")
     np.testing.assert_allclose(exact.numpy(), full_jacobian_logdet(flow, x), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(log_det.numpy(), exact.numpy(), rtol=1e-5)  # auto = exact at these sizes
+    np.testing.assert_allclose(
+        log_det.numpy(), exact.numpy(), rtol=1e-5
+    )  # auto = exact at these sizes
     x_rec, info = flow.inverse(z, return_info=True, strict=True)
     assert float(tf.norm(x_rec - x) / tf.norm(x)) < 1e-5
     assert info.iterations.shape == (3,) and bool(tf.reduce_all(info.converged))
@@ -402,13 +550,17 @@ def test_actnorm_initializes_per_position():
 
 def test_actnorm_variance_floor():
     layer = kir.ActNorm(per_position=True, variance_floor=0.2)
-    x = tf.concat([random([64, 1], 12) * 0.01 + 0.5, random([64, 1], 13) * 3.0], axis=1)  # a near-constant dimension
+    x = tf.concat(
+        [random([64, 1], 12) * 0.01 + 0.5, random([64, 1], 13) * 3.0], axis=1
+    )  # a near-constant dimension
     layer(x, training=True)
     variance = tf.math.reduce_variance(x, axis=0).numpy()
     assert variance[0] < 0.2 < variance[1]
     expected = -np.log(np.sqrt(np.maximum(variance, 0.2)) + 1e-6)
     np.testing.assert_allclose(layer.log_scale.numpy(), expected, rtol=1e-5)
-    assert float(layer.log_scale[0]) == pytest.approx(-0.5 * np.log(0.2), rel=1e-5)  # not log(1/0.01)
+    assert float(layer.log_scale[0]) == pytest.approx(
+        -0.5 * np.log(0.2), rel=1e-5
+    )  # not log(1/0.01)
     with pytest.raises(ValueError, match="variance_floor"):
         kir.ActNorm(variance_floor=-1.0)
 
@@ -429,7 +581,11 @@ def test_actnorm_uninitialized_is_identity_and_stacked_is_not_callable():
 
 @pytest.mark.parametrize(
     "layer,shape",
-    [(kir.Squeeze(), (2, 4, 4, 2)), (kir.Squeeze(factor=3), (1, 3, 6, 1)), (kir.FlattenEvent(), (2, 2, 3, 2))],
+    [
+        (kir.Squeeze(), (2, 4, 4, 2)),
+        (kir.Squeeze(factor=3), (1, 3, 6, 1)),
+        (kir.FlattenEvent(), (2, 2, 3, 2)),
+    ],
 )
 def test_permutation_layers_have_zero_log_det(layer, shape):
     x = random(shape, 15)
@@ -459,7 +615,9 @@ def test_injective_pad_is_injective_with_zero_log_volume():
     np.testing.assert_array_equal(y[..., 1:].numpy(), 0.0)
     np.testing.assert_array_equal(layer.inverse(y).numpy(), x.numpy())
     # The inverse drops the padded channels whatever they hold (a left inverse).
-    np.testing.assert_array_equal(layer.inverse(y + tf.pad(tf.ones([2, 3, 3, 2]), [[0, 0]] * 3 + [[1, 0]])).numpy(), x.numpy())
+    np.testing.assert_array_equal(
+        layer.inverse(y + tf.pad(tf.ones([2, 3, 3, 2]), [[0, 0]] * 3 + [[1, 0]])).numpy(), x.numpy()
+    )
     # log sqrt(det(J^T J)) of the (non-square) Jacobian: the volume change onto the image.
     with tf.GradientTape() as tape:
         tape.watch(x)
@@ -474,7 +632,11 @@ def test_injective_pad_is_injective_with_zero_log_volume():
 
 def test_sequential_log_dets_sum_and_match_full_jacobian():
     flow = kir.InvertibleSequential(
-        [kir.ActNorm(), kir.InvertibleResidualBlock(hidden=8, coeff=0.9, logdet="exact"), kir.ActNorm()]
+        [
+            kir.ActNorm(),
+            kir.InvertibleResidualBlock(hidden=8, coeff=0.9, logdet="exact"),
+            kir.ActNorm(),
+        ]
     )
     x = random([3, 4], 17)
     flow.forward_and_log_det(x * 3.0, training=True)
@@ -489,7 +651,9 @@ def test_sequential_log_dets_sum_and_match_full_jacobian():
     x_rec, info = flow.inverse(y, return_info=True, strict=True)
     np.testing.assert_allclose(x_rec.numpy(), x.numpy(), atol=1e-5)
     _, block_info = flow.chain[1].inverse(flow.chain[2].inverse(y), return_info=True)
-    np.testing.assert_array_equal(info.iterations.numpy(), block_info.iterations.numpy())  # ActNorm adds none
+    np.testing.assert_array_equal(
+        info.iterations.numpy(), block_info.iterations.numpy()
+    )  # ActNorm adds none
     with pytest.raises(TypeError, match="InvertibleLayer"):
         kir.InvertibleSequential([keras.layers.Dense(3)])
 
@@ -507,7 +671,9 @@ def test_classifier_head_shapes_and_errors():
 def test_closed_form_layers_accept_and_validate_inverse_settings():
     layer = kir.ActNorm()
     y = random([2, 3], 20)
-    np.testing.assert_array_equal(layer.inverse(y, solver="anderson", rtol=1e-3, strict=True).numpy(), y.numpy())
+    np.testing.assert_array_equal(
+        layer.inverse(y, solver="anderson", rtol=1e-3, strict=True).numpy(), y.numpy()
+    )
     x, info = layer.inverse(y, return_info=True)
     assert info is None
     with pytest.raises(TypeError, match="unexpected inverse settings"):

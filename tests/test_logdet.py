@@ -1,5 +1,6 @@
 """Log-det estimators (section 3) against the exact log-det of the full Jacobian, and their
 serialization through Keras' registry."""
+
 import keras
 import numpy as np
 import pytest
@@ -59,7 +60,9 @@ def test_exact_estimator_matches_full_jacobian(shape):
     x = tf.random.stateless_normal((3,) + shape, seed=[1, 0])
     y, log_det = block.forward_and_log_det(x)
     # float32 Jacobians: log-dets of order 1-10 agree to ~1e-5; 1e-4 leaves room for d = 72.
-    np.testing.assert_allclose(log_det.numpy(), full_jacobian_logdet(block, x), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        log_det.numpy(), full_jacobian_logdet(block, x), rtol=1e-4, atol=1e-4
+    )
     np.testing.assert_allclose(y.numpy(), block(x).numpy(), rtol=1e-6, atol=1e-6)
     assert np.max(np.abs(log_det.numpy())) > 1e-3  # not trivially 0 (far above the tolerance)
 
@@ -94,7 +97,9 @@ def test_closed_form_small_determinants_equal_slogdet(d):
     rng = np.random.default_rng(d)
     matrices = rng.normal(size=(64, d, d)).astype(np.float32)  # both signs of the determinant
     closed = logdet._log_abs_det(tf.constant(matrices)).numpy()
-    np.testing.assert_allclose(closed, np.linalg.slogdet(matrices.astype(np.float64))[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        closed, np.linalg.slogdet(matrices.astype(np.float64))[1], rtol=1e-5, atol=1e-5
+    )
     assert np.any(np.linalg.det(matrices) < 0)
     # And its gradient is the inverse transpose (d log|det A| / dA = A^{-T}).
     a = tf.constant(matrices[:4] + 3 * np.eye(d, dtype=np.float32))
@@ -102,7 +107,10 @@ def test_closed_form_small_determinants_equal_slogdet(d):
         tape.watch(a)
         value = tf.reduce_sum(logdet._log_abs_det(a))
     np.testing.assert_allclose(
-        tape.gradient(value, a).numpy(), np.swapaxes(np.linalg.inv(a.numpy()), 1, 2), rtol=1e-4, atol=1e-5
+        tape.gradient(value, a).numpy(),
+        np.swapaxes(np.linalg.inv(a.numpy()), 1, 2),
+        rtol=1e-4,
+        atol=1e-5,
     )
 
 
@@ -126,7 +134,9 @@ def test_log_abs_det_takes_the_qr_path_under_xla():
     value, grad = tf.function(run, jit_compile=True)(tf.constant(matrices, tf.float32))
     assert seen == [True]
     np.testing.assert_allclose(value.numpy(), np.linalg.slogdet(matrices)[1], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(grad.numpy(), np.swapaxes(np.linalg.inv(matrices), 1, 2), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        grad.numpy(), np.swapaxes(np.linalg.inv(matrices), 1, 2), rtol=1e-3, atol=1e-4
+    )
     eager_value, _ = run(tf.constant(matrices, tf.float32))
     assert seen[-1] is False  # eagerly: slogdet
     np.testing.assert_allclose(eager_value.numpy(), value.numpy(), rtol=1e-5, atol=1e-5)
@@ -144,14 +154,20 @@ def test_exact_under_xla(shape):
             tape.watch(t)
             _, log_det = logdet.Exact()(block.residual_function(), t)
             loss = tf.reduce_sum(log_det)
-        return log_det, tape.gradient(loss, [t] + list(variables), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return log_det, tape.gradient(
+            loss, [t] + list(variables), unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
 
     eager_value, eager_grads = run(x)
     xla_value, xla_grads = tf.function(run, jit_compile=True)(x)
-    np.testing.assert_allclose(xla_value.numpy(), full_jacobian_logdet(block, x), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        xla_value.numpy(), full_jacobian_logdet(block, x), rtol=1e-4, atol=1e-5
+    )
     np.testing.assert_allclose(xla_value.numpy(), eager_value.numpy(), rtol=1e-5, atol=1e-6)
     for a, b in zip(xla_grads, eager_grads):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5 * np.abs(b.numpy()).max())
+        np.testing.assert_allclose(
+            a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5 * np.abs(b.numpy()).max()
+        )
 
 
 @pytest.mark.parametrize("shape", [(2,), (16,), (64,), (6, 6, 2)])
@@ -179,7 +195,9 @@ def test_hutchinson_mean_converges_to_the_series(shape, probe, neumann_gradient)
     """Averaged over many probes the estimator equals PS(J_g, n) (Hutchinson is unbiased)."""
     block = saturated_block(shape)
     g = block.residual_function()
-    x = tf.repeat(tf.random.stateless_normal((1,) + shape, seed=[5, 0]), 4000, axis=0)  # one point, 4000 probes
+    x = tf.repeat(
+        tf.random.stateless_normal((1,) + shape, seed=[5, 0]), 4000, axis=0
+    )  # one point, 4000 probes
     estimator = logdet.PowerSeries(n_terms=5, probe=probe, neumann_gradient=neumann_gradient)
     _, draws = estimator(g, x, seed=tf.constant([3, 4]))
     draws = draws.numpy().astype(np.float64)
@@ -195,13 +213,16 @@ def test_power_series_n_samples_averages_and_seed_is_deterministic():
     seed = tf.constant([1, 2])
     one = logdet.PowerSeries(n_terms=4)
     np.testing.assert_array_equal(one(g, x, seed=seed)[1].numpy(), one(g, x, seed=seed)[1].numpy())
-    assert not np.array_equal(one(g, x, seed=seed)[1].numpy(), one(g, x, seed=tf.constant([1, 3]))[1].numpy())
+    assert not np.array_equal(
+        one(g, x, seed=seed)[1].numpy(), one(g, x, seed=tf.constant([1, 3]))[1].numpy()
+    )
     # n_samples probes per call: the spread around the series shrinks like 1 / sqrt(n_samples)
     # (one point repeated 400 times: every row draws its own probes).
     point = tf.repeat(x[:1], 400, axis=0)
     target = exact_series(g, x[:1], 4)[0]
     spread = [
-        np.std(logdet.PowerSeries(n_terms=4, n_samples=n)(g, point, seed=seed)[1].numpy() - target) for n in (1, 16)
+        np.std(logdet.PowerSeries(n_terms=4, n_samples=n)(g, point, seed=seed)[1].numpy() - target)
+        for n in (1, 16)
     ]
     assert spread[1] == pytest.approx(spread[0] / 4, rel=0.25), spread
 
@@ -271,7 +292,10 @@ def test_parameter_gradients_match_exact(estimator):
     x = tf.repeat(tf.random.stateless_normal((4, 16), seed=[10, 0]), 1000, axis=0)
     exact = _flat(_parameter_gradients(block, x[::1000], logdet.Exact()))
     runs = np.stack(
-        [_flat(_parameter_gradients(block, x, estimator, seed=tf.constant([1, i]))) for i in range(4)]
+        [
+            _flat(_parameter_gradients(block, x, estimator, seed=tf.constant([1, i])))
+            for i in range(4)
+        ]
     )
     mean = runs.mean(axis=0)
     standard_error = np.linalg.norm(runs.std(axis=0, ddof=1)) / 2.0
@@ -303,7 +327,9 @@ def test_input_gradients_flow_through_estimators():
 
 def test_truncation_bound_values():
     assert logdet.truncation_bound(0.5, 1, 0) == pytest.approx(np.log(2.0))
-    assert logdet.truncation_bound(0.5, 10, 3) == pytest.approx(10 * (np.log(2.0) - 0.5 - 0.125 - 1 / 24))
+    assert logdet.truncation_bound(0.5, 10, 3) == pytest.approx(
+        10 * (np.log(2.0) - 0.5 - 0.125 - 1 / 24)
+    )
     assert logdet.truncation_bound(0.9, 2, 50) < logdet.truncation_bound(0.9, 2, 5)
     assert logdet.truncation_bound(0.0, 5, 1) == 0.0
     with pytest.raises(ValueError, match="lipschitz"):
@@ -372,12 +398,14 @@ def test_keras_registry_round_trip(estimator):
 def test_short_names_and_their_dict_form_still_load():
     for name, cls in logdet.NAMES.items():
         assert type(logdet.get(name)) is cls
-    restored = logdet.get({"class_name": "power_series", "config": {"n_terms": 3, "probe": "rademacher"}})
+    restored = logdet.get(
+        {"class_name": "power_series", "config": {"n_terms": 3, "probe": "rademacher"}}
+    )
     assert restored == logdet.PowerSeries(n_terms=3, probe="rademacher")
     assert logdet.get({"class_name": "exact"}) == logdet.Exact()
-    assert logdet.get({"class_name": "auto", "config": {"series": "russian_roulette"}}) == logdet.Auto(
-        series=logdet.RussianRoulette()
-    )
+    assert logdet.get(
+        {"class_name": "auto", "config": {"series": "russian_roulette"}}
+    ) == logdet.Auto(series=logdet.RussianRoulette())
 
 
 @keras.saving.register_keras_serializable(package="my_tests")

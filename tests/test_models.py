@@ -1,4 +1,5 @@
 """keras_iresnet.models: classifier, flow and hybrid; the contraction at every step (issue 12)."""
+
 import math
 import warnings
 
@@ -53,8 +54,17 @@ def test_class_defaults_are_the_recipes():
     assert classifier.block == models.block_config(recipes.get("digits-classifier").model["block"])
 
 
-@pytest.mark.parametrize("obj", [models.IResNetFlow, models.IResNetClassifier, models.IResNetHybrid,
-                                 models.iresnet_flow, models.iresnet_classifier, models.iresnet_hybrid])
+@pytest.mark.parametrize(
+    "obj",
+    [
+        models.IResNetFlow,
+        models.IResNetClassifier,
+        models.IResNetHybrid,
+        models.iresnet_flow,
+        models.iresnet_classifier,
+        models.iresnet_hybrid,
+    ],
+)
 def test_help_lists_the_arguments(obj):
     text = obj.__doc__ or ""
     target = obj if isinstance(obj, type) else None
@@ -97,9 +107,13 @@ def test_2d_flow_trains_integrates_to_one_and_round_trips(tmp_path):
     path = tmp_path / "flow.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    np.testing.assert_allclose(loaded.log_prob(test[:8]).numpy(), model.log_prob(test[:8]).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.log_prob(test[:8]).numpy(), model.log_prob(test[:8]).numpy(), rtol=1e-6
+    )
     samples = model.sample(16, seed=3)
-    np.testing.assert_allclose(model.invert(model.features(samples)).numpy(), samples.numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        model.invert(model.features(samples)).numpy(), samples.numpy(), atol=1e-4
+    )
 
 
 # -- issue 12: the contraction holds after every training step --------------------------
@@ -108,7 +122,9 @@ def test_2d_flow_is_a_contraction_after_every_epoch_under_aggressive_training():
     model = models.iresnet_flow((2,), blocks=6, hidden=64, coeff=0.9)
     model.compile(keras.optimizers.Adam(1e-2))
     check = ExactNormsEveryEpoch()
-    keras.Model.fit(model, data.sample_2d("moons", 4096), epochs=5, batch_size=256, verbose=0, callbacks=[check])
+    keras.Model.fit(
+        model, data.sample_2d("moons", 4096), epochs=5, batch_size=256, verbose=0, callbacks=[check]
+    )
     assert max(check.excess) <= TOL, check.excess
 
 
@@ -128,10 +144,14 @@ def test_contraction_under_mirrored_strategy_and_identical_vectors(mirrored_stra
         model = models.iresnet_flow((2,), blocks=4, hidden=32, coeff=0.9)
         model.compile(keras.optimizers.Adam(1e-2))
     check = ExactNormsEveryEpoch()
-    keras.Model.fit(model, data.sample_2d("moons", 2048), epochs=2, batch_size=256, verbose=0, callbacks=[check])
+    keras.Model.fit(
+        model, data.sample_2d("moons", 2048), epochs=2, batch_size=256, verbose=0, callbacks=[check]
+    )
     assert max(check.excess) <= TOL, check.excess
     for layer in certify.spectral_layers(model):
-        replicas = [v.numpy() for v in mirrored_strategy.experimental_local_results(layer.power_v.value)]
+        replicas = [
+            v.numpy() for v in mirrored_strategy.experimental_local_results(layer.power_v.value)
+        ]
         assert len(replicas) == 2
         np.testing.assert_array_equal(replicas[0], replicas[1])
 
@@ -142,7 +162,9 @@ def test_refinement_at_the_end_of_fit_changes_nothing():
     model.compile(keras.optimizers.Adam(1e-2))
     train, valid = data.sample_2d("moons", 4096, 0), data.sample_2d("moons", 1024, 1)
     refine = kir.callbacks.RefineSpectralNorm()
-    history = model.fit(train, epochs=3, batch_size=256, validation_data=(valid,), verbose=0, callbacks=[refine])
+    history = model.fit(
+        train, epochs=3, batch_size=256, validation_data=(valid,), verbose=0, callbacks=[refine]
+    )
     after = model.evaluate(valid, verbose=0, return_dict=True)["bits_per_dim"]
     assert abs(history.history["val_bits_per_dim"][-1] - after) <= 1e-4, (history.history, after)
     assert refine.largest_change <= TOL
@@ -188,7 +210,9 @@ def test_flows_train_with_jit_compile(shape):
     if shape == (2,):
         x = data.sample_2d("moons", 256)
     else:
-        x = next(iter(data.image_dataset(data.digits_arrays()[0][:128], task="density", batch_size=128)))
+        x = next(
+            iter(data.image_dataset(data.digits_arrays()[0][:128], task="density", batch_size=128))
+        )
     history = model.fit(x, epochs=2, batch_size=64, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
 
@@ -204,6 +228,7 @@ def test_bits_per_dim_scaling_for_8bit_images():
 
 def _closed_form_logit_gaussian(train, test, alpha):
     """bits/dim of independent per-pixel Gaussians (MLE on train) in logit space, numpy float64."""
+
     def logit(x):
         s = alpha + (1 - 2 * alpha) * x
         return np.log(s) - np.log1p(-s), np.log1p(-2 * alpha) - np.log(s) - np.log1p(-s)
@@ -211,7 +236,9 @@ def _closed_form_logit_gaussian(train, test, alpha):
     y_train, _ = logit(train.reshape(len(train), -1))
     y_test, log_det = logit(test.reshape(len(test), -1))
     mean, std = y_train.mean(0), y_train.std(0)
-    log_p = (-0.5 * ((y_test - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi) + log_det).sum(1)
+    log_p = (
+        -0.5 * ((y_test - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi) + log_det
+    ).sum(1)
     dims = train[0].size
     return float(np.mean((-log_p + dims * np.log(256)) / (dims * np.log(2))))
 
@@ -220,7 +247,9 @@ def test_logit_and_learned_diagonal_base_fit_the_closed_form():
     """A flow of only Logit + learned diagonal base, fitted to digits, gives the per-pixel Gaussian bits/dim."""
     images, _ = data.digits_arrays()
     rng = np.random.default_rng(0)
-    dequantized = ((images.astype("float64") + rng.uniform(size=images.shape)) / 256.0).astype("float32")
+    dequantized = ((images.astype("float64") + rng.uniform(size=images.shape)) / 256.0).astype(
+        "float32"
+    )
     train, test = dequantized[:1400], dequantized[1400:]
     expected = _closed_form_logit_gaussian(train.astype("float64"), test.astype("float64"), 1e-6)
     model = models.IResNetFlow((8, 8, 1), trunk=kir.Logit(1e-6), base="diagonal")
@@ -235,11 +264,14 @@ def test_logit_and_learned_diagonal_base_fit_the_closed_form():
 
 
 def test_factor_out_model_samples_and_inverts():
-    model = models.iresnet_flow((8, 8, 1), blocks=(1, 1), hidden=8, factor_out=True, logit=1e-6,
-                                initial_squeeze=True)
+    model = models.iresnet_flow(
+        (8, 8, 1), blocks=(1, 1), hidden=8, factor_out=True, logit=1e-6, initial_squeeze=True
+    )
     assert model.latent_shape == (64,)
     with pytest.raises(ValueError, match="must leave at least one channel"):
-        models.iresnet_flow((8, 8, 1), blocks=(1, 1), hidden=8, factor_out=True, initial_squeeze=False)
+        models.iresnet_flow(
+            (8, 8, 1), blocks=(1, 1), hidden=8, factor_out=True, initial_squeeze=False
+        )
     x = next(iter(data.image_dataset(data.digits_arrays()[0][:16], task="density", batch_size=16)))
     model.compile(keras.optimizers.Adam(1e-3))
     model.fit(x, epochs=1, verbose=0)
@@ -247,7 +279,9 @@ def test_factor_out_model_samples_and_inverts():
     np.testing.assert_allclose(model.invert(z).numpy(), x.numpy(), atol=1e-5)
     samples = model.sample(4, temperature=0.7, seed=1)
     assert samples.shape == (4, 8, 8, 1)
-    np.testing.assert_allclose(model.invert(model.features(samples)).numpy(), samples.numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        model.invert(model.features(samples)).numpy(), samples.numpy(), atol=1e-5
+    )
 
 
 def test_eval_estimator_and_standard_error(tmp_path):
@@ -278,7 +312,9 @@ def test_hybrid_reports_accuracy_and_round_trips(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     x = next(iter(ds))[0]
-    np.testing.assert_allclose(loaded(x)["logits"].numpy(), model(x)["logits"].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        loaded(x)["logits"].numpy(), model(x)["logits"].numpy(), rtol=1e-5, atol=1e-5
+    )
     with pytest.raises(ValueError, match="factor out"):
         models.iresnet_hybrid((8, 8, 1), 10, factor_out=True)
 
@@ -314,7 +350,9 @@ def digits_results():
     results = {"iresnet": {"accuracy": [], "error": []}, "vanilla": {"accuracy": [], "error": []}}
     for seed in DIGITS_SEEDS:
         for vanilla in (False, True):
-            model, _, _ = runs.train(recipe, split=split, epochs=6, verbose=0, seed=seed, vanilla=vanilla)
+            model, _, _ = runs.train(
+                recipe, split=split, epochs=6, verbose=0, seed=seed, vanilla=vanilla
+            )
             entry = results["vanilla" if vanilla else "iresnet"]
             entry["accuracy"].append(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
             with warnings.catch_warnings():
@@ -327,7 +365,9 @@ def digits_results():
 def test_digits_classifier_learns_and_inverts(digits_results):
     ires = digits_results["iresnet"]
     assert min(ires["accuracy"]) > 0.85, digits_results
-    assert max(ires["error"]) < 1e-5, digits_results  # Table 1: i-ResNet reconstructs from its features
+    assert max(ires["error"]) < 1e-5, (
+        digits_results
+    )  # Table 1: i-ResNet reconstructs from its features
 
 
 @pytest.mark.slow
@@ -356,7 +396,9 @@ def _flow_without_data_init():
     return models.iresnet_flow((2,), blocks=2, hidden=8, actnorm=False)
 
 
-@pytest.mark.parametrize("optimizer", [lambda: keras.optimizers.Adam(1e9), lambda: keras.optimizers.SGD(1e9)])
+@pytest.mark.parametrize(
+    "optimizer", [lambda: keras.optimizers.Adam(1e9), lambda: keras.optimizers.SGD(1e9)]
+)
 def test_a_diverging_fit_stops_before_the_bad_update_with_one_sentence(optimizer):
     model = _flow_without_data_init()
     model.compile(optimizer())
@@ -383,8 +425,14 @@ def test_a_non_finite_loss_restores_the_weights_before_the_update_that_caused_it
 
     poison = Poison()
     with pytest.raises(kir.divergence.NonFiniteLossError, match="step 3"):
-        model.fit(data.sample_2d("moons", 512), epochs=1, batch_size=128, verbose=0, callbacks=[poison],
-                  shuffle=False)
+        model.fit(
+            data.sample_2d("moons", 512),
+            epochs=1,
+            batch_size=128,
+            verbose=0,
+            callbacks=[poison],
+            shuffle=False,
+        )
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
 
 
@@ -398,7 +446,9 @@ def test_nan_data_give_one_sentence_before_any_update():
         model.fit(x, epochs=1, batch_size=128, verbose=0, shuffle=False)
     assert "\n" not in str(error.value) and "NaN or Inf" in str(error.value)
     changed = [not np.array_equal(a, b) for a, b in zip(before, _weights(model))]
-    assert any(changed)  # the first batch trained; the second, with the NaN, did not (no NaN weights)
+    assert any(
+        changed
+    )  # the first batch trained; the second, with the NaN, did not (no NaN weights)
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
 
 
@@ -410,7 +460,9 @@ def test_jit_compile_refuses_batches_of_varying_size_with_one_sentence():
         model.fit(tf.data.Dataset.from_tensor_slices(x).batch(128), epochs=1, verbose=0)
     with pytest.raises(ValueError, match="batch_size=128"):
         model.fit(x, epochs=1, batch_size=128, verbose=0)
-    history = model.fit(tf.data.Dataset.from_tensor_slices(x).batch(128, drop_remainder=True), epochs=1, verbose=0)
+    history = model.fit(
+        tf.data.Dataset.from_tensor_slices(x).batch(128, drop_remainder=True), epochs=1, verbose=0
+    )
     assert np.isfinite(history.history["loss"][0])
     auto = _flow_without_data_init()
     auto.compile(keras.optimizers.Adam(1e-3), jit_compile="auto")

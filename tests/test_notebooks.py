@@ -1,4 +1,5 @@
 """Every notebook runs top to bottom (CPU settings) -- issue 6."""
+
 import os
 import pathlib
 
@@ -16,11 +17,20 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     notebook = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=900,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
     client.execute()
-    errors = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for o in cell.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors
     assert any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
 
@@ -29,8 +39,12 @@ def test_notebooks_present_and_without_committed_outputs():
     import json
 
     names = {p.name for p in NOTEBOOKS}
-    assert {"01_quickstart.ipynb", "02_invertibility.ipynb", "03_density_images.ipynb",
-            "04_tfp_and_tuning.ipynb"} <= names
+    assert {
+        "01_quickstart.ipynb",
+        "02_invertibility.ipynb",
+        "03_density_images.ipynb",
+        "04_tfp_and_tuning.ipynb",
+    } <= names
     for path in NOTEBOOKS:
         cells = json.loads(path.read_text())["cells"]
         assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code"), path.name

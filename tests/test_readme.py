@@ -2,6 +2,7 @@
 command walk-through in order, the MNIST commands where the file exists. Small settings:
 ``epochs=N`` becomes ``epochs=1`` (Python) and ``--epochs 1`` is given to ``iresnet train``
 (commands); nothing else is changed."""
+
 import os
 import pathlib
 import re
@@ -43,9 +44,17 @@ def test_readme_has_python_blocks_and_a_walkthrough():
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_python_block_runs_in_a_fresh_interpreter(index, tmp_path):
     code = quick(python_blocks()[index])
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                            timeout=900)
-    assert result.returncode == 0, f"block {index}:\n{code}\n--- stderr ---\n{result.stderr[-4000:]}"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, (
+        f"block {index}:\n{code}\n--- stderr ---\n{result.stderr[-4000:]}"
+    )
 
 
 def _iresnet_lines(block):
@@ -83,9 +92,17 @@ def _run_iresnet(argv, cwd):
             argv[argv.index("--epochs") + 1] = "1"
         else:
             argv += ["--epochs", "1"]
-    result = subprocess.run([sys.executable, "-m", "keras_iresnet_cli", *argv], cwd=cwd, env=_env(),
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"iresnet {' '.join(argv)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_iresnet_cli", *argv],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, (
+        f"iresnet {' '.join(argv)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -102,7 +119,9 @@ def test_command_walkthrough_runs_after_setup_and_keeps_runs_apart(tmp_path):
 @pytest.mark.slow
 def test_the_mnist_commands_train_from_the_file(tmp_path):
     if not MNIST_FILE.exists():
-        pytest.skip(f"the MNIST test images are not at {MNIST_FILE} (only in the developers' checkout)")
+        pytest.skip(
+            f"the MNIST test images are not at {MNIST_FILE} (only in the developers' checkout)"
+        )
     (commands,) = mnist_commands()
     argv = [str(MNIST_FILE) if arg == "mnist_test_images.npz" else arg for arg in commands]
     _run_iresnet(argv + ["--n-train", "512"], tmp_path)

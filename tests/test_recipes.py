@@ -1,4 +1,5 @@
 """keras_iresnet.recipes and keras_iresnet.runs: one home for configurations (issue 14)."""
+
 import inspect
 
 import keras
@@ -13,8 +14,11 @@ def test_every_recipe_is_complete_and_its_model_arguments_are_valid():
         recipe = recipes.get(name)
         assert recipe.name == name and recipe.task in ("density", "classify", "hybrid")
         assert recipe.device in ("cpu", "gpu") and recipe.measured and recipe.summary
-        builder = {"density": models.IResNetFlow, "classify": models.IResNetClassifier,
-                   "hybrid": models.IResNetHybrid}[recipe.task]
+        builder = {
+            "density": models.IResNetFlow,
+            "classify": models.IResNetClassifier,
+            "hybrid": models.IResNetHybrid,
+        }[recipe.task]
         accepted = set(inspect.signature(builder.__init__).parameters)
         if recipe.task == "hybrid":
             accepted |= set(inspect.signature(models.IResNetFlow.__init__).parameters)
@@ -29,7 +33,11 @@ def test_every_recipe_is_complete_and_its_model_arguments_are_valid():
 @pytest.mark.parametrize("name", [n for n in recipes.names() if recipes.get(n).device == "cpu"])
 def test_cpu_recipes_build_their_model(name):
     recipe = recipes.get(name)
-    shape = (2,) if recipe.data in data.DENSITIES_2D else ((28, 28, 1) if recipe.data == "mnist-file" else (8, 8, 1))
+    shape = (
+        (2,)
+        if recipe.data in data.DENSITIES_2D
+        else ((28, 28, 1) if recipe.data == "mnist-file" else (8, 8, 1))
+    )
     model = runs.build_model(recipe, input_shape=shape, num_classes=10)
     assert model.input_shape_ == shape
     assert model.get_config()  # serializable
@@ -40,7 +48,9 @@ def test_recipes_are_copies_and_replace_merges():
     first.model["blocks"] = 1
     assert recipes.get("2d").model["blocks"] != 1
     changed = recipes.get("2d").replace(model={"blocks": 3}, epochs=2)
-    assert changed.model["blocks"] == 3 and changed.model["block"] == recipes.get("2d").model["block"]
+    assert (
+        changed.model["blocks"] == 3 and changed.model["block"] == recipes.get("2d").model["block"]
+    )
     assert changed.epochs == 2
     with pytest.raises(ValueError, match="unknown recipe"):
         recipes.get("nope")
@@ -51,7 +61,9 @@ def test_recipes_are_copies_and_replace_merges():
 def test_warmup_schedule_is_linear_then_constant():
     recipe = recipes.get("digits-density")
     optimizer = runs.make_optimizer(recipe)
-    schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    schedule = (
+        optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    )
     target, warmup = recipe.optimizer["learning_rate"], recipe.warmup_steps
     values = [float(schedule(step)) for step in (0, warmup // 2, warmup, 10 * warmup)]
     np.testing.assert_allclose(values, [0.0, target / 2, target, target], rtol=1e-5, atol=1e-9)
@@ -64,11 +76,17 @@ def test_splits_follow_the_recipe_and_do_not_overlap():
     images, labels = data.digits_arrays()
     assert len(split.x_train) == recipe.n_train and len(split.x_test) == recipe.n_test
     np.testing.assert_array_equal(split.x_train, images[: recipe.n_train])
-    np.testing.assert_array_equal(split.x_test, images[len(images) - recipe.n_test:])
-    assert split.stats == data.standardization_stats(images[: recipe.n_train])  # training statistics only
+    np.testing.assert_array_equal(split.x_test, images[len(images) - recipe.n_test :])
+    assert split.stats == data.standardization_stats(
+        images[: recipe.n_train]
+    )  # training statistics only
     two_d = runs.load_split(recipes.get("2d"), seed=3)
-    np.testing.assert_array_equal(two_d.x_train, data.sample_2d("moons", recipes.get("2d").n_train, 3))
-    np.testing.assert_array_equal(two_d.x_test, data.sample_2d("moons", recipes.get("2d").n_test, 4))
+    np.testing.assert_array_equal(
+        two_d.x_train, data.sample_2d("moons", recipes.get("2d").n_train, 3)
+    )
+    np.testing.assert_array_equal(
+        two_d.x_test, data.sample_2d("moons", recipes.get("2d").n_test, 4)
+    )
     record = split.record()
     assert record["data"] == "digits" and record["n_train"] == recipe.n_train
     with pytest.raises(ValueError, match="too many"):
@@ -83,14 +101,17 @@ def test_pipelines_standardize_with_training_statistics():
     train, test = runs.datasets(recipe, split)
     mean, std = split.stats
     x_test, y_test = next(iter(test))
-    np.testing.assert_allclose(x_test.numpy(), (split.x_test[: len(x_test)] / 255.0 - mean) / std, rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        x_test.numpy(), (split.x_test[: len(x_test)] / 255.0 - mean) / std, rtol=1e-5, atol=1e-5
+    )
     np.testing.assert_array_equal(y_test.numpy(), split.y_test[: len(y_test)])
     assert abs(float(np.mean(np.concatenate([x.numpy() for x, _ in train])))) < 1e-5
 
 
 def test_train_runs_a_recipe_end_to_end():
-    recipe = recipes.get("2d").replace(model={"blocks": 2, "block": {"hidden": 8}}, n_train=512, n_test=256)
+    recipe = recipes.get("2d").replace(
+        model={"blocks": 2, "block": {"hidden": 8}}, n_train=512, n_test=256
+    )
     model, history, split = runs.train(recipe, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2 and "val_bits_per_dim" in history.history
     assert model.trunk.chain[0].num_blocks == 2 and split.is_2d
@@ -142,8 +163,11 @@ def test_the_image_recipe_learns_dependencies_and_keeps_the_ema_weights(tmp_path
     model.save(path)
     loaded = keras.models.load_model(path)
     x = next(iter(runs.datasets(recipe, split)[1]))[:16]
-    np.testing.assert_allclose(loaded.log_prob(x, logdet="exact").numpy(),
-                               model.log_prob(x, logdet="exact").numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        loaded.log_prob(x, logdet="exact").numpy(),
+        model.log_prob(x, logdet="exact").numpy(),
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("name", ["2d", "digits-density"])
@@ -151,19 +175,25 @@ def test_a_given_learning_rate_replaces_the_recipes_and_keeps_its_warm_up(name):
     recipe = recipes.get(name)
     optimizer = runs.make_optimizer(recipe, 0.0321)
     assert runs.peak_learning_rate(optimizer) == pytest.approx(0.0321)
-    assert runs.peak_learning_rate(runs.make_optimizer(recipe)) == pytest.approx(recipe.optimizer["learning_rate"])
+    assert runs.peak_learning_rate(runs.make_optimizer(recipe)) == pytest.approx(
+        recipe.optimizer["learning_rate"]
+    )
     if recipe.warmup_steps:
         schedule = optimizer.get_config()["learning_rate"]
         assert schedule["class_name"] == "CosineDecay"
         assert schedule["config"]["warmup_steps"] == recipe.warmup_steps
-    model = runs.build_model(recipe.replace(model={"blocks": 2 if name == "2d" else (1,)}),
-                             input_shape=(2,) if name == "2d" else (8, 8, 1))
+    model = runs.build_model(
+        recipe.replace(model={"blocks": 2 if name == "2d" else (1,)}),
+        input_shape=(2,) if name == "2d" else (8, 8, 1),
+    )
     runs.compile_model(model, recipe, learning_rate=0.0321)
     assert runs.peak_learning_rate(model.optimizer) == pytest.approx(0.0321)
 
 
 def test_train_uses_the_given_learning_rate():
-    recipe = recipes.get("2d").replace(model={"blocks": 2, "block": {"hidden": 8}}, n_train=256, n_test=64)
+    recipe = recipes.get("2d").replace(
+        model={"blocks": 2, "block": {"hidden": 8}}, n_train=256, n_test=64
+    )
     model, _, _ = runs.train(recipe, epochs=1, learning_rate=0.0456, verbose=0)
     assert runs.peak_learning_rate(model.optimizer) == pytest.approx(0.0456)
 

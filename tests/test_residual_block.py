@@ -1,5 +1,6 @@
 """Invertible residual blocks and stacks (section 2): reconstruction, the stacked-weight
 equivalence with a chain of blocks, exact log-dets, gradients, the inverse contract."""
+
 import math
 import warnings
 
@@ -82,19 +83,25 @@ def test_lemma2_bi_lipschitz():
     assert np.all(d_out <= (1 + lip) * d_in * (1 + 1e-5))
     assert np.all(d_out >= (1 - lip) * d_in * (1 - 1e-5))  # i.e. Lip(F^-1) <= 1/(1-L)
     ya, yb = block(a), block(b)
-    assert np.all(norms(block.inverse(ya) - block.inverse(yb)) <= norms(ya - yb) / (1 - lip) * (1 + 1e-4))
+    assert np.all(
+        norms(block.inverse(ya) - block.inverse(yb)) <= norms(ya - yb) / (1 - lip) * (1 + 1e-4)
+    )
 
 
 def _mean_iterations(coeff, solver="fixed_point"):
     """Iterations to invert a linear block whose Jacobian has eigenvalue Lip(g) = coeff."""
-    block = kir.InvertibleResidualBlock(hidden=32, coeff=coeff, kernel_sizes=(1,), max_iterations=1000)
+    block = kir.InvertibleResidualBlock(
+        hidden=32, coeff=coeff, kernel_sizes=(1,), max_iterations=1000
+    )
     x = random([32, 16], 5)
     block(x)
     (layer,) = block.linear_layers
     a = random([16, 16], 6)
     layer.kernel.assign(tf.matmul(a, a, transpose_b=True))  # symmetric PSD: spectral radius = norm
     certify.refine(block, max_iterations=5000, rtol=1e-7)
-    _, info = block.inverse(block(x), return_info=True, strict=True, solver=solver, rtol=1e-6, atol=0.0)
+    _, info = block.inverse(
+        block(x), return_info=True, strict=True, solver=solver, rtol=1e-6, atol=0.0
+    )
     return float(tf.reduce_mean(tf.cast(info.iterations, tf.float32)))
 
 
@@ -150,14 +157,26 @@ def test_stack_equals_the_chain_of_blocks(shape, kwargs):
     assert float(stack.actnorm.initialized) == 1.0
     for i, block in enumerate(blocks):
         # Batch statistics of inputs of order 2: float32 rounding of the means is ~1e-7 absolute.
-        np.testing.assert_allclose(stack.actnorm.bias[i].numpy(), block.actnorm.bias.numpy(), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(stack.actnorm.log_scale[i].numpy(), block.actnorm.log_scale.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            stack.actnorm.bias[i].numpy(), block.actnorm.bias.numpy(), rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            stack.actnorm.log_scale[i].numpy(),
+            block.actnorm.log_scale.numpy(),
+            rtol=1e-5,
+            atol=1e-6,
+        )
         # The power iteration advanced in both: the same normalized kernels.
         for stacked, single in zip(stack.linear_layers, block.linear_layers):
             np.testing.assert_allclose(
-                stacked.normalized_kernel()[i].numpy(), single.normalized_kernel().numpy(), rtol=1e-5, atol=1e-6
+                stacked.normalized_kernel()[i].numpy(),
+                single.normalized_kernel().numpy(),
+                rtol=1e-5,
+                atol=1e-6,
             )
-    assert np.std(stack.actnorm.bias.numpy(), axis=0).max() > 1e-3  # the blocks got their own statistics
+    assert (
+        np.std(stack.actnorm.bias.numpy(), axis=0).max() > 1e-3
+    )  # the blocks got their own statistics
 
     # Inference: forward, exact log-det, inverse.
     y_stack, ld_stack = stack.forward_and_log_det(x)
@@ -182,7 +201,9 @@ def test_stack_equals_the_chain_of_blocks(shape, kwargs):
     for j, grad in enumerate(stack_grads):
         for i in range(n):
             expected = chain_grads[i][j].numpy()
-            np.testing.assert_allclose(grad[i].numpy(), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max() + 1e-7)
+            np.testing.assert_allclose(
+                grad[i].numpy(), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max() + 1e-7
+            )
 
 
 @pytest.mark.parametrize(
@@ -203,7 +224,9 @@ def test_stack_log_det_matches_full_jacobian(shape, kwargs):
     assert np.abs(stack.actnorm.log_scale.numpy()).max() > 0.1
     _, log_det = stack.forward_and_log_det(x)
     # float32 Jacobians of a 3-block network: log-dets of order 1-10 agree to ~1e-5.
-    np.testing.assert_allclose(log_det.numpy(), full_jacobian_logdet(stack, x), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        log_det.numpy(), full_jacobian_logdet(stack, x), rtol=1e-4, atol=1e-4
+    )
 
 
 # -- gradients, activations, dropout ---------------------------------------------------------------
@@ -217,7 +240,13 @@ def test_every_trainable_weight_gets_a_gradient(num_blocks, activation, preactiv
     cls = kir.InvertibleResidualBlock if num_blocks == 1 else kir.InvertibleResidualStack
     extra = {} if num_blocks == 1 else {"num_blocks": num_blocks}
     layer = cls(
-        hidden=8, coeff=0.8, activation=activation, preactivation=preactivation, actnorm=True, logdet="exact", **extra
+        hidden=8,
+        coeff=0.8,
+        activation=activation,
+        preactivation=preactivation,
+        actnorm=True,
+        logdet="exact",
+        **extra,
     )
     x = random([4, 3], 10)
     layer(x, training=True)
@@ -243,7 +272,9 @@ def test_lipswish_is_one_lipschitz_and_starts_at_the_reference_beta():
     x = tf.linspace(-10.0, 10.0, 20001)
     act.build(x.shape)
     assert float(act.beta) == pytest.approx(math.log1p(math.exp(0.5)), rel=1e-6)  # softplus(0.5)
-    np.testing.assert_allclose(act(x).numpy(), (x * tf.sigmoid(0.974077 * x) / 1.1).numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        act(x).numpy(), (x * tf.sigmoid(0.974077 * x) / 1.1).numpy(), rtol=1e-5, atol=1e-7
+    )
     for beta_raw in [-3.0, 0.0, 2.0, 6.0]:
         act.beta_raw.assign(beta_raw)
         with tf.GradientTape() as tape:
@@ -284,14 +315,17 @@ def test_dropout_masks_are_fixed_per_call_and_off_at_inference():
         tape.watch(x)
         out = g(x)
     jac = tape.batch_jacobian(out, x).numpy().astype(np.float64)
-    np.testing.assert_allclose(log_det.numpy(), np.linalg.slogdet(np.eye(3) + jac)[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        log_det.numpy(), np.linalg.slogdet(np.eye(3) + jac)[1], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_training_forward_with_dropout_and_exact_log_det_is_one_function():
     """forward_and_log_det(training=True) with dropout: y and the log-det come from the same g
     (the same masks for the output and for every column of the Jacobian)."""
-    block = kir.InvertibleResidualBlock(hidden=32, coeff=0.9, dropout=0.5, logdet="exact", power_tol=None,
-                                        power_iterations=1)
+    block = kir.InvertibleResidualBlock(
+        hidden=32, coeff=0.9, dropout=0.5, logdet="exact", power_tol=None, power_iterations=1
+    )
     x = random([4, 3], 12)
     block(x)
     saturate(block)
@@ -307,14 +341,22 @@ def test_training_forward_with_dropout_and_exact_log_det_is_one_function():
         tape.watch(x)
         out = g(x)
     jac = tape.batch_jacobian(out, x).numpy().astype(np.float64)
-    np.testing.assert_allclose(log_det.numpy(), np.linalg.slogdet(np.eye(3) + jac)[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        log_det.numpy(), np.linalg.slogdet(np.eye(3) + jac)[1], rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.slow  # ~12 s: XLA compiles a training step of a stack (the cost of any such step on CPU)
 def test_dropout_training_step_with_exact_log_det_under_xla():
     """Dropout masks inside the stack's while loop, the exact log-det's copies, a gradient step: XLA."""
     stack = kir.InvertibleResidualStack(
-        num_blocks=2, hidden=4, coeff=0.9, dropout=0.3, logdet="exact", kernel_sizes=(1, 1), power_iterations=2
+        num_blocks=2,
+        hidden=4,
+        coeff=0.9,
+        dropout=0.3,
+        logdet="exact",
+        kernel_sizes=(1, 1),
+        power_iterations=2,
     )
     x = random([4, 3], 23)
     stack(x)
@@ -339,7 +381,9 @@ def test_dropout_training_step_with_exact_log_det_under_xla():
 
 
 def test_vanilla_block_with_large_weights_fails_to_invert_and_says_so():
-    block = kir.InvertibleResidualBlock(hidden=32, coeff=None, kernel_sizes=(1, 1), max_iterations=30)
+    block = kir.InvertibleResidualBlock(
+        hidden=32, coeff=None, kernel_sizes=(1, 1), max_iterations=30
+    )
     x = random([8, 4], 13)
     block(x)
     for layer in block.linear_layers:
@@ -391,7 +435,9 @@ def test_inverse_in_tf_function_and_xla_and_graph_strict():
 
 
 def test_inverse_before_any_forward_pass_and_after_loading(tmp_path):
-    flow = kir.InvertibleSequential([kir.Squeeze(), kir.InvertibleResidualStack(num_blocks=2, hidden=8, coeff=0.9)])
+    flow = kir.InvertibleSequential(
+        [kir.Squeeze(), kir.InvertibleResidualStack(num_blocks=2, hidden=8, coeff=0.9)]
+    )
     z = random([2, 4, 4, 8], 15)
     x = flow.inverse(z, strict=True)  # builds from the output shape
     assert x.shape == (2, 8, 8, 2)
@@ -412,7 +458,9 @@ def test_inverse_before_any_forward_pass_and_after_loading(tmp_path):
 
 
 def test_inverse_settings_contract():
-    stack = kir.InvertibleResidualStack(num_blocks=2, hidden=8, coeff=0.9, max_iterations=1, strict=True)
+    stack = kir.InvertibleResidualStack(
+        num_blocks=2, hidden=8, coeff=0.9, max_iterations=1, strict=True
+    )
     x = random([4, 5], 17)
     stack(x)
     saturate(stack)
@@ -422,7 +470,9 @@ def test_inverse_settings_contract():
     with pytest.raises(InverseNotConvergedError):
         stack.inverse(y)
     # Per call: any InverseSettings field.
-    x_rec = stack.inverse(y, solver="anderson", rtol=1e-7, atol=0.0, max_iterations=100, anderson_memory=3)
+    x_rec = stack.inverse(
+        y, solver="anderson", rtol=1e-7, atol=0.0, max_iterations=100, anderson_memory=3
+    )
     assert rel_error(x_rec, x) < 1e-6
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InverseConvergenceWarning)
@@ -481,19 +531,30 @@ def test_lipschitz_bounds_are_products_of_operator_norms(shape):
                 product *= np.linalg.svd(kernel.numpy().astype(np.float64), compute_uv=False)[0]
             else:
                 matrix = explicit_matrix(
-                    lambda v: layer.apply_operator(v, tf.cast(kernel, tf.float64)), layer.built_input_shape[1:]
+                    lambda v: layer.apply_operator(v, tf.cast(kernel, tf.float64)),
+                    layer.built_input_shape[1:],
                 )
                 product *= top_singular_value(matrix)
         assert bound == pytest.approx(product, rel=1e-3)
-    assert bounds[0] == pytest.approx(0.8**3, rel=1e-3) and bounds[2] == pytest.approx(0.8**3, rel=1e-3)
+    assert bounds[0] == pytest.approx(0.8**3, rel=1e-3) and bounds[2] == pytest.approx(
+        0.8**3, rel=1e-3
+    )
     assert bounds[1] < 0.5 * bounds[0]
 
 
 @pytest.mark.parametrize("activation", ["elu", "softplus", "relu", "tanh", "lipswish"])
 def test_save_load_round_trip(tmp_path, activation):
     stack = kir.InvertibleResidualStack(
-        num_blocks=2, hidden=8, coeff=0.8, activation=activation, actnorm=True, dropout=0.1,
-        logdet="power_series", solver="anderson", max_iterations=50, seed=3,
+        num_blocks=2,
+        hidden=8,
+        coeff=0.8,
+        activation=activation,
+        actnorm=True,
+        dropout=0.1,
+        logdet="power_series",
+        solver="anderson",
+        max_iterations=50,
+        seed=3,
     )
     inputs = keras.Input((4, 4, 2))
     model = keras.Model(inputs, kir.Squeeze()(stack(inputs)))
@@ -513,7 +574,9 @@ def test_stack_trains_with_keras_fit_under_mirrored_strategy(mirrored_strategy):
     """A plain keras.Model around a stack: fit under MirroredStrategy, replicas stay identical."""
     with mirrored_strategy.scope():
         inputs = keras.Input((8, 8, 1))
-        stack = kir.InvertibleResidualStack(num_blocks=2, hidden=8, coeff=0.9, actnorm=True, activation="lipswish")
+        stack = kir.InvertibleResidualStack(
+            num_blocks=2, hidden=8, coeff=0.9, actnorm=True, activation="lipswish"
+        )
         flow = kir.InvertibleSequential([kir.InjectivePad(1), kir.Squeeze(), stack])
         outputs = keras.layers.Dense(3)(keras.layers.Flatten()(flow(inputs)))
         model = keras.Model(inputs, outputs)
@@ -525,7 +588,9 @@ def test_stack_trains_with_keras_fit_under_mirrored_strategy(mirrored_strategy):
     assert stack.actnorm.initialized.numpy() == 1.0
     assert np.abs(stack.actnorm.log_scale.numpy()).max() > 0  # initialized from data, then trained
     # Power-iteration vectors and ActNorm statistics agree on both replicas.
-    for variable in [stack.actnorm.bias, stack.actnorm.log_scale] + [layer.power_v for layer in stack.linear_layers]:
+    for variable in [stack.actnorm.bias, stack.actnorm.log_scale] + [
+        layer.power_v for layer in stack.linear_layers
+    ]:
         replicas = variable.value.values
         assert len(replicas) == 2
         np.testing.assert_allclose(replicas[0].numpy(), replicas[1].numpy(), rtol=1e-6)

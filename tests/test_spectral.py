@@ -1,4 +1,5 @@
 """keras_iresnet.spectral (pure operator math) against explicit matrices and numpy's SVD."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -21,14 +22,18 @@ def conv_pair(kernel, input_shape, strides=1, padding="SAME"):
         return tf.nn.conv2d(v, kernel, strides, padding)
 
     def adjoint(u):
-        return tf.nn.conv2d_transpose(u, kernel, tf.stack([tf.shape(u)[0], h, w, c]), strides, padding)
+        return tf.nn.conv2d_transpose(
+            u, kernel, tf.stack([tf.shape(u)[0], h, w, c]), strides, padding
+        )
 
     return operator, adjoint
 
 
 def iterate(operator, adjoint, v0, **kwargs):
     """``spectral.power_iteration`` in a graph (an eager ``tf.while_loop`` is a slow Python loop)."""
-    return tf.function(lambda v: spectral.power_iteration(operator, adjoint, v, **kwargs), autograph=False)(v0)
+    return tf.function(
+        lambda v: spectral.power_iteration(operator, adjoint, v, **kwargs), autograph=False
+    )(v0)
 
 
 def random(shape, seed):
@@ -66,11 +71,15 @@ def test_power_iteration_dense_matches_svd(shape):
         ((4, 4, 4), (1, 1, 4, 2), 1, "SAME"),
     ],
 )
-def test_power_iteration_conv_matches_explicit_operator(input_shape, kernel_shape, strides, padding):
+def test_power_iteration_conv_matches_explicit_operator(
+    input_shape, kernel_shape, strides, padding
+):
     kernel = random(kernel_shape, 3)
     operator, adjoint = conv_pair(kernel, input_shape, strides, padding)
     truth = top_singular_value(explicit_matrix(operator, input_shape))
-    _, _, sigma, _ = iterate(operator, adjoint, random((1,) + input_shape, 4), max_iterations=20000, rtol=1e-13)
+    _, _, sigma, _ = iterate(
+        operator, adjoint, random((1,) + input_shape, 4), max_iterations=20000, rtol=1e-13
+    )
     assert float(sigma) == pytest.approx(truth, rel=1e-7)
 
 
@@ -90,19 +99,31 @@ def test_power_iteration_batched_dense_and_conv():
     input_shape = (5, 5, 2)
 
     def per_slice(fn):
-        return lambda t: tf.map_fn(lambda pair: fn(pair[0], pair[1]), (t, kernels), fn_output_signature=t.dtype)
+        return lambda t: tf.map_fn(
+            lambda pair: fn(pair[0], pair[1]), (t, kernels), fn_output_signature=t.dtype
+        )
 
     operator = per_slice(lambda t, k: conv_pair(k, input_shape)[0](t))
     adjoint = per_slice(lambda t, k: conv_pair(k, input_shape)[1](t))
     _, _, sigma, _ = iterate(
-        operator, adjoint, random((3, 1) + input_shape, 8), max_iterations=20000, rtol=1e-13, batch_dims=1
+        operator,
+        adjoint,
+        random((3, 1) + input_shape, 8),
+        max_iterations=20000,
+        rtol=1e-13,
+        batch_dims=1,
     )
-    truth = [top_singular_value(explicit_matrix(conv_pair(k, input_shape)[0], input_shape)) for k in kernels]
+    truth = [
+        top_singular_value(explicit_matrix(conv_pair(k, input_shape)[0], input_shape))
+        for k in kernels
+    ]
     np.testing.assert_allclose(sigma.numpy(), truth, rtol=1e-7)
 
 
 def _sigma_after(operator, adjoint, v0, k, batch_dims=0):
-    return spectral.power_iteration(operator, adjoint, v0, max_iterations=k, rtol=None, batch_dims=batch_dims)[2].numpy()
+    return spectral.power_iteration(
+        operator, adjoint, v0, max_iterations=k, rtol=None, batch_dims=batch_dims
+    )[2].numpy()
 
 
 def predicted_stop(history, rtol, eps=np.finfo(np.float64).eps):
@@ -129,19 +150,26 @@ def test_rtol_stopping_rule_is_the_predicted_error():
     operator, adjoint = dense_pair(matrix)
     v0 = tf.constant([[1.0, 1.0, 1.0, 1.0]], tf.float64)
     rtol = 1e-5
-    *_, sigma, iterations = spectral.power_iteration(operator, adjoint, v0, max_iterations=5000, rtol=rtol)
+    *_, sigma, iterations = spectral.power_iteration(
+        operator, adjoint, v0, max_iterations=5000, rtol=rtol
+    )
     k = int(iterations)
     after = tf.function(
-        lambda n: spectral.power_iteration(operator, adjoint, v0, max_iterations=n, rtol=None)[2], autograph=False
+        lambda n: spectral.power_iteration(operator, adjoint, v0, max_iterations=n, rtol=None)[2],
+        autograph=False,
     )
-    history = [float(after(tf.constant(i))) for i in range(k + 1)]  # sigma~ after 0, 1, ..., k iterations
+    history = [
+        float(after(tf.constant(i))) for i in range(k + 1)
+    ]  # sigma~ after 0, 1, ..., k iterations
     assert predicted_stop(history, rtol) == k
     assert history[-1] == pytest.approx(float(sigma), rel=1e-14)
     # The true relative error at the stop is within the tolerance (the extrapolation is exact
     # for geometric convergence; factor 2 for the rate being measured, not known) ...
     assert (1.0 - float(sigma)) <= 2 * rtol
     # ... where stopping at the first change <= rtol (the naive rule) would be 10x off.
-    naive = next(i for i in range(1, k + 1) if abs(history[i] - history[i - 1]) / history[i] <= rtol)
+    naive = next(
+        i for i in range(1, k + 1) if abs(history[i] - history[i - 1]) / history[i] <= rtol
+    )
     assert naive < k and (1.0 - history[naive]) > 10 * rtol
 
 
@@ -159,7 +187,9 @@ def warm_start_error(gap, rtol):
     matrix = tf.constant(np.diag([2.0, 2.0 * gap, 0.3]), tf.float64)
     operator, adjoint = dense_pair(matrix)
     start = tf.constant([[1.0, 0.0, 0.0]], tf.float64) + 0.1 * random((1, 3), 30)
-    *_, sigma, iterations = spectral.power_iteration(operator, adjoint, start, max_iterations=100000, rtol=rtol)
+    *_, sigma, iterations = spectral.power_iteration(
+        operator, adjoint, start, max_iterations=100000, rtol=rtol
+    )
     assert int(iterations) < 100000
     return (2.0 - float(sigma)) / 2.0
 
@@ -185,7 +215,9 @@ def test_rtol_bounds_the_true_error_from_a_warm_start_at_small_rtol(gap):
 def test_rtol_bounds_the_true_error_from_a_random_start(gap):
     matrix = tf.constant(np.diag([2.0, 2.0 * gap, 0.3]), tf.float64)
     operator, adjoint = dense_pair(matrix)
-    *_, sigma, _ = spectral.power_iteration(operator, adjoint, random((1, 3), 30), max_iterations=100000, rtol=1e-3)
+    *_, sigma, _ = spectral.power_iteration(
+        operator, adjoint, random((1, 3), 30), max_iterations=100000, rtol=1e-3
+    )
     assert (2.0 - float(sigma)) / 2.0 <= 2e-3, float(sigma)
 
 
@@ -200,7 +232,9 @@ def test_rtol_none_runs_max_iterations_and_sigma_increases():
     assert all(b >= a * (1 - 1e-14) for a, b in zip(sigmas, sigmas[1:]))
     assert sigmas[-1] <= top_singular_value(matrix.numpy()) * (1 + 1e-12)
     # A tensor cap works as well (what the layers pass in graphs).
-    *_, iterations = spectral.power_iteration(operator, adjoint, v0, max_iterations=tf.constant(3), rtol=None)
+    *_, iterations = spectral.power_iteration(
+        operator, adjoint, v0, max_iterations=tf.constant(3), rtol=None
+    )
     assert int(iterations) == 3
 
 
@@ -213,7 +247,16 @@ def test_batched_rtol_waits_for_every_operator():
 
     def iterations(selection):
         operator, adjoint = dense_pair(tf.gather(matrices, selection))
-        return int(iterate(operator, adjoint, tf.gather(v0, selection), max_iterations=5000, rtol=1e-6, batch_dims=1)[3])
+        return int(
+            iterate(
+                operator,
+                adjoint,
+                tf.gather(v0, selection),
+                max_iterations=5000,
+                rtol=1e-6,
+                batch_dims=1,
+            )[3]
+        )
 
     alone, hard_alone, both = iterations([0]), iterations([1]), iterations([0, 1])
     assert alone < 5
@@ -227,7 +270,8 @@ def test_power_iteration_in_tf_function_and_xla():
     eager = spectral.power_iteration(operator, adjoint, v0, max_iterations=50, rtol=1e-4)
     for jit in (False, True):
         compiled = tf.function(
-            lambda v: spectral.power_iteration(operator, adjoint, v, max_iterations=50, rtol=1e-4), jit_compile=jit
+            lambda v: spectral.power_iteration(operator, adjoint, v, max_iterations=50, rtol=1e-4),
+            jit_compile=jit,
         )(v0)
         assert int(compiled[3]) == int(eager[3])
         np.testing.assert_allclose(compiled[2].numpy(), eager[2].numpy(), rtol=1e-5)
@@ -239,7 +283,9 @@ def test_l2_normalize_batch_dims():
     per_slice = spectral.l2_normalize(t, batch_dims=1).numpy()
     assert per_slice.shape == (3, 2, 4)
     np.testing.assert_allclose(np.linalg.norm(per_slice.reshape(3, -1), axis=1), 1.0, rtol=1e-12)
-    np.testing.assert_allclose(per_slice, t.numpy() / np.linalg.norm(t.numpy().reshape(3, -1), axis=1)[:, None, None])
+    np.testing.assert_allclose(
+        per_slice, t.numpy() / np.linalg.norm(t.numpy().reshape(3, -1), axis=1)[:, None, None]
+    )
 
 
 # -- conv_singular_values --------------------------------------------------------------------
@@ -257,7 +303,8 @@ def _circular_conv_matrix(kernel, n, m):
 
 
 @pytest.mark.parametrize(
-    "shape,n,m", [((3, 3, 2, 3), 6, 6), ((1, 1, 4, 2), 5, 5), ((3, 3, 3, 3), 5, 7), ((2, 3, 3, 1), 4, 4)]
+    "shape,n,m",
+    [((3, 3, 2, 3), 6, 6), ((1, 1, 4, 2), 5, 5), ((3, 3, 3, 3), 5, 7), ((2, 3, 3, 1), 4, 4)],
 )
 def test_fft_singular_values_match_circular_conv_matrix(shape, n, m):
     kernel = random(shape, 16)
@@ -265,7 +312,9 @@ def test_fft_singular_values_match_circular_conv_matrix(shape, n, m):
     assert fft_values.dtype == np.float64
     assert fft_values.shape == (n * m * min(shape[2], shape[3]),)
     assert np.all(np.diff(fft_values) <= 0)  # descending
-    svd_values = np.linalg.svd(_circular_conv_matrix(kernel, n, m), compute_uv=False)[: fft_values.size]
+    svd_values = np.linalg.svd(_circular_conv_matrix(kernel, n, m), compute_uv=False)[
+        : fft_values.size
+    ]
     np.testing.assert_allclose(fft_values, svd_values, rtol=1e-9, atol=1e-12)
 
 
@@ -295,25 +344,35 @@ def test_dense_singular_vectors_match_numpy_svd(shape, k):
     values = np.linalg.svd(kernel, compute_uv=False)
     np.testing.assert_allclose(sigma, values[..., 0], rtol=1e-12)
     # For y = x @ W the rows of v are orthonormal input rows with ||v_i W|| = sigma_i, descending.
-    np.testing.assert_allclose(v @ np.swapaxes(v, -1, -2), np.broadcast_to(np.eye(k_eff), batch + (k_eff, k_eff)), atol=1e-12)
+    np.testing.assert_allclose(
+        v @ np.swapaxes(v, -1, -2),
+        np.broadcast_to(np.eye(k_eff), batch + (k_eff, k_eff)),
+        atol=1e-12,
+    )
     np.testing.assert_allclose(np.linalg.norm(v @ kernel, axis=-1), values[..., :k_eff], rtol=1e-12)
     # The top one is a fixed point of the power iteration's map v -> v W W^T / ||.||.
     top = v[..., :1, :]
     image = top @ kernel @ np.swapaxes(kernel, -1, -2)
-    np.testing.assert_allclose(image / np.linalg.norm(image, axis=-1, keepdims=True), top, atol=1e-12)
+    np.testing.assert_allclose(
+        image / np.linalg.norm(image, axis=-1, keepdims=True), top, atol=1e-12
+    )
 
 
 # -- subspace_iteration ------------------------------------------------------------------------
 
 
 def subspace(operator, adjoint, vectors, **kwargs):
-    return tf.function(lambda v: spectral.subspace_iteration(operator, adjoint, v, **kwargs), autograph=False)(vectors)
+    return tf.function(
+        lambda v: spectral.subspace_iteration(operator, adjoint, v, **kwargs), autograph=False
+    )(vectors)
 
 
 def test_subspace_iteration_dense_matches_svd():
     matrix = random((12, 9), 31)
     operator, adjoint = dense_pair(matrix)
-    vectors, sigma, iterations = subspace(operator, adjoint, random((4, 12), 32), max_iterations=5000, rtol=1e-13)
+    vectors, sigma, iterations = subspace(
+        operator, adjoint, random((4, 12), 32), max_iterations=5000, rtol=1e-13
+    )
     values = np.linalg.svd(matrix.numpy(), compute_uv=False)
     assert float(sigma) == pytest.approx(values[0], rel=1e-10)
     assert vectors.shape == (4, 12) and 2 <= int(iterations) < 5000
@@ -331,7 +390,9 @@ def test_subspace_iteration_conv_operator_matches_explicit_matrix():
     kernel = random((3, 3, 2, 3), 33)
     operator, adjoint = conv_pair(kernel, input_shape)
     truth = top_singular_value(explicit_matrix(operator, input_shape))
-    _, sigma, _ = subspace(operator, adjoint, random((6,) + input_shape, 34), max_iterations=5000, rtol=1e-12)
+    _, sigma, _ = subspace(
+        operator, adjoint, random((6,) + input_shape, 34), max_iterations=5000, rtol=1e-12
+    )
     assert float(sigma) == pytest.approx(truth, rel=1e-9)
 
 
@@ -354,10 +415,16 @@ def test_subspace_iteration_handles_close_top_singular_values():
 def test_subspace_iteration_batched_warm_start_and_fixed_count():
     matrices = random((3, 7, 5), 36) * tf.constant([0.5, 1.0, 4.0], tf.float64)[:, None, None]
     operator, adjoint = dense_pair(matrices)  # [3, k, 7] @ [3, 7, 5]
-    vectors, sigma, _ = subspace(operator, adjoint, random((3, 2, 7), 37), max_iterations=5000, rtol=1e-12, batch_dims=1)
-    np.testing.assert_allclose(sigma.numpy(), [top_singular_value(m) for m in matrices.numpy()], rtol=1e-9)
+    vectors, sigma, _ = subspace(
+        operator, adjoint, random((3, 2, 7), 37), max_iterations=5000, rtol=1e-12, batch_dims=1
+    )
+    np.testing.assert_allclose(
+        sigma.numpy(), [top_singular_value(m) for m in matrices.numpy()], rtol=1e-9
+    )
     # Warm-started from converged vectors: two iterations (the first has no change to measure).
-    _, again, iterations = subspace(operator, adjoint, vectors, max_iterations=100, rtol=1e-6, batch_dims=1)
+    _, again, iterations = subspace(
+        operator, adjoint, vectors, max_iterations=100, rtol=1e-6, batch_dims=1
+    )
     assert int(iterations) == 2
     np.testing.assert_allclose(again.numpy(), sigma.numpy(), rtol=1e-12)
     # rtol=None: exactly max_iterations.
@@ -370,7 +437,8 @@ def test_subspace_iteration_under_xla():
     operator, adjoint = dense_pair(matrix)
     start = tf.cast(random((3, 8), 39), tf.float32)
     compiled = tf.function(
-        lambda v: spectral.subspace_iteration(operator, adjoint, v, max_iterations=200, rtol=1e-6), jit_compile=True
+        lambda v: spectral.subspace_iteration(operator, adjoint, v, max_iterations=200, rtol=1e-6),
+        jit_compile=True,
     )
     _, sigma, _ = compiled(start)
     assert float(sigma) == pytest.approx(top_singular_value(matrix.numpy()), rel=1e-5)

@@ -1,5 +1,6 @@
 """SpectralDense / SpectralConv2D: the soft normalization of equation (2) through the operator
 as applied (section 2.1), checked against explicit operator matrices and numpy's SVD."""
+
 import keras
 import numpy as np
 import pytest
@@ -23,8 +24,11 @@ def conv_matrix(layer, kernel, input_shape=None):
     """The explicit matrix of the layer's convolution (its strides and padding) with ``kernel``."""
     shape = input_shape or layer.built_input_shape[1:]
     return explicit_matrix(
-        lambda v: layer.apply_operator(v, tf.cast(kernel, tf.float64)) if input_shape is None
-        else tf.nn.conv2d(v, tf.cast(kernel, tf.float64), layer.strides, layer.padding.upper()),
+        lambda v: (
+            layer.apply_operator(v, tf.cast(kernel, tf.float64))
+            if input_shape is None
+            else tf.nn.conv2d(v, tf.cast(kernel, tf.float64), layer.strides, layer.padding.upper())
+        ),
         shape,
     )
 
@@ -34,8 +38,20 @@ def random_unit(shape, seed):
     return kir.spectral.l2_normalize(tf.random.stateless_normal(shape, seed=[seed, seed]))
 
 
-def built_conv(input_shape, filters, kernel_size, strides=1, padding="same", coeff=0.9, seed=3, scale=1.0, **kwargs):
-    layer = kir.SpectralConv2D(filters, kernel_size, strides=strides, padding=padding, coeff=coeff, **kwargs)
+def built_conv(
+    input_shape,
+    filters,
+    kernel_size,
+    strides=1,
+    padding="same",
+    coeff=0.9,
+    seed=3,
+    scale=1.0,
+    **kwargs,
+):
+    layer = kir.SpectralConv2D(
+        filters, kernel_size, strides=strides, padding=padding, coeff=coeff, **kwargs
+    )
     layer.build((None,) + tuple(input_shape))
     layer.kernel.assign(scale * tf.random.stateless_normal(layer.kernel.shape, seed=[seed, 0]))
     return layer
@@ -45,7 +61,9 @@ def built_conv(input_shape, filters, kernel_size, strides=1, padding="same", coe
 
 
 @pytest.mark.parametrize("input_shape,filters,kernel_size,strides,padding", CONV_CASES)
-def test_conv_power_iteration_matches_explicit_operator(input_shape, filters, kernel_size, strides, padding):
+def test_conv_power_iteration_matches_explicit_operator(
+    input_shape, filters, kernel_size, strides, padding
+):
     layer = built_conv(input_shape, filters, kernel_size, strides, padding)
     sigma = layer.refine(max_iterations=5000, rtol=1e-7)
     truth = top_singular_value(conv_matrix(layer, layer.kernel))
@@ -56,7 +74,9 @@ def test_conv_power_iteration_matches_explicit_operator(input_shape, filters, ke
     # both by the layer's own operator_norm() and by the explicit matrix.
     assert truth > 1.0
     assert layer.operator_norm() == pytest.approx(0.9, rel=1e-3)
-    assert top_singular_value(conv_matrix(layer, layer.normalized_kernel())) == pytest.approx(0.9, rel=1e-3)
+    assert top_singular_value(conv_matrix(layer, layer.normalized_kernel())) == pytest.approx(
+        0.9, rel=1e-3
+    )
 
 
 def test_dense_starts_at_the_svd_and_normalizes_to_coeff():
@@ -87,7 +107,9 @@ def test_normalized_norm_at_most_coeff_and_small_kernels_untouched():
     assert layer.operator_norm() == pytest.approx(0.3, rel=1e-3)
     # coeff=None: no normalization at all.
     vanilla = built_conv((6, 6, 3), 4, 3, coeff=None, scale=3.0)
-    np.testing.assert_array_equal(vanilla.normalized_kernel(training=True).numpy(), vanilla.kernel.numpy())
+    np.testing.assert_array_equal(
+        vanilla.normalized_kernel(training=True).numpy(), vanilla.kernel.numpy()
+    )
     assert int(vanilla.track()) == 0
 
 
@@ -105,7 +127,9 @@ def test_keras_spectral_normalization_bounds_a_different_norm():
     for _ in range(20):
         wrapped(x, training=True)
     keras_norm = top_singular_value(
-        explicit_matrix(lambda v: tf.nn.conv2d(v, tf.cast(conv.kernel, tf.float64), 1, "SAME"), (6, 6, 3))
+        explicit_matrix(
+            lambda v: tf.nn.conv2d(v, tf.cast(conv.kernel, tf.float64), 1, "SAME"), (6, 6, 3)
+        )
     )
     ours = kir.SpectralConv2D(4, 3, coeff=0.999999, use_bias=False)
     ours.build((None, 6, 6, 3))
@@ -152,7 +176,9 @@ def test_power_vectors_and_pointwise_convolutions():
     pointwise.refine()
     assert pointwise.power_v.shape[1:] == (3,)  # vectors of the channel matrix
     channel = pointwise.kernel.numpy()[0, 0].astype(np.float64)
-    assert float(pointwise.sigma_estimate()) == pytest.approx(np.linalg.svd(channel, compute_uv=False)[0], rel=1e-6)
+    assert float(pointwise.sigma_estimate()) == pytest.approx(
+        np.linalg.svd(channel, compute_uv=False)[0], rel=1e-6
+    )
     explicit = top_singular_value(conv_matrix(pointwise, pointwise.normalized_kernel()))
     assert pointwise.operator_norm() == pytest.approx(explicit, rel=1e-6)
     assert explicit == pytest.approx(0.9, rel=1e-5)
@@ -190,9 +216,15 @@ def test_stacked_layer_slices_equal_unstacked_layers(kind):
         single.kernel.assign(stacked.kernel[i])
         single.refine(max_iterations=5000, rtol=1e-7)
         assert float(single.sigma_estimate()) == pytest.approx(float(sigmas[i]), rel=1e-4)
-        np.testing.assert_allclose(normalized[i], single.normalized_kernel().numpy(), rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(
+            normalized[i], single.normalized_kernel().numpy(), rtol=1e-4, atol=1e-7
+        )
         assert norms[i] == pytest.approx(single.operator_norm(), rel=1e-4)
-    assert norms[1] < coeff and norms[0] == pytest.approx(coeff, rel=1e-3) and norms[2] == pytest.approx(coeff, rel=1e-3)
+    assert (
+        norms[1] < coeff
+        and norms[0] == pytest.approx(coeff, rel=1e-3)
+        and norms[2] == pytest.approx(coeff, rel=1e-3)
+    )
     np.testing.assert_array_equal(normalized[1], stacked.kernel[1].numpy())
     with pytest.raises(ValueError, match="stack of 3 kernels"):
         stacked(tf.zeros((1,) + input_shape[1:]))
@@ -230,9 +262,13 @@ def test_stacked_kernels_are_initialized_per_slice(make, input_shape, fans):
     for i in range(8):
         assert kernel[i].var() == pytest.approx(expected, rel=tolerance(n))
     correlations = np.corrcoef(kernel.reshape(8, -1))[np.triu_indices(8, 1)]
-    assert np.max(np.abs(correlations)) < 5 / np.sqrt(n), "the slices of a stack must be independent draws"
+    assert np.max(np.abs(correlations)) < 5 / np.sqrt(n), (
+        "the slices of a stack must be independent draws"
+    )
     # A seeded initializer gives a reproducible stack (and still distinct slices).
-    seeded = [make(stack=3, kernel_initializer=keras.initializers.GlorotUniform(seed=7)) for _ in range(2)]
+    seeded = [
+        make(stack=3, kernel_initializer=keras.initializers.GlorotUniform(seed=7)) for _ in range(2)
+    ]
     for layer in seeded:
         layer.build(input_shape)
     np.testing.assert_array_equal(seeded[0].kernel.numpy(), seeded[1].kernel.numpy())
@@ -254,12 +290,16 @@ def test_training_calls_warm_start_and_stop_by_power_tol():
     assert int(layer.track()) == 1
     assert int(layer.power_iterations_run) == 2
     # A small weight update: a warm start needs a few iterations, a cold start many more.
-    layer.kernel.assign(layer.kernel + 1e-2 * tf.random.stateless_normal(layer.kernel.shape, seed=[1, 1]))
+    layer.kernel.assign(
+        layer.kernel + 1e-2 * tf.random.stateless_normal(layer.kernel.shape, seed=[1, 1])
+    )
     warm = int(layer.track())
     assert 2 <= warm <= 5
     truth = top_singular_value(conv_matrix(layer, layer.kernel))
     estimate = float(layer.sigma_estimate())
-    assert truth * (1 - 2e-4) <= estimate <= truth * (1 + 1e-6)  # an under-estimate within 2 power_tol
+    assert (
+        truth * (1 - 2e-4) <= estimate <= truth * (1 + 1e-6)
+    )  # an under-estimate within 2 power_tol
     layer.power_v.assign(tf.random.stateless_normal(layer.power_v.shape, seed=[2, 2]))
     cold = int(layer.track())
     assert cold > 2 * warm
@@ -296,7 +336,9 @@ def test_stacked_track_waits_for_every_slice():
     as long as the slowest unstacked layer would (the others keep improving meanwhile)."""
     layer = kir.SpectralConv2D(3, 3, coeff=0.9, stack=3, power_iterations=200, power_tol=1e-5)
     layer.build((None, 5, 5, 2))
-    start = kir.spectral.l2_normalize(tf.random.stateless_normal(layer.power_v.shape, seed=[4, 4]), batch_dims=1)
+    start = kir.spectral.l2_normalize(
+        tf.random.stateless_normal(layer.power_v.shape, seed=[4, 4]), batch_dims=1
+    )
     layer.power_v.assign(start)
     iterations = int(layer.track())
     assert iterations == int(layer.power_iterations_run)
@@ -353,12 +395,31 @@ def test_gradient_flows_through_sigma_into_the_kernel():
 
 def test_get_config_round_trip():
     layer = kir.SpectralConv2D(
-        4, (3, 1), strides=2, padding="valid", coeff=0.8, power_iterations=2, power_tol=None, stack=3,
-        use_bias=False, kernel_initializer="he_normal", power_vectors=3,
+        4,
+        (3, 1),
+        strides=2,
+        padding="valid",
+        coeff=0.8,
+        power_iterations=2,
+        power_tol=None,
+        stack=3,
+        use_bias=False,
+        kernel_initializer="he_normal",
+        power_vectors=3,
     )
     clone = kir.SpectralConv2D.from_config(layer.get_config())
-    keys = ("filters", "kernel_size", "strides", "padding", "coeff", "power_iterations", "power_tol", "power_vectors",
-            "stack", "use_bias")
+    keys = (
+        "filters",
+        "kernel_size",
+        "strides",
+        "padding",
+        "coeff",
+        "power_iterations",
+        "power_tol",
+        "power_vectors",
+        "stack",
+        "use_bias",
+    )
     for key in keys:
         assert getattr(clone, key) == getattr(layer, key), key
     assert clone.get_config() == layer.get_config()
@@ -413,7 +474,9 @@ def test_works_in_tf_function_and_trains():
     assert int(track()) >= 1
     assert int(layer.power_iterations_run) > before
     # Eager and compiled calls agree at inference.
-    np.testing.assert_allclose(tf.function(lambda t: layer(t))(x).numpy(), layer(x).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        tf.function(lambda t: layer(t))(x).numpy(), layer(x).numpy(), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("coeff", [0.0, 1.0, 1.5, -0.2, "0.5", True])

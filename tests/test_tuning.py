@@ -1,4 +1,5 @@
 """keras_iresnet.tuning: keras-tuner search spaces centred on the recipes (issues 6 and 14)."""
+
 import json
 
 import keras
@@ -9,7 +10,9 @@ import pytest
 from keras_iresnet import cli, recipes, runs, tuning
 
 SMALL = {
-    "classify": recipes.get("digits-classifier").replace(model={"stages": (1, 1), "block": {"hidden": 8}}),
+    "classify": recipes.get("digits-classifier").replace(
+        model={"stages": (1, 1), "block": {"hidden": 8}}
+    ),
     "density": recipes.get("2d").replace(model={"blocks": 4, "block": {"hidden": 16}}),
 }
 
@@ -21,8 +24,13 @@ def test_random_search_completes_trials_and_best_model_reloads(tmp_path, task):
     train, valid = runs.datasets(recipe, split)
     hypermodel = tuning.IResNetHyperModel(recipe, split.input_shape, split.num_classes)
     tuner = keras_tuner.RandomSearch(
-        hypermodel, objective=hypermodel.objective, max_trials=2, directory=str(tmp_path), project_name=task,
-        seed=0, overwrite=True,
+        hypermodel,
+        objective=hypermodel.objective,
+        max_trials=2,
+        directory=str(tmp_path),
+        project_name=task,
+        seed=0,
+        overwrite=True,
     )
     tuner.search(train, validation_data=valid, epochs=1, verbose=0)
     trials = tuner.oracle.trials.values()
@@ -35,7 +43,9 @@ def test_random_search_completes_trials_and_best_model_reloads(tmp_path, task):
     path = tmp_path / "best.keras"
     best.save(path)
     reloaded = keras.models.load_model(path)
-    assert reloaded.evaluate(valid, verbose=0, return_dict=True)[metric] == pytest.approx(score, rel=1e-3, abs=1e-3)
+    assert reloaded.evaluate(valid, verbose=0, return_dict=True)[metric] == pytest.approx(
+        score, rel=1e-3, abs=1e-3
+    )
 
 
 def test_the_untuned_recipe_is_a_point_of_the_search_space():
@@ -45,9 +55,12 @@ def test_the_untuned_recipe_is_a_point_of_the_search_space():
     model = hypermodel.build(keras_tuner.HyperParameters())
     reference = runs.build_model(recipe, input_shape=(8, 8, 1), num_classes=10)
     assert model.get_config()["block"] == reference.get_config()["block"]
-    assert model.stages == reference.stages and model.initial_squeeze and model.pad_to_channels == 16
+    assert (
+        model.stages == reference.stages and model.initial_squeeze and model.pad_to_channels == 16
+    )
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(
-        recipe.optimizer["learning_rate"])
+        recipe.optimizer["learning_rate"]
+    )
 
 
 def test_objective_names_and_bad_arguments():
@@ -65,10 +78,24 @@ def test_objective_names_and_bad_arguments():
 
 def test_cli_tune_and_no_silent_rerun(tmp_path, capsys):
     out = tmp_path / "tune"
-    args = ["tune", "--task", "density", "--trials", "2", "--epochs", "1", "--out", str(out), "--quiet"]
+    args = [
+        "tune",
+        "--task",
+        "density",
+        "--trials",
+        "2",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert cli.main(args) == 0
     summary = json.loads((out / "tuning.json").read_text())
-    assert summary["objective"] == "val_bits_per_dim" and summary["statuses"] == ["COMPLETED", "COMPLETED"]
+    assert summary["objective"] == "val_bits_per_dim" and summary["statuses"] == [
+        "COMPLETED",
+        "COMPLETED",
+    ]
     assert summary["recipe"] == "2d" and (out / "best.keras").exists()
     capsys.readouterr()
     assert cli.main(args) == 2  # a second run does not silently reload the old search
@@ -97,7 +124,23 @@ def test_cli_tune_never_shows_the_test_split_to_the_search(tmp_path, monkeypatch
 
     monkeypatch.setattr(tuning.IResNetHyperModel, "fit", spy)
     out = tmp_path / "tune"
-    assert cli.main(["tune", "--task", "density", "--trials", "1", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "tune",
+                "--task",
+                "density",
+                "--trials",
+                "1",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     split = runs.load_split(recipes.get("2d"))
     shown = {tuple(row) for batch in seen for row in np.round(batch, 6)}
     test_rows = {tuple(row) for row in np.round(split.x_test, 6)}

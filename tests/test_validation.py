@@ -1,5 +1,6 @@
 """keras_iresnet.validation: every check accepts good values (normalized) and refuses bad ones
 with a ValueError that names the argument and shows the value."""
+
 import math
 
 import numpy as np
@@ -123,34 +124,49 @@ def test_open_unit_bad(value):
 
 def test_one_of():
     assert validation.one_of("solver", "anderson", ("fixed_point", "anderson")) == "anderson"
-    with pytest.raises(ValueError, match=r"solver must be one of \('fixed_point', 'anderson'\); got solver='newton'"):
+    with pytest.raises(
+        ValueError,
+        match=r"solver must be one of \('fixed_point', 'anderson'\); got solver='newton'",
+    ):
         validation.one_of("solver", "newton", ("fixed_point", "anderson"))
     # Strings are compared as given (no case folding).
     with pytest.raises(ValueError, match="solver"):
         validation.one_of("solver", "Anderson", ("fixed_point", "anderson"))
 
 
-@pytest.mark.parametrize("value,expected", [(3, (3, 3)), ((3, 1), (3, 1)), ([2, 5], (2, 5)), (np.int64(2), (2, 2))])
+@pytest.mark.parametrize(
+    "value,expected", [(3, (3, 3)), ((3, 1), (3, 1)), ([2, 5], (2, 5)), (np.int64(2), (2, 2))]
+)
 def test_int_pair_good(value, expected):
     result = validation.int_pair("kernel_size", value)
     assert result == expected and all(type(v) is int for v in result)
 
 
-@pytest.mark.parametrize("value", [0, -1, (3,), (3, 3, 3), (0, 1), (1.5, 2), "33", None, True, (True, 1)])
+@pytest.mark.parametrize(
+    "value", [0, -1, (3,), (3, 3, 3), (0, 1), (1.5, 2), "33", None, True, (True, 1)]
+)
 def test_int_pair_bad(value):
-    with pytest.raises(ValueError, match=r"kernel_size must be a positive int or a pair of them; got kernel_size="):
+    with pytest.raises(
+        ValueError, match=r"kernel_size must be a positive int or a pair of them; got kernel_size="
+    ):
         validation.int_pair("kernel_size", value)
 
 
-@pytest.mark.parametrize("value,expected", [([2], (2,)), ((28, 28, 1), (28, 28, 1)), ([np.int64(4), 4, 3], (4, 4, 3))])
+@pytest.mark.parametrize(
+    "value,expected", [([2], (2,)), ((28, 28, 1), (28, 28, 1)), ([np.int64(4), 4, 3], (4, 4, 3))]
+)
 def test_shape_good(value, expected):
     result = validation.shape("event_shape", value)
     assert result == expected and all(type(v) is int for v in result)
 
 
-@pytest.mark.parametrize("value", [(), (2, 2), (1, 2, 3, 4), (0,), (-1,), (2.0,), (None,), 5, None, "ab"])
+@pytest.mark.parametrize(
+    "value", [(), (2, 2), (1, 2, 3, 4), (0,), (-1,), (2.0,), (None,), 5, None, "ab"]
+)
 def test_shape_bad(value):
-    with pytest.raises(ValueError, match=r"event_shape must be \(d,\) for vectors or \(H, W, C\) for images") as error:
+    with pytest.raises(
+        ValueError, match=r"event_shape must be \(d,\) for vectors or \(H, W, C\) for images"
+    ) as error:
         validation.shape("event_shape", value)
     assert "event_shape=" in str(error.value)
 
@@ -163,7 +179,15 @@ def test_shape_other_ranks():
 
 def test_every_public_check_is_tested():
     tested = {
-        "coeff", "positive_int", "non_negative_int", "positive_float", "non_negative_float",
-        "fraction", "open_unit", "one_of", "int_pair", "shape",
+        "coeff",
+        "positive_int",
+        "non_negative_int",
+        "positive_float",
+        "non_negative_float",
+        "fraction",
+        "open_unit",
+        "one_of",
+        "int_pair",
+        "shape",
     }
     assert set(validation.__all__) == tested

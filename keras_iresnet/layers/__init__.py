@@ -1,4 +1,5 @@
 """Keras 3 layers of keras_iresnet."""
+
 from keras_iresnet.layers.activations import LipSwish, get_activation
 from keras_iresnet.layers.base import InvertibleLayer
 from keras_iresnet.layers.bases import DiagonalGaussian, StandardNormal, get_base

@@ -8,6 +8,7 @@ any callable that the caller guarantees to be 1-Lipschitz. The paper recommends
 activations with continuous derivatives (ELU, softplus) for density models
 (section 3.2), since the log-det depends on the derivative.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,7 +69,9 @@ class LipSwish(keras.layers.Layer):
 
     def call(self, inputs):
         if self.stack:
-            raise ValueError(f"LipSwish {self.name!r} holds {self.stack} betas; use lipswish(x, beta[i]).")
+            raise ValueError(
+                f"LipSwish {self.name!r} holds {self.stack} betas; use lipswish(x, beta[i])."
+            )
         return lipswish(inputs, self.beta)
 
     def compute_output_shape(self, input_shape):

@@ -29,6 +29,7 @@ layer of this package is checked.
 layer builds itself from the input shape (for ``inverse``, from the input shape
 that corresponds to ``y``, see :meth:`InvertibleLayer.compute_inverse_shape`).
 """
+
 from __future__ import annotations
 
 import keras
@@ -102,7 +103,9 @@ class InvertibleLayer(keras.layers.Layer):
         else:
             built = self._built_input_shape()
             expected = None if built is None else tuple(self.compute_output_shape(built))
-            self._check_event_shape("inverse inputs (outputs of the forward map)", output_shape, expected)
+            self._check_event_shape(
+                "inverse inputs (outputs of the forward map)", output_shape, expected
+            )
 
     def _built_input_shape(self):
         shape = (self.get_build_config() or {}).get("input_shape")
@@ -113,8 +116,9 @@ class InvertibleLayer(keras.layers.Layer):
         if expected is None or shape is None:
             return
         got, want = tuple(shape)[1:], tuple(expected)[1:]
-        if len(got) != len(want) or any(g is not None and w is not None and int(g) != int(w)
-                                         for g, w in zip(got, want)):
+        if len(got) != len(want) or any(
+            g is not None and w is not None and int(g) != int(w) for g, w in zip(got, want)
+        ):
             dims = ", ".join(str(d) for d in want)
             raise ValueError(
                 f"{type(self).__name__} {self.name!r} takes {what} of shape [batch, {dims}]; "

@@ -13,6 +13,7 @@ Each has ``log_prob(z) -> [batch]``, ``sample(n, temperature, seed)`` and
 ``distribution()`` (the TFP distribution over the latent event, built on the
 ``tf.Variable`` objects behind the Keras weights, so TFP training loops train them).
 """
+
 from __future__ import annotations
 
 import math
@@ -82,7 +83,9 @@ class DiagonalGaussian(_Base):
     def build(self, input_shape):
         self._set_latent_shape(input_shape)  # (not super().build: Keras would lock the layer)
         self.loc = self.add_weight(name="loc", shape=self.latent_shape, initializer="zeros")
-        self.log_scale = self.add_weight(name="log_scale", shape=self.latent_shape, initializer="zeros")
+        self.log_scale = self.add_weight(
+            name="log_scale", shape=self.latent_shape, initializer="zeros"
+        )
 
     def log_prob(self, z):
         z = tf.convert_to_tensor(z)
@@ -92,7 +95,9 @@ class DiagonalGaussian(_Base):
 
     def sample(self, n, temperature=1.0, seed=None):
         """``n`` latents ``mu + T * sigma * eps``: ``[n, *latent_shape]``."""
-        return self.loc + tf.exp(tf.convert_to_tensor(self.log_scale)) * self._noise(n, temperature, seed)
+        return self.loc + tf.exp(tf.convert_to_tensor(self.log_scale)) * self._noise(
+            n, temperature, seed
+        )
 
     def distribution(self):
         loc, log_scale = tf_variables(self)
@@ -117,4 +122,6 @@ def get_base(identifier):
         layer = keras.saving.deserialize_keras_object(identifier)
         if isinstance(layer, _Base):
             return layer
-    raise ValueError(f"base must be one of {tuple(BASES)} or a base layer; got base={identifier!r}.")
+    raise ValueError(
+        f"base must be one of {tuple(BASES)} or a base layer; got base={identifier!r}."
+    )

@@ -1,4 +1,5 @@
 """Data-space layers of density models: the logit pre-transform."""
+
 from __future__ import annotations
 
 import math

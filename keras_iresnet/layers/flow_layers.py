@@ -1,4 +1,5 @@
 """Invertible layers with exact log-determinants: ActNorm, Squeeze, InjectivePad, FlattenEvent."""
+
 from __future__ import annotations
 
 import math
@@ -63,11 +64,17 @@ class ActNorm(InvertibleLayer):
 
     def build(self, input_shape):
         input_shape = _check_rank(self, input_shape, (2, 4))
-        self.parameter_shape = tuple(input_shape[1:]) if self.per_position else (int(input_shape[-1]),)
+        self.parameter_shape = (
+            tuple(input_shape[1:]) if self.per_position else (int(input_shape[-1]),)
+        )
         self.positions = 1 if self.per_position else int(math.prod(input_shape[1:-1]))
         shape = ((self.stack,) if self.stack else ()) + self.parameter_shape
-        self.bias = self.add_weight(name="bias", shape=shape, initializer="zeros", aggregation="mean")
-        self.log_scale = self.add_weight(name="log_scale", shape=shape, initializer="zeros", aggregation="mean")
+        self.bias = self.add_weight(
+            name="bias", shape=shape, initializer="zeros", aggregation="mean"
+        )
+        self.log_scale = self.add_weight(
+            name="log_scale", shape=shape, initializer="zeros", aggregation="mean"
+        )
         self.initialized = self.add_weight(
             name="initialized",
             shape=(),
@@ -104,7 +111,9 @@ class ActNorm(InvertibleLayer):
         """
         if not training:
             return bias, log_scale
-        return tf.cond(self.is_initialized(), lambda: (bias, log_scale), lambda: self.initial_values(x))
+        return tf.cond(
+            self.is_initialized(), lambda: (bias, log_scale), lambda: self.initial_values(x)
+        )
 
     def store_initialization(self, bias, log_scale):
         """Assign the initial values once (written without ``tf.cond``: a cross-replica
@@ -117,7 +126,9 @@ class ActNorm(InvertibleLayer):
     # -- protocol -------------------------------------------------------------------
     def _unstacked(self):
         if self.stack:
-            raise ValueError(f"ActNorm {self.name!r} holds {self.stack} parameter sets; a residual stack applies it.")
+            raise ValueError(
+                f"ActNorm {self.name!r} holds {self.stack} parameter sets; a residual stack applies it."
+            )
 
     def forward_and_log_det(self, inputs, training=None, logdet=None):
         x = tf.convert_to_tensor(inputs)
@@ -131,7 +142,9 @@ class ActNorm(InvertibleLayer):
 
     def _inverse(self, y, settings):
         self._unstacked()
-        return self.inverse_affine(y, tf.convert_to_tensor(self.bias), tf.convert_to_tensor(self.log_scale))
+        return self.inverse_affine(
+            y, tf.convert_to_tensor(self.bias), tf.convert_to_tensor(self.log_scale)
+        )
 
     def get_config(self):
         config = super().get_config()
@@ -247,16 +260,22 @@ class FlattenEvent(InvertibleLayer):
     def forward_and_log_det(self, inputs, training=None, logdet=None):
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
-        return tf.reshape(x, [tf.shape(x)[0], int(math.prod(self.event_shape))]), self._zero_log_det(x)
+        return tf.reshape(
+            x, [tf.shape(x)[0], int(math.prod(self.event_shape))]
+        ), self._zero_log_det(x)
 
     def _inverse(self, y, settings):
         if not self.built:
-            raise ValueError(f"FlattenEvent {self.name!r} must be built (it needs the event shape to invert).")
+            raise ValueError(
+                f"FlattenEvent {self.name!r} must be built (it needs the event shape to invert)."
+            )
         return tf.reshape(y, tf.concat([tf.shape(y)[:1], self.event_shape], 0))
 
     def _ensure_built_from_output(self, output_shape):
         if not self.built:
-            raise ValueError(f"FlattenEvent {self.name!r} must be built before its inverse (event shape unknown).")
+            raise ValueError(
+                f"FlattenEvent {self.name!r} must be built before its inverse (event shape unknown)."
+            )
 
     def compute_output_shape(self, input_shape):
         size = math.prod(input_shape[1:]) if all(d is not None for d in input_shape[1:]) else None

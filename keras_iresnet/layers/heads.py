@@ -1,4 +1,5 @@
 """The classification head of i-ResNet classifiers and hybrids (section 5.1, Appendix C)."""
+
 from __future__ import annotations
 
 import keras

@@ -1,4 +1,5 @@
 """Multi-scale flows with factor-out (RealNVP / Glow; the official i-ResNet density model)."""
+
 from __future__ import annotations
 
 import math
@@ -104,10 +105,14 @@ class FactorOut(InvertibleLayer):
 
     def _ensure_built_from_output(self, output_shape):
         if not self.built:
-            raise ValueError(f"FactorOut {self.name!r} must be built before its inverse (event shape unknown).")
+            raise ValueError(
+                f"FactorOut {self.name!r} must be built before its inverse (event shape unknown)."
+            )
 
     def _pieces(self, z):
-        sizes = [int(math.prod(shape)) for _, shape in self.splits] + [int(math.prod(self.final_shape))]
+        sizes = [int(math.prod(shape)) for _, shape in self.splits] + [
+            int(math.prod(self.final_shape))
+        ]
         return tf.split(z, sizes, axis=1)
 
     def _run_inverse(self, y, settings, return_info):

@@ -9,6 +9,7 @@ handful of stacked variables instead of hundreds of small ones). Their power
 iterations run as one batched iteration. :class:`InvertibleResidualBlock` is the
 stack of one (unstacked variables).
 """
+
 from __future__ import annotations
 
 import keras
@@ -121,7 +122,9 @@ class InvertibleResidualStack(InvertibleLayer):
         except TypeError:
             kernel_sizes = ()
         if not kernel_sizes:
-            raise ValueError(f"kernel_sizes must be a non-empty list of sizes >= 1; got {kernel_sizes!r}.")
+            raise ValueError(
+                f"kernel_sizes must be a non-empty list of sizes >= 1; got {kernel_sizes!r}."
+            )
         self.kernel_sizes = kernel_sizes
         self.coeff = validation.coeff(coeff)
         self.activation = activation
@@ -134,12 +137,16 @@ class InvertibleResidualStack(InvertibleLayer):
             for i in range(len(kernel_sizes))
         ]
         self.power_iterations = validation.positive_int("power_iterations", power_iterations)
-        self.power_tol = None if power_tol is None else validation.positive_float("power_tol", power_tol)
+        self.power_tol = (
+            None if power_tol is None else validation.positive_float("power_tol", power_tol)
+        )
         self.power_vectors = validation.positive_int("power_vectors", power_vectors)
         self.dropout = validation.fraction("dropout", dropout)
         self.preactivation = bool(preactivation)
         self.actnorm_mode = _actnorm_mode(actnorm)
-        self.actnorm_variance_floor = validation.non_negative_float("actnorm_variance_floor", actnorm_variance_floor)
+        self.actnorm_variance_floor = validation.non_negative_float(
+            "actnorm_variance_floor", actnorm_variance_floor
+        )
         self.actnorm = (
             ActNorm(
                 per_position=self.actnorm_mode == "position",
@@ -208,7 +215,10 @@ class InvertibleResidualStack(InvertibleLayer):
     def _parameters(self, training):
         """Every block's parameters for this call (kernels normalized once; stacked if a stack)."""
         kernels = [layer.normalized_kernel(training=training) for layer in self.linear_layers]
-        biases = [None if layer.bias is None else tf.convert_to_tensor(layer.bias) for layer in self.linear_layers]
+        biases = [
+            None if layer.bias is None else tf.convert_to_tensor(layer.bias)
+            for layer in self.linear_layers
+        ]
         betas = [act.beta if isinstance(act, LipSwish) else None for act in self.activation_fns]
         return kernels, biases, betas
 
@@ -278,7 +288,10 @@ class InvertibleResidualStack(InvertibleLayer):
         seed = self._probe_seed() if estimator is not None else None
         actnorm = self.actnorm
         if actnorm is not None:
-            an_bias, an_log_scale = tf.convert_to_tensor(actnorm.bias), tf.convert_to_tensor(actnorm.log_scale)
+            an_bias, an_log_scale = (
+                tf.convert_to_tensor(actnorm.bias),
+                tf.convert_to_tensor(actnorm.log_scale),
+            )
 
         def block(index, x):
             log_det = self._zero_log_det(x)
@@ -324,7 +337,10 @@ class InvertibleResidualStack(InvertibleLayer):
             an_log_scale if initialize else empty,
         )
         _, y, log_det, bias_stack, log_scale_stack = tf.while_loop(
-            lambda index, *_: index < self.num_blocks, body, state, maximum_iterations=self.num_blocks
+            lambda index, *_: index < self.num_blocks,
+            body,
+            state,
+            maximum_iterations=self.num_blocks,
         )
         if initialize:
             actnorm.store_initialization(bias_stack, log_scale_stack)
@@ -359,7 +375,9 @@ class InvertibleResidualStack(InvertibleLayer):
                     lambda t: self._solve_graph(t, settings, return_info)
                 )
             x, converged, iterations, residual, final = self._compiled_solvers[key](y)
-            inverse_lib.report_non_convergence(converged, residual, settings.strict, settings.max_iterations)
+            inverse_lib.report_non_convergence(
+                converged, residual, settings.strict, settings.max_iterations
+            )
         else:
             y = inverse_lib.check_finite(y)
             x, converged, iterations, residual, final = self._solve_graph(y, settings, return_info)
@@ -377,7 +395,10 @@ class InvertibleResidualStack(InvertibleLayer):
         parameters = self._parameters(False)
         actnorm = self.actnorm
         if actnorm is not None:
-            an_bias, an_log_scale = tf.convert_to_tensor(actnorm.bias), tf.convert_to_tensor(actnorm.log_scale)
+            an_bias, an_log_scale = (
+                tf.convert_to_tensor(actnorm.bias),
+                tf.convert_to_tensor(actnorm.log_scale),
+            )
 
         def block(index, y):
             g = self._g(parameters, index, False)
@@ -387,7 +408,9 @@ class InvertibleResidualStack(InvertibleLayer):
             else:
                 final = tf.zeros_like(residual)
             if actnorm is not None:
-                x = actnorm.inverse_affine(x, self._pick(an_bias, index), self._pick(an_log_scale, index))
+                x = actnorm.inverse_affine(
+                    x, self._pick(an_bias, index), self._pick(an_log_scale, index)
+                )
             return x, converged, iterations, residual, final
 
         if self.stack_size is None:
@@ -452,7 +475,9 @@ class InvertibleResidualStack(InvertibleLayer):
             logdet=logdet_lib.serialize(self.estimator),
             seed=self.seed,
         )
-        config.update({k: v for k, v in self.inverse_defaults.to_dict().items() if k != "anderson_memory"})
+        config.update(
+            {k: v for k, v in self.inverse_defaults.to_dict().items() if k != "anderson_memory"}
+        )
         return config
 
     @classmethod
@@ -476,7 +501,9 @@ class InvertibleResidualBlock(InvertibleResidualStack):
 
     def __init__(self, **kwargs):
         if kwargs.pop("num_blocks", 1) != 1:
-            raise ValueError("InvertibleResidualBlock is one block; use InvertibleResidualStack(num_blocks=...).")
+            raise ValueError(
+                "InvertibleResidualBlock is one block; use InvertibleResidualStack(num_blocks=...)."
+            )
         super().__init__(num_blocks=1, **kwargs)
 
     def lipschitz_bound(self):

@@ -1,4 +1,5 @@
 """A chain of invertible layers."""
+
 from __future__ import annotations
 
 import keras

@@ -48,6 +48,7 @@ A layer built with ``stack=n`` holds ``n`` independent kernels ``[n, ...]`` (the
 iterations of all ``n`` run as one batched iteration); the residual stacks of
 :mod:`keras_iresnet.layers.residual_block` apply slice ``i`` in block ``i``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -118,7 +119,9 @@ class SpectralLayerBase(keras.layers.Layer):
         super().__init__(**kwargs)
         self.coeff = validation.coeff(coeff)
         self.power_iterations = validation.positive_int("power_iterations", power_iterations)
-        self.power_tol = None if power_tol is None else validation.positive_float("power_tol", power_tol)
+        self.power_tol = (
+            None if power_tol is None else validation.positive_float("power_tol", power_tol)
+        )
         self.power_vectors = validation.positive_int("power_vectors", power_vectors)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -167,7 +170,11 @@ class SpectralLayerBase(keras.layers.Layer):
     def _check_input_shape(self, input_shape):
         input_shape = tuple(input_shape)
         if len(input_shape) != self.operator_rank:
-            expected = "[batch, features]" if self.operator_rank == 2 else "[batch, height, width, channels]"
+            expected = (
+                "[batch, features]"
+                if self.operator_rank == 2
+                else "[batch, height, width, channels]"
+            )
             raise ValueError(
                 f"{type(self).__name__} {self.name!r} expects inputs of rank {self.operator_rank} "
                 f"{expected}; got input shape {input_shape}."
@@ -236,7 +243,10 @@ class SpectralLayerBase(keras.layers.Layer):
         # The Ritz value sigma~ the last iteration ended with: the next call measures its
         # first change against it (one iteration when the vectors still fit the weights).
         self.power_sigma = self.add_weight(
-            name="power_sigma", shape=self._stacked(()), initializer="zeros", trainable=False,
+            name="power_sigma",
+            shape=self._stacked(()),
+            initializer="zeros",
+            trainable=False,
             aggregation="only_first_replica",
         )
         self.power_iterations_run = self.add_weight(
@@ -261,7 +271,9 @@ class SpectralLayerBase(keras.layers.Layer):
         return _operator_pair(type(self), self.spec(), self.stack, kernel, input_shape)
 
     def _iterate(self, kernel, v, max_iterations, rtol, previous_sigma=None):
-        return _iterate(type(self), self.spec(), self.stack, kernel, v, max_iterations, rtol, previous_sigma)
+        return _iterate(
+            type(self), self.spec(), self.stack, kernel, v, max_iterations, rtol, previous_sigma
+        )
 
     def _compiled_iteration(self):
         """The power iteration of this operator as one traced graph, shared by equal operators."""
@@ -294,14 +306,19 @@ class SpectralLayerBase(keras.layers.Layer):
                 )
                 sigma = sigma.numpy()
             self.power_v.assign(tf.cast(v, self.power_v.dtype))
-            self.power_sigma.assign(tf.cast(tf.reshape(sigma, self.power_sigma.shape), self.power_sigma.dtype))
+            self.power_sigma.assign(
+                tf.cast(tf.reshape(sigma, self.power_sigma.shape), self.power_sigma.dtype)
+            )
             return sigma
 
     def _advance(self, kernel):
         """The warm-started iteration of a training call or of :meth:`track`: stores the
         vectors and the final Ritz value; returns the vectors and the iterations run."""
         v, _, iterations, sigma = self._iterate(
-            kernel, tf.convert_to_tensor(self.power_v), self.power_iterations, self.power_tol,
+            kernel,
+            tf.convert_to_tensor(self.power_v),
+            self.power_iterations,
+            self.power_tol,
             previous_sigma=tf.convert_to_tensor(self.power_sigma),
         )
         v = tf.stop_gradient(v)
@@ -328,7 +345,9 @@ class SpectralLayerBase(keras.layers.Layer):
         """Current estimate sigma~ = ||W v_1|| of the *raw* kernel (a lower bound); ``[]`` or ``[stack]``."""
         kernel = tf.convert_to_tensor(self.kernel)
         operator, _ = self._operator_pair(kernel)
-        return spectral._norms(operator(self._top_vector(tf.convert_to_tensor(self.power_v))), self._batch_dims)
+        return spectral._norms(
+            operator(self._top_vector(tf.convert_to_tensor(self.power_v))), self._batch_dims
+        )
 
     def normalized_kernel(self, training=False):
         """The kernel actually applied, ``W~`` of equation (2) (a stack: ``[stack, ...]``).
@@ -397,7 +416,12 @@ class SpectralLayerBase(keras.layers.Layer):
         operator, adjoint = self._operator_pair(kernel, input_shape=(1,) + tuple(shape[1:]))
         _, sigma, _ = graph_function(
             lambda start: spectral.subspace_iteration(
-                operator, adjoint, start, max_iterations=max_iterations, rtol=tol, batch_dims=self._batch_dims
+                operator,
+                adjoint,
+                start,
+                max_iterations=max_iterations,
+                rtol=tol,
+                batch_dims=self._batch_dims,
             )
         )(tf.random.stateless_normal(start_shape, seed=[seed, 17], dtype=kernel.dtype))
         return sigma.numpy().tolist() if self.stack else float(sigma)
@@ -448,7 +472,12 @@ def _operator_pair(cls, spec, stack, kernel, input_shape=None):
 def _iterate(cls, spec, stack, kernel, v, max_iterations, rtol, previous_sigma=None):
     operator, adjoint = _operator_pair(cls, spec, stack, kernel)
     return spectral.subspace_iteration(
-        operator, adjoint, v, max_iterations=max_iterations, rtol=rtol, batch_dims=1 if stack else 0,
+        operator,
+        adjoint,
+        v,
+        max_iterations=max_iterations,
+        rtol=rtol,
+        batch_dims=1 if stack else 0,
         previous_sigma=previous_sigma,
     )
 
@@ -564,7 +593,12 @@ class SpectralConv2D(SpectralLayerBase):
 
     def spec(self):
         """``(strides, padding, (H, W, C) of the built input, pointwise)``."""
-        return (self.strides, self.padding.upper(), tuple(int(d) for d in self.built_input_shape[1:]), self.pointwise)
+        return (
+            self.strides,
+            self.padding.upper(),
+            tuple(int(d) for d in self.built_input_shape[1:]),
+            self.pointwise,
+        )
 
     @staticmethod
     def operator(spec, x, kernel):
