@@ -37,8 +37,8 @@ setup(
         # The external reference of benchmarks/speed.py part (d): PyTorch residual flows (CPU build).
         "bench": ["torch", "normflows"],
     },
-    py_modules=["keras_iresnet_cli"],
-    entry_points={"console_scripts": ["iresnet=keras_iresnet_cli:main"]},
+    entry_points={"console_scripts": ["iresnet=keras_iresnet.cli:main"]},
+    package_data={"keras_iresnet": ["py.typed"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -1,92 +1,154 @@
 """keras_iresnet: Invertible Residual Networks (Behrmann et al., ICML 2019) for Keras 3 and TFP.
 
 Importing the package sets exactly one thing globally: if the environment
-variable ``KERAS_BACKEND`` is unset, it is set to ``"tensorflow"`` *before*
-``keras`` is imported (our layers use TensorFlow ops directly). Nothing else is
-changed: no logging levels, no devices, no random seeds.
+variable ``KERAS_BACKEND`` is unset, it is set to ``"tensorflow"`` (our layers
+use TensorFlow ops directly). Nothing else is changed: no logging levels, no
+devices, no random seeds.
+
+The import itself is instant: every name below is loaded on first use
+(``kir.InvertibleResidualBlock`` imports the layers, ``kir.models`` the models),
+so the command line's ``--help`` imports no TensorFlow. The Keras classes
+register themselves with Keras' serialization as soon as Keras is imported
+(before or after this package), so ``keras.models.load_model`` finds them after
+``import keras_iresnet`` whatever the order of the imports.
 """
 
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
 import os as _os
+import sys as _sys
 
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import keras as _keras  # noqa: E402
-
-if _keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the user's env
-    raise ImportError(
-        "keras_iresnet needs the TensorFlow backend of Keras 3, but KERAS_BACKEND="
-        f"{_keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing keras."
-    )
-
-from keras_iresnet import (  # noqa: E402  # noqa: E402
-    bridge,
-    callbacks,
-    certify,
-    data,
-    inverse,
-    logdet,
-    metrics,
-    models,
-    recipes,
-    runs,
-    spectral,
-    train,
-    validation,
-)
-from keras_iresnet.bijector import IResNetBijector, density_model  # noqa: E402
-from keras_iresnet.inverse import InverseSettings  # noqa: E402
-from keras_iresnet.layers import (  # noqa: E402
-    ActNorm,
-    ClassifierHead,
-    DiagonalGaussian,
-    FactorOut,
-    FlattenEvent,
-    InjectivePad,
-    InvertibleLayer,
-    InvertibleResidualBlock,
-    InvertibleResidualStack,
-    InvertibleSequential,
-    LipSwish,
-    Logit,
-    SpectralConv2D,
-    SpectralDense,
-    Squeeze,
-    StandardNormal,
-)
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "ActNorm",
-    "ClassifierHead",
-    "DiagonalGaussian",
-    "FactorOut",
-    "FlattenEvent",
-    "IResNetBijector",
-    "InjectivePad",
-    "InverseSettings",
-    "InvertibleLayer",
-    "InvertibleResidualBlock",
-    "InvertibleResidualStack",
-    "InvertibleSequential",
-    "LipSwish",
-    "Logit",
-    "SpectralConv2D",
-    "SpectralDense",
-    "Squeeze",
-    "StandardNormal",
-    "bridge",
-    "callbacks",
-    "certify",
-    "data",
-    "density_model",
-    "inverse",
-    "logdet",
-    "metrics",
-    "models",
-    "recipes",
-    "runs",
-    "spectral",
-    "train",
-    "validation",
-]
+#: Where each public name lives (loaded on first access).
+_NAMES = {
+    "ActNorm": "keras_iresnet.layers",
+    "ClassifierHead": "keras_iresnet.layers",
+    "DiagonalGaussian": "keras_iresnet.layers",
+    "FactorOut": "keras_iresnet.layers",
+    "FlattenEvent": "keras_iresnet.layers",
+    "InjectivePad": "keras_iresnet.layers",
+    "InvertibleLayer": "keras_iresnet.layers",
+    "InvertibleResidualBlock": "keras_iresnet.layers",
+    "InvertibleResidualStack": "keras_iresnet.layers",
+    "InvertibleSequential": "keras_iresnet.layers",
+    "LipSwish": "keras_iresnet.layers",
+    "Logit": "keras_iresnet.layers",
+    "SpectralConv2D": "keras_iresnet.layers",
+    "SpectralDense": "keras_iresnet.layers",
+    "Squeeze": "keras_iresnet.layers",
+    "StandardNormal": "keras_iresnet.layers",
+    "IResNetBijector": "keras_iresnet.bijector",
+    "density_model": "keras_iresnet.bijector",
+    "InverseSettings": "keras_iresnet.inverse",
+}
+
+#: Modules reachable as attributes (``kir.recipes`` is ``keras_iresnet.experiments.recipes``;
+#: ``kir.train`` is the distributed-training module's earlier name).
+_MODULES = {
+    "bijector": "keras_iresnet.bijector",
+    "bridge": "keras_iresnet.bridge",
+    "callbacks": "keras_iresnet.callbacks",
+    "certify": "keras_iresnet.certify",
+    "data": "keras_iresnet.data",
+    "distributed": "keras_iresnet.distributed",
+    "divergence": "keras_iresnet.divergence",
+    "experiments": "keras_iresnet.experiments",
+    "inverse": "keras_iresnet.inverse",
+    "layers": "keras_iresnet.layers",
+    "logdet": "keras_iresnet.logdet",
+    "metrics": "keras_iresnet.metrics",
+    "models": "keras_iresnet.models",
+    "plots": "keras_iresnet.experiments.plots",
+    "recipes": "keras_iresnet.experiments.recipes",
+    "runs": "keras_iresnet.experiments.runs",
+    "spectral": "keras_iresnet.spectral",
+    "testing": "keras_iresnet.testing",
+    "train": "keras_iresnet.distributed",
+    "tuning": "keras_iresnet.experiments.tuning",
+    "validation": "keras_iresnet.validation",
+}
+
+__all__ = sorted(
+    set(_NAMES)
+    | set(_MODULES)
+    - {
+        "bijector",
+        "distributed",
+        "divergence",
+        "experiments",
+        "layers",
+        "plots",
+        "testing",
+        "tuning",
+    }
+)
+
+
+def _check_backend():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ImportError(
+            "keras_iresnet needs the TensorFlow backend of Keras 3, but KERAS_BACKEND="
+            f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing keras."
+        )
+
+
+def __getattr__(name):
+    if name in _MODULES:
+        _check_backend()
+        module = importlib.import_module(_MODULES[name])
+    elif name in _NAMES:
+        _check_backend()
+        module = getattr(importlib.import_module(_NAMES[name]), name)
+    else:
+        raise AttributeError(f"module 'keras_iresnet' has no attribute {name!r}")
+    globals()[name] = module
+    return module
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NAMES) | set(_MODULES))
+
+
+def _register_with_keras():
+    """Import the modules that define Keras classes (they register on import)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":  # checked again when a name is used
+        return
+    for module in ("keras_iresnet.layers", "keras_iresnet.models", "keras_iresnet.metrics"):
+        importlib.import_module(module)
+
+
+class _RegisterAfterKeras(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds ``keras`` with the other finders and registers this package's classes once it loaded."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras":
+            return None
+        _sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("keras")
+        if spec is None or spec.loader is None:
+            return spec
+        self._loader, spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        _register_with_keras()
+
+
+if "keras" in _sys.modules:
+    _register_with_keras()
+else:
+    _sys.meta_path.insert(0, _RegisterAfterKeras())

@@ -15,6 +15,11 @@ gives the other orientation (``forward`` = network).
 
 The log-det is computed together with the transform and cached with it (like
 TFP's FFJORD), so ``log_prob`` evaluates the network once.
+
+:func:`base_distribution` turns a base-distribution layer
+(:class:`~keras_iresnet.StandardNormal`, :class:`~keras_iresnet.DiagonalGaussian`)
+into the TFP distribution over the latent event; this module is the one place
+where keras_iresnet's layers meet TFP distributions.
 """
 
 from __future__ import annotations
@@ -22,18 +27,15 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_iresnet._tf import tfp_greedy_cache
 from keras_iresnet.bridge import tf_variables
-from keras_iresnet.layers.base import InvertibleLayer
-
-try:  # TFP's own mechanism for bijectors that compute y and its log-det together.
-    from tensorflow_probability.python.internal import cache_util as _cache_util
-except ImportError:  # pragma: no cover - depends on the TFP version
-    _cache_util = None
+from keras_iresnet.layers.distributions import DiagonalGaussian, StandardNormal
+from keras_iresnet.layers.invertible import InvertibleLayer
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["IResNetBijector", "density_model"]
+__all__ = ["IResNetBijector", "density_model", "base_distribution"]
 
 DIRECTIONS = ("density", "network")
 
@@ -63,10 +65,10 @@ class IResNetBijector(tfb.Bijector):
     the latent's for ``"density"``, the data's for ``"network"``).
     """
 
-    if _cache_util is not None:
-        _cache = _cache_util.BijectorCacheWithGreedyAttrs(
-            forward_name="_augmented_forward", inverse_name="_augmented_inverse"
-        )
+    _greedy_cache = tfp_greedy_cache("_augmented_forward", "_augmented_inverse")
+    _has_greedy_cache = _greedy_cache is not None
+    if _has_greedy_cache:
+        _cache = _greedy_cache
 
     def __init__(
         self,
@@ -197,7 +199,7 @@ class IResNetBijector(tfb.Bijector):
         return self._augmented_inverse(y, training=training)[0]
 
     def _forward_log_det_jacobian(self, x, training=False):
-        cached = self._cache.forward_attributes(x) if _cache_util is not None else {}
+        cached = self._cache.forward_attributes(x) if self._has_greedy_cache else {}
         if "fldj" not in cached:
             if self._direction == "network":
                 cached.update(self._augmented_forward(x, training=training)[1])
@@ -208,7 +210,7 @@ class IResNetBijector(tfb.Bijector):
         return cached["fldj"]
 
     def _inverse_log_det_jacobian(self, y, training=False):
-        cached = self._cache.inverse_attributes(y) if _cache_util is not None else {}
+        cached = self._cache.inverse_attributes(y) if self._has_greedy_cache else {}
         if "ildj" not in cached:
             if self._direction == "density":
                 cached.update(self._augmented_inverse(y, training=training)[1])
@@ -239,3 +241,29 @@ def density_model(layer, event_shape=None, base=None, **bijector_kwargs):
     if base is None:
         base = tfd.Sample(tfd.Normal(0.0, 1.0), sample_shape=bijector.latent_shape)
     return tfd.TransformedDistribution(base, bijector)
+
+
+def base_distribution(base):
+    """The TFP distribution of a base-distribution layer, over its latent event.
+
+    ``StandardNormal`` -> ``tfd.Sample(tfd.Normal(0, 1), latent_shape)``;
+    ``DiagonalGaussian`` -> an ``Independent`` normal on the ``tf.Variable`` objects
+    behind the layer's Keras weights (TFP training loops train them; the scale is
+    ``exp(log_scale)`` through a ``DeferredTensor``).
+
+    Args:
+      base: a built :class:`~keras_iresnet.StandardNormal` or :class:`~keras_iresnet.DiagonalGaussian`.
+    """
+    if isinstance(base, DiagonalGaussian):
+        loc, log_scale = tf_variables(base)
+        dist = tfd.Independent(
+            tfd.Normal(loc, tfp.util.DeferredTensor(log_scale, tf.math.exp)),
+            reinterpreted_batch_ndims=len(base.latent_shape),
+        )
+        dist.keras_backed_variables = (loc, log_scale)
+        return dist
+    if isinstance(base, StandardNormal):
+        return tfd.Sample(tfd.Normal(0.0, 1.0), sample_shape=base.latent_shape)
+    raise TypeError(
+        f"base must be a StandardNormal or DiagonalGaussian layer; got {type(base).__name__}."
+    )

@@ -18,8 +18,9 @@ import warnings
 import keras
 import numpy as np
 
-from keras_iresnet.certify import refine, spectral_layers
+from keras_iresnet.certify import refine
 from keras_iresnet.divergence import NonFiniteLossError
+from keras_iresnet.layers.walk import normalized_layers
 
 __all__ = [
     "RefineSpectralNorm",
@@ -54,7 +55,7 @@ class RefineSpectralNorm(keras.callbacks.Callback):
         self.largest_change = 0.0
 
     def _refine(self):
-        layers = [layer for layer in spectral_layers(self.model) if layer.coeff is not None]
+        layers = normalized_layers(self.model)
         before = [np.atleast_1d(layer.sigma_estimate().numpy()) for layer in layers]
         refine(self.model)
         changes = [

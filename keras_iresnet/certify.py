@@ -4,7 +4,8 @@ Section 2.1: the power iteration gives an under-estimate, so the soft
 normalization of equation (2) rests on the estimate being accurate; the exact
 norms certify ``Lip(g) < 1`` (Theorem 1). This module walks a layer or model:
 
-- :func:`spectral_layers` / :func:`residual_stacks` -- the layers inside;
+- :func:`spectral_layers` / :func:`residual_stacks` -- the layers inside (from
+  :mod:`keras_iresnet.layers.walk`);
 - :func:`refine` -- every spectral layer's power iteration run to convergence;
 - :func:`certify` -- exact per-layer norms and per-block bounds;
 - :func:`reconstruction_report` -- ``||x - F^{-1}(F(x))|| / ||x||`` per example.
@@ -15,38 +16,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_iresnet.layers import InvertibleResidualStack, SpectralLayerBase
+from keras_iresnet.layers.walk import normalized_layers, residual_stacks, spectral_layers
 from keras_iresnet.spectral import conv_singular_values
 
 __all__ = ["spectral_layers", "residual_stacks", "refine", "certify", "reconstruction_report"]
-
-
-def _walk(layer, cls):
-    """Depth-first, in the order the sublayers were created (Keras' ``_flatten_layers``
-    reverses the sublayers of every nested layer)."""
-    found, seen = [], set()
-
-    def visit(sub):
-        if id(sub) in seen:
-            return
-        seen.add(id(sub))
-        if isinstance(sub, cls):
-            found.append(sub)
-        for child in sub._layers:  # noqa: SLF001
-            visit(child)
-
-    visit(layer)
-    return found
-
-
-def spectral_layers(layer):
-    """All spectral-normalized layers inside ``layer`` (itself included), in order."""
-    return _walk(layer, SpectralLayerBase)
-
-
-def residual_stacks(layer):
-    """All residual blocks and stacks inside ``layer`` (itself included), in order."""
-    return _walk(layer, InvertibleResidualStack)
 
 
 def refine(layer_or_model, **kwargs):
@@ -55,7 +28,7 @@ def refine(layer_or_model, **kwargs):
     Keyword arguments go to ``SpectralLayerBase.refine`` (``max_iterations``,
     ``rtol``). Returns the number of spectral layers refined.
     """
-    layers = [layer for layer in spectral_layers(layer_or_model) if layer.coeff is not None]
+    layers = normalized_layers(layer_or_model)
     for layer in layers:
         layer.refine(**kwargs)
     return len(layers)
@@ -79,8 +52,10 @@ def certify(model, tolerance=1e-3):
     """
     layers, blocks = [], []
     for stack in residual_stacks(model):
+        stack_norms = []
         for layer in stack.linear_layers:
             norms = layer.operator_norm()
+            stack_norms.append(norms)
             norms = norms if isinstance(norms, list) else [norms]
             circular = None
             if layer.operator_rank == 4 and layer.strides == (1, 1):
@@ -100,7 +75,7 @@ def certify(model, tolerance=1e-3):
                 if layer.coeff is not None:
                     entry["within_coeff"] = bool(norm <= layer.coeff * (1 + tolerance))
                 layers.append(entry)
-        bounds = stack.lipschitz_bounds()
+        bounds = stack.lipschitz_bounds(stack_norms)  # the norms above, not computed again
         for index, bound in enumerate(bounds):
             name = stack.name if len(bounds) == 1 else f"{stack.name}[{index}]"
             blocks.append(

@@ -43,7 +43,11 @@ __all__ = [
 #: Markers of the graph errors the checks raise (``fit`` turns them into one sentence).
 DIVERGED = "keras_iresnet: the loss or a gradient is NaN or Inf"
 EXPLODED = "keras_iresnet: the update exploded"
-NON_FINITE_DATA = "keras_iresnet: the training data contain NaN or Inf values"
+#: The sentence ``fit`` raises for training data with NaN or Inf values.
+NON_FINITE_DATA = (
+    "fit: the training data contain NaN or Inf values; nothing was trained on them: clean the "
+    "data (or check the preprocessing)."
+)
 
 #: An update ``dw`` with ``||dw|| > EXPLODING_UPDATE * ||w||`` (all weights together) is refused.
 #: Sound training moves the weights by a small fraction of their norm per step (about 1e-3 to

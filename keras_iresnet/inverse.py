@@ -32,7 +32,7 @@ import warnings
 import tensorflow as tf
 
 from keras_iresnet import validation
-from keras_iresnet._tf import in_xla_context
+from keras_iresnet._tf import all_finite, check, graph_function, in_xla_context
 
 __all__ = [
     "SOLVERS",
@@ -41,6 +41,7 @@ __all__ = [
     "InverseNotConvergedError",
     "InverseConvergenceWarning",
     "solve_inverse",
+    "solve_and_report",
     "report_non_convergence",
     "check_finite",
     "merge_infos",
@@ -143,14 +144,9 @@ def _flat_norm(t):
 
 
 def check_finite(y):
-    if tf.executing_eagerly():
-        if not bool(tf.reduce_all(tf.math.is_finite(y))):
-            raise ValueError("inverse(y): y contains NaN or Inf values; expected finite inputs.")
-        return y
-    if in_xla_context():
-        return y
-    return tf.debugging.assert_all_finite(
-        y, "inverse(y): y contains NaN or Inf values; expected finite inputs."
+    """``y`` behind the check that it is finite (eager: ``ValueError``; graph: an assertion)."""
+    return check(
+        all_finite(y), "inverse(y): y contains NaN or Inf values; expected finite inputs.", y
     )
 
 
@@ -308,6 +304,48 @@ def final_info(g, x, y, converged, iterations):
     return InverseInfo(iterations=iterations, residual=final, converged=converged)
 
 
+def solve_and_report(solve, y, settings, return_info=False, compiled=None, report=True):
+    """The one solve path of every inverse: check ``y`` -> solve -> report -> info.
+
+    Args:
+      solve: graph code ``y -> (x, converged, iterations, loop_residual, final_residual)``
+        (per-example tensors; ``final_residual`` only meaningful with ``return_info``).
+      y: ``[batch, ...]`` outputs to invert.
+      settings: the :class:`InverseSettings` of this solve.
+      return_info: also return an :class:`InverseInfo`.
+      compiled: a dict where, in eager mode, the traced ``solve`` is kept per
+        ``(settings, return_info)`` (an eager ``tf.while_loop`` is a slow Python loop);
+        None traces it afresh.
+      report: warn or raise on non-convergence (False leaves it to the caller, who
+        can call :func:`report_non_convergence` with the info).
+
+    Returns:
+      ``(x, info)``: ``info`` is None without ``return_info``. Non-convergence is
+      warned about (or raised with ``strict``) here: eagerly in Python, in a graph by
+      an op that ``x`` depends on (under XLA: not at all; inspect ``return_info``).
+    """
+    if tf.executing_eagerly():
+        check_finite(y)
+        key = (settings, return_info)
+        cache = compiled if compiled is not None else {}
+        if key not in cache:
+            cache[key] = graph_function(solve)
+        x, converged, iterations, residual, final = cache[key](y)
+        if report:
+            report_non_convergence(converged, residual, settings.strict, settings.max_iterations)
+    else:
+        y = check_finite(y)
+        x, converged, iterations, residual, final = solve(y)
+        if report:
+            reported = report_non_convergence(
+                converged, residual, settings.strict, settings.max_iterations
+            )
+            with tf.control_dependencies([reported]):
+                x = tf.identity(x)
+    info = InverseInfo(iterations, final, converged) if return_info else None
+    return x, info
+
+
 def solve_inverse(g, y, settings=None, return_info=False, report=True):
     """Solve ``x + g(x) = y`` for ``x`` (Algorithm 1, or Anderson acceleration).
 
@@ -316,8 +354,7 @@ def solve_inverse(g, y, settings=None, return_info=False, report=True):
       y: ``[batch, ...]`` outputs of the block.
       settings: an :class:`InverseSettings` (default: the defaults).
       return_info: also return an :class:`InverseInfo` (costs one more evaluation of ``g``).
-      report: warn/raise on non-convergence here (``False`` leaves it to the
-        caller, e.g. outside a ``tf.function``, via :func:`report_non_convergence`).
+      report: warn or raise on non-convergence (False: leave it to the caller).
 
     Returns:
       ``x`` of the shape of ``y``, or ``(x, InverseInfo)``.
@@ -325,15 +362,11 @@ def solve_inverse(g, y, settings=None, return_info=False, report=True):
     settings = settings if settings is not None else InverseSettings()
     if not isinstance(settings, InverseSettings):
         raise TypeError(f"settings must be an InverseSettings; got {type(settings).__name__}.")
-    y = check_finite(tf.convert_to_tensor(y))
-    x, converged, iterations, residual = run_solver(g, y, settings)
-    if report:
-        check = report_non_convergence(
-            converged, residual, settings.strict, settings.max_iterations
-        )
-        if not tf.executing_eagerly():
-            with tf.control_dependencies([check]):
-                x = tf.identity(x)
-    if not return_info:
-        return x
-    return x, final_info(g, x, y, converged, iterations)
+
+    def solve(t):
+        x, converged, iterations, residual = run_solver(g, t, settings)
+        final = final_info(g, x, t, converged, iterations).residual if return_info else residual
+        return x, converged, iterations, residual, final
+
+    x, info = solve_and_report(solve, tf.convert_to_tensor(y), settings, return_info, report=report)
+    return (x, info) if return_info else x

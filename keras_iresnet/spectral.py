@@ -16,11 +16,11 @@ own the questions about one layer (``operator_norm()``, ``refine()``).
 
 Public functions:
 
-- :func:`power_iteration` -- power iteration of any linear operator given the
+- :func:`subspace_iteration` -- block power iteration with ``k`` vectors and
+  Rayleigh-Ritz for the top singular value of any linear operator given the
   operator and its adjoint, optionally for a stack of independent operators at
-  once, stopped by a tolerance on the predicted error of sigma~.
-- :func:`subspace_iteration` -- the same with ``k`` vectors and Rayleigh-Ritz
-  (what the spectral layers use: robust when top singular values are close).
+  once, stopped by a tolerance on the predicted error of sigma~ (robust when the
+  top singular values are close).
 - :func:`conv_singular_values` -- all singular values of a stride-1 circular 2-D
   convolution via the FFT of the kernel and per-frequency SVDs.
 - :func:`dense_singular_vectors` -- exact top singular vectors of (stacked)
@@ -34,7 +34,6 @@ import tensorflow as tf
 
 __all__ = [
     "l2_normalize",
-    "power_iteration",
     "subspace_iteration",
     "conv_singular_values",
     "dense_singular_vectors",
@@ -54,71 +53,6 @@ def l2_normalize(t, batch_dims=0):
     return t / tf.reshape(
         norm + _EPS, tf.concat([tf.shape(norm), tf.ones([tf.rank(t) - batch_dims], tf.int32)], 0)
     )
-
-
-def power_iteration(operator, adjoint, v, max_iterations=1, rtol=None, batch_dims=0):
-    """Power iteration for the largest singular value of a linear operator ``A``.
-
-    One iteration applies the adjoint and the operator once each:
-    ``v <- A^T A v / ||A^T A v||``, ``sigma~ = ||A v||``. It runs in one
-    ``tf.while_loop`` with ``maximum_iterations`` (works in ``tf.function`` and
-    under XLA).
-
-    Stopping rule (``rtol``): sigma~ increases monotonically and converges
-    geometrically, ``sigma - sigma~_k ~ C rho^k`` with ``rho = (sigma_2 / sigma_1)^2``.
-    The change of one iteration alone underestimates the remaining error by
-    ``1 / (1 - rho)``, which is large when the top singular values are close
-    (common for convolutions), so the loop estimates ``rho`` from two successive
-    changes and stops once the *predicted remaining error*
-    ``change * rho / (1 - rho)`` is at most ``rtol * sigma~`` for every operator
-    (or the change is at float precision).
-
-    Args:
-      operator: callable ``v -> A v`` (input space -> output space).
-      adjoint: callable ``u -> A^T u`` (output space -> input space). For a
-        convolution this is ``tf.nn.conv2d_transpose`` with the same kernel,
-        strides and padding, which is the exact adjoint.
-      v: initial right singular vector(s); ``[n, ...]`` for a stack of ``n``
-        operators when ``batch_dims=1`` (then ``operator`` acts on each slice).
-      max_iterations: cap on the iterations (int or scalar int32 tensor, >= 1).
-      rtol: tolerance of the predicted relative error of sigma~ (None: always
-        ``max_iterations`` iterations).
-      batch_dims: 0 for one operator, 1 for a stack.
-
-    Returns:
-      ``(u, v, sigma, iterations)``: unit left vector(s), unit right vector(s),
-      ``sigma = ||A v||`` (a scalar, or ``[n]``; an under-estimate of ``||A||_2``
-      that increases monotonically with the iterations) and the number of
-      iterations run (int32 scalar).
-    """
-    v = l2_normalize(v, batch_dims)
-    av = operator(v)
-    sigma = _norms(av, batch_dims)
-    dtype = sigma.dtype
-    rtol_t = tf.constant(-1.0, dtype) if rtol is None else tf.cast(rtol, dtype)
-    precision = tf.constant(8 * np.finfo(dtype.as_numpy_dtype).eps, dtype)
-    inf = tf.fill(tf.shape(sigma), tf.constant(float("inf"), dtype))
-    unknown_rate = tf.fill(tf.shape(sigma), tf.constant(_MAX_RATE, dtype))
-
-    def cond(i, v, av, sigma, change, rate, predicted):
-        return tf.logical_and(i < max_iterations, tf.reduce_any(predicted > rtol_t))
-
-    def body(i, v, av, sigma, change, rate, predicted):
-        v_new = l2_normalize(adjoint(av), batch_dims)
-        av_new = operator(v_new)
-        sigma_new = _norms(av_new, batch_dims)
-        change_new = tf.abs(sigma_new - sigma) / (sigma_new + _EPS)
-        rate_new, remaining = _predicted_error(change, change_new, rate, precision)
-        return i + 1, v_new, av_new, sigma_new, change_new, rate_new, remaining
-
-    iterations, v, av, sigma, _, _, _ = tf.while_loop(
-        cond,
-        body,
-        (tf.constant(0), v, av, sigma, inf, unknown_rate, inf),
-        maximum_iterations=max_iterations,
-    )
-    u = l2_normalize(av, batch_dims)
-    return u, v, sigma, iterations
 
 
 _MAX_RATE = 0.999
@@ -181,7 +115,16 @@ def subspace_iteration(
 
     Each iteration applies the operator and its adjoint once to the ``k`` vectors
     (as a batch), one thin QR and one ``k x k`` symmetric eigendecomposition.
-    Stopping rule: as :func:`power_iteration`, on the top Ritz value.
+
+    Stopping rule (``rtol``): the top Ritz value increases monotonically and
+    converges geometrically, ``sigma - sigma~_k ~ C rho^k``. The change of one
+    iteration alone underestimates the remaining error by ``1 / (1 - rho)``, which
+    is large when the singular values are close (common for convolutions), so the
+    loop estimates ``rho`` from two successive changes (:func:`_predicted_error`)
+    and stops once the *predicted remaining error* ``change * rho / (1 - rho)`` is at
+    most ``rtol * sigma~`` for every operator (or the change is at float precision).
+    It runs in one ``tf.while_loop`` with ``maximum_iterations`` (``tf.function`` and
+    XLA compatible).
 
     Args:
       operator: ``[k, ...] -> [k, ...]`` (input space -> output space, batched over
@@ -200,10 +143,11 @@ def subspace_iteration(
         singular values cross and the old rate can be far too optimistic.)
 
     Returns:
-      ``(vectors, sigma, iterations)``: orthonormal vectors sorted by Ritz value
-      (the first is the top right singular vector estimate), sigma~ (scalar or
-      ``[n]``) and the number of iterations (int32 scalar); with
-      ``previous_sigma``, also the final Ritz value to pass to the next call.
+      ``(vectors, sigma, iterations, ritz)``: orthonormal vectors sorted by Ritz value
+      (the first is the top right singular vector estimate), sigma~ ``= ||A v_1||``
+      (scalar or ``[n]``; a lower bound of ``||A||_2``), the number of iterations
+      (int32 scalar) and the final top Ritz value (to pass as ``previous_sigma``
+      to the next call).
     """
     shape = tf.shape(vectors)
     dtype = vectors.dtype
@@ -249,8 +193,6 @@ def subspace_iteration(
     vectors = tf.reshape(q, shape)
     top = tf.gather(vectors, [0], axis=batch_dims)  # sigma~ = ||A v_1|| of the returned top vector
     sigma = tf.norm(_flatten_vectors(operator(top), batch_dims)[..., 0, :], axis=-1)
-    if previous_sigma is None:
-        return vectors, sigma, iterations
     return vectors, sigma, iterations, ritz
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "one_of",
     "int_pair",
     "shape",
+    "input_shape",
 ]
 
 
@@ -129,3 +130,24 @@ def shape(name, value, ranks=(1, 3)):
             f"{name} must be {expected} with positive integer sizes; got {name}={value!r}."
         )
     return tuple(int(d) for d in dims)
+
+
+_RANK_KINDS = {2: "(vectors [batch, features])", 4: "(images [batch, height, width, channels])"}
+
+
+def input_shape(layer, shape, ranks=(2, 4)):
+    """A layer's ``build`` input shape: one of ``ranks`` with a fully known event -> tuple.
+
+    Args:
+      layer: the layer (its class and name go into the message).
+      shape: the input shape, batch axis first.
+      ranks: accepted ranks (2: ``[batch, features]``, 4: ``[batch, H, W, C]``).
+    """
+    shape = tuple(shape)
+    if len(shape) not in ranks or any(d is None for d in shape[1:]):
+        expected = " or ".join(f"rank {r} {_RANK_KINDS.get(r, '')}".rstrip() for r in ranks)
+        raise ValueError(
+            f"{type(layer).__name__} {layer.name!r} expects inputs of {expected} with a fully "
+            f"known input shape apart from the batch axis; got input shape {shape}."
+        )
+    return shape

@@ -93,7 +93,7 @@ def _run_iresnet(argv, cwd):
         else:
             argv += ["--epochs", "1"]
     result = subprocess.run(
-        [sys.executable, "-m", "keras_iresnet_cli", *argv],
+        [sys.executable, "-m", "keras_iresnet.cli", *argv],
         cwd=cwd,
         env=_env(),
         capture_output=True,
@@ -130,7 +130,7 @@ def test_the_mnist_commands_train_from_the_file(tmp_path):
 
 def test_the_readme_commands_parse():
     """Every iresnet command the README lists is accepted by the parser (no TensorFlow needed)."""
-    from keras_iresnet._cli_args import build_parser
+    from keras_iresnet.cli.args import build_parser
 
     commands = setup_commands() + walkthrough_commands() + mnist_commands()
     assert len(commands) >= 12

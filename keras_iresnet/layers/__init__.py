@@ -1,15 +1,29 @@
-"""Keras 3 layers of keras_iresnet."""
+"""Keras 3 layers of keras_iresnet, each in a module of its own job.
+
+- :mod:`~keras_iresnet.layers.invertible`: the contract every invertible layer speaks
+  (:class:`InvertibleLayer`) and stacked parameters (:class:`Stackable`);
+- :mod:`~keras_iresnet.layers.spectral`: spectral-normalized dense and conv layers;
+- :mod:`~keras_iresnet.layers.activations`: 1-Lipschitz activations (:class:`LipSwish`);
+- :mod:`~keras_iresnet.layers.residual_function`: ``g`` and its Lipschitz bound;
+- :mod:`~keras_iresnet.layers.residual`: invertible residual blocks and stacks;
+- :mod:`~keras_iresnet.layers.normalization`, :mod:`~keras_iresnet.layers.reshaping`,
+  :mod:`~keras_iresnet.layers.logit`, :mod:`~keras_iresnet.layers.containers`: the
+  data-space and structural invertible layers;
+- :mod:`~keras_iresnet.layers.distributions`: base distributions (no TFP);
+- :mod:`~keras_iresnet.layers.heads`: the classification head;
+- :mod:`~keras_iresnet.layers.walk`: finding the spectral layers and stacks of a model.
+"""
 
 from keras_iresnet.layers.activations import LipSwish, get_activation
-from keras_iresnet.layers.base import InvertibleLayer
-from keras_iresnet.layers.bases import DiagonalGaussian, StandardNormal, get_base
-from keras_iresnet.layers.data_layers import Logit
-from keras_iresnet.layers.flow_layers import ActNorm, FlattenEvent, InjectivePad, Squeeze
+from keras_iresnet.layers.containers import FactorOut, InvertibleSequential
+from keras_iresnet.layers.distributions import DiagonalGaussian, StandardNormal, get_base
 from keras_iresnet.layers.heads import ClassifierHead
-from keras_iresnet.layers.multiscale import FactorOut
-from keras_iresnet.layers.residual_block import InvertibleResidualBlock, InvertibleResidualStack
-from keras_iresnet.layers.sequential import InvertibleSequential
-from keras_iresnet.layers.spectral_layers import SpectralConv2D, SpectralDense, SpectralLayerBase
+from keras_iresnet.layers.invertible import InvertibleLayer, Stackable
+from keras_iresnet.layers.logit import Logit
+from keras_iresnet.layers.normalization import ActNorm
+from keras_iresnet.layers.reshaping import FlattenEvent, InjectivePad, Squeeze
+from keras_iresnet.layers.residual import InvertibleResidualBlock, InvertibleResidualStack
+from keras_iresnet.layers.spectral import SpectralConv2D, SpectralDense, SpectralLayerBase
 
 __all__ = [
     "ActNorm",
@@ -28,6 +42,7 @@ __all__ = [
     "SpectralDense",
     "SpectralLayerBase",
     "Squeeze",
+    "Stackable",
     "StandardNormal",
     "get_activation",
     "get_base",

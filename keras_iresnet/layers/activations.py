@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from keras_iresnet import validation
+from keras_iresnet.layers.invertible import Stackable
 
 __all__ = ["LipSwish", "lipswish", "get_activation", "LIPSCHITZ_ONE_ACTIVATIONS"]
 
@@ -33,7 +34,7 @@ def lipswish(x, beta):
 
 
 @keras.saving.register_keras_serializable(package="keras_iresnet")
-class LipSwish(keras.layers.Layer):
+class LipSwish(Stackable, keras.layers.Layer):
     """LipSwish (Chen et al., 2019, Residual Flows): ``x * sigmoid(beta * x) / 1.1``.
 
     ``beta = softplus(beta_raw) > 0`` is learnable and starts at the reference
@@ -52,13 +53,13 @@ class LipSwish(keras.layers.Layer):
     def __init__(self, beta_init=REFERENCE_BETA, stack=None, **kwargs):
         super().__init__(**kwargs)
         self.beta_init = validation.positive_float("beta_init", beta_init)
-        self.stack = None if stack is None else validation.positive_int("stack", stack)
+        self.set_stack(stack)
 
     def build(self, input_shape):
         raw = math.log(math.expm1(self.beta_init))
         self.beta_raw = self.add_weight(
             name="beta_raw",
-            shape=(self.stack,) if self.stack else (),
+            shape=self.stacked_shape(()),
             initializer=keras.initializers.Constant(raw),
         )
 
@@ -68,10 +69,7 @@ class LipSwish(keras.layers.Layer):
         return tf.nn.softplus(tf.convert_to_tensor(self.beta_raw))
 
     def call(self, inputs):
-        if self.stack:
-            raise ValueError(
-                f"LipSwish {self.name!r} holds {self.stack} betas; use lipswish(x, beta[i])."
-            )
+        self.refuse_if_stacked("betas")
         return lipswish(inputs, self.beta)
 
     def compute_output_shape(self, input_shape):

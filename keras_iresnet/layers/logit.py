@@ -1,4 +1,4 @@
-"""Data-space layers of density models: the logit pre-transform."""
+"""The logit pre-transform of image density models (RealNVP; Residual Flows)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import keras
 import tensorflow as tf
 
 from keras_iresnet import validation
-from keras_iresnet._tf import in_xla_context
-from keras_iresnet.layers.base import InvertibleLayer
+from keras_iresnet._tf import check
+from keras_iresnet.layers.invertible import InvertibleLayer
 
 __all__ = ["Logit"]
 
@@ -56,16 +56,15 @@ class Logit(InvertibleLayer):
             f"Logit {self.name!r} expects inputs in [0, 1] (dequantized images, e.g. "
             "keras_iresnet.data.image_dataset(..., task='density')); got values outside."
         )
-        if tf.executing_eagerly():
-            if not bool(tf.reduce_all((x >= 0) & (x <= 1))):
-                low, high = float(tf.reduce_min(x)), float(tf.reduce_max(x))
-                raise ValueError(f"{message[:-1]} (min {low:.4g}, max {high:.4g}).")
-            return x
-        if in_xla_context():
-            return x
-        check = tf.debugging.Assert(tf.reduce_all((x >= 0) & (x <= 1)), [message])
-        with tf.control_dependencies([check]):
-            return tf.identity(x)
+        inside = tf.reduce_all((x >= 0) & (x <= 1))
+        return check(
+            inside,
+            message,
+            x,
+            details=lambda: (
+                f"(min {float(tf.reduce_min(x)):.4g}, max {float(tf.reduce_max(x)):.4g})"
+            ),
+        )
 
     def forward_and_log_det(self, inputs, training=None, logdet=None):
         x = tf.convert_to_tensor(inputs)

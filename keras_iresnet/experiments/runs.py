@@ -1,8 +1,9 @@
 """Everything a recipe needs to run: data split, pipelines, model, optimizer, callbacks, training.
 
 The command line, the tuner, the notebooks, the benchmarks and the tests all go
-through these functions, so a recipe (:mod:`keras_iresnet.recipes`) means the
-same thing everywhere::
+through these functions, so a recipe (:mod:`keras_iresnet.experiments.recipes`)
+means the same thing everywhere; the run folders of the command line
+(:class:`RunFolder`) and what a run writes there live here too::
 
     from keras_iresnet import recipes, runs
     recipe = recipes.get("2d")
@@ -14,19 +15,23 @@ same thing everywhere::
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
 import pathlib
 import shutil
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_iresnet import callbacks as callbacks_lib
+from keras_iresnet import certify, distributed, models, validation
 from keras_iresnet import data as data_lib
-from keras_iresnet import models, validation
+from keras_iresnet.experiments import plots
+from keras_iresnet.inverse import InverseConvergenceWarning
 
 __all__ = [
     "Split",
@@ -42,6 +47,9 @@ __all__ = [
     "train",
     "RunFolder",
     "RunFolderError",
+    "folder_callbacks",
+    "fit_multiworker",
+    "report_training",
     "write_json",
     "strict_json",
 ]
@@ -485,3 +493,106 @@ class RunFolder:
     def write_record(self, record):
         """Write the run record (with the format marker and the kind)."""
         write_json(self.record_path, {"format": RUN_FORMAT, "kind": self.kind, **record})
+
+    def history(self):
+        """The whole per-epoch history from ``history.csv``, ``{metric: [value per epoch]}``.
+
+        The last row of an epoch counts (a resumed run may repeat the epoch it was
+        interrupted in); an empty cell is None.
+        """
+        path = self.path / "history.csv"
+        if not path.is_file():
+            return {}
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = {int(row["epoch"]): row for row in csv.DictReader(handle)}
+        history = {}
+        for epoch in sorted(rows):
+            for key, value in rows[epoch].items():
+                if key != "epoch":
+                    history.setdefault(key, []).append(
+                        float(value) if value not in ("", None) else None
+                    )
+        return history
+
+
+def folder_callbacks(folder, resume=False, logdir=None):
+    """The callbacks of a run in ``folder`` (a :class:`RunFolder`), in the order they must run.
+
+    ``history.csv`` (one row per epoch, appended on ``resume``; written before the
+    epoch's backup, so a resumed run never misses a row), ``backup/`` (Keras'
+    ``BackupAndRestore``), ``best.keras`` (the best validation loss), and TensorBoard
+    logs in ``logdir`` if given.
+    """
+    result = [
+        keras.callbacks.CSVLogger(str(folder / "history.csv"), append=resume),
+        keras.callbacks.BackupAndRestore(str(folder / "backup")),
+        keras.callbacks.ModelCheckpoint(
+            str(folder / "best.keras"), monitor="val_loss", save_best_only=True
+        ),
+    ]
+    if logdir:
+        result.append(keras.callbacks.TensorBoard(log_dir=logdir))
+    return result
+
+
+def fit_multiworker(model, arguments, callbacks, verbose=1):
+    """Train under ``MultiWorkerMirroredStrategy``, where Keras 3's ``fit`` fails.
+
+    Runs :func:`keras_iresnet.distributed.fit_distributed` on the pipelines of
+    :func:`fit_arguments` (sharded by data across the workers) with validation
+    after every epoch.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return distributed.fit_distributed(
+        model,
+        arguments["x"].with_options(options),
+        epochs=arguments["epochs"],
+        callbacks=callbacks,
+        verbose=verbose,
+        validation_data=arguments["validation_data"].with_options(options),
+    )
+
+
+def report_training(model, recipe, split, test, folder, epochs):
+    """After training: test metrics, certificate, reconstructions, figure, ``metrics.json``.
+
+    Args:
+      model: the trained model.
+      recipe, split: its recipe and data split.
+      test: the test pipeline.
+      folder: the :class:`RunFolder` (``metrics.json`` and ``figure.png`` are written there).
+      epochs: the epochs the run was asked for.
+
+    Returns:
+      ``(metrics, figure_path, unconverged)``: the metrics written, the figure's path,
+      and whether some inverse did not converge (expected for a vanilla network).
+    """
+    results = model.evaluate(test, verbose=0, return_dict=True)
+    report = certify.certify(model)
+    metrics = {
+        "recipe": recipe.name,
+        "task": recipe.task,
+        "data": split.data,
+        "epochs": epochs,
+        "test": {k: float(v) for k, v in results.items()},
+        "history": folder.history(),
+        "all_blocks_certified_contractions": report["all_contractions"],
+    }
+    figure = folder / "figure.png"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InverseConvergenceWarning)
+        batch = next(iter(test))
+        x_test = batch[0] if isinstance(batch, tuple) else batch
+        if not split.is_2d:
+            recon = certify.reconstruction_report(model.trunk, x_test[:16])
+            metrics["reconstruction_error"] = {"mean": recon["mean"], "max": recon["max"]}
+        if split.is_2d:
+            plots.density_2d_figure(model, split.x_test, figure)
+        elif recipe.task == "classify":
+            plots.reconstruction_figure(model, x_test[:8], figure)
+        else:
+            plots.image_samples_figure(model, figure, reconstruct=x_test[:8])
+    write_json(folder / "metrics.json", metrics)
+    unconverged = any(issubclass(w.category, InverseConvergenceWarning) for w in caught)
+    return metrics, figure, unconverged

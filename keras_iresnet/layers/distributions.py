@@ -9,9 +9,10 @@ A flow ``z = F(x)`` has density ``ln p(x) = ln p_Z(F(x)) + ln|det J_F(x)|``
   learned prior, ``prior_mu`` / ``prior_logstd``), so the model can give every
   dimension its own scale from the first step.
 
-Each has ``log_prob(z) -> [batch]``, ``sample(n, temperature, seed)`` and
-``distribution()`` (the TFP distribution over the latent event, built on the
-``tf.Variable`` objects behind the Keras weights, so TFP training loops train them).
+Each has ``log_prob(z) -> [batch]`` and ``sample(n, temperature, seed)``; the same
+distribution as a TFP object (built on the ``tf.Variable`` objects behind the Keras
+weights, so TFP training loops train them) is
+:func:`keras_iresnet.bijector.base_distribution` (this module imports no TFP).
 """
 
 from __future__ import annotations
@@ -20,12 +21,8 @@ import math
 
 import keras
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from keras_iresnet import validation
-from keras_iresnet.bridge import tf_variables
-
-tfd = tfp.distributions
 
 __all__ = ["StandardNormal", "DiagonalGaussian", "get_base", "BASES"]
 
@@ -69,9 +66,6 @@ class StandardNormal(_Base):
         """``n`` latents ``T * eps``, ``eps ~ N(0, I)``: ``[n, *latent_shape]``."""
         return self._noise(n, temperature, seed)
 
-    def distribution(self):
-        return tfd.Sample(tfd.Normal(0.0, 1.0), sample_shape=self.latent_shape)
-
 
 @keras.saving.register_keras_serializable(package="keras_iresnet")
 class DiagonalGaussian(_Base):
@@ -98,15 +92,6 @@ class DiagonalGaussian(_Base):
         return self.loc + tf.exp(tf.convert_to_tensor(self.log_scale)) * self._noise(
             n, temperature, seed
         )
-
-    def distribution(self):
-        loc, log_scale = tf_variables(self)
-        dist = tfd.Independent(
-            tfd.Normal(loc, tfp.util.DeferredTensor(log_scale, tf.math.exp)),
-            reinterpreted_batch_ndims=len(self.latent_shape),
-        )
-        dist.keras_backed_variables = (loc, log_scale)
-        return dist
 
 
 BASES = {"standard": StandardNormal, "diagonal": DiagonalGaussian}

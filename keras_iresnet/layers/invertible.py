@@ -28,6 +28,12 @@ layer of this package is checked.
 ``forward_and_log_det`` and ``inverse`` may be called on an unbuilt layer: the
 layer builds itself from the input shape (for ``inverse``, from the input shape
 that corresponds to ``y``, see :meth:`InvertibleLayer.compute_inverse_shape`).
+A built layer checks the shape it is given against the one it was built for.
+
+:class:`Stackable` is the one implementation of *stacked* parameters: a layer
+built with ``stack=n`` holds ``n`` independent parameter sets ``[n, ...]``, and a
+residual stack applies slice ``i`` in block ``i`` (spectral layers, ActNorm,
+LipSwish use it).
 """
 
 from __future__ import annotations
@@ -35,9 +41,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_iresnet import validation
 from keras_iresnet.inverse import InverseSettings
 
-__all__ = ["InvertibleLayer"]
+__all__ = ["InvertibleLayer", "Stackable"]
 
 _DEFAULT_SETTINGS = InverseSettings()
 
@@ -128,3 +135,60 @@ class InvertibleLayer(keras.layers.Layer):
     @staticmethod
     def _zero_log_det(x):
         return tf.zeros(tf.shape(x)[:1], dtype=x.dtype)
+
+
+class Stackable:
+    """Mixin for Keras layers whose parameters can be stacked: ``[stack, ...]`` per weight.
+
+    A residual stack (:class:`keras_iresnet.InvertibleResidualStack`) holds its
+    blocks' sublayers once, each with ``stack=num_blocks`` parameter sets, and
+    applies slice ``i`` in block ``i`` of one ``tf.while_loop``. The layer itself
+    is then not callable on its own (:meth:`refuse_if_stacked`).
+    """
+
+    stack = None
+
+    def set_stack(self, stack):
+        """Validate and store ``stack`` (None: one parameter set)."""
+        self.stack = None if stack is None else validation.positive_int("stack", stack)
+
+    def stacked_shape(self, shape):
+        """``shape`` with the stack axis in front (unchanged without a stack)."""
+        return ((self.stack,) if self.stack else ()) + tuple(shape)
+
+    def per_slice(self, initializer):
+        """An initializer that initializes every slice as a single parameter set.
+
+        Fans come from the slice's shape, not the stacked one (which would shrink
+        Glorot's scale by ``sqrt(stack)``), and each slice gets its own seed: a
+        Keras 3 random initializer holds an int seed and returns the same values
+        on every call, so every block would otherwise start alike.
+        """
+        if not self.stack:
+            return initializer
+
+        def slice_initializer(index):
+            seed = getattr(initializer, "seed", None)
+            if not isinstance(seed, int) or isinstance(seed, bool):
+                return initializer
+            config = initializer.get_config()
+            config["seed"] = seed + index
+            return type(initializer).from_config(config)
+
+        def initialize(shape, dtype=None):
+            return tf.stack([slice_initializer(i)(shape[1:], dtype=dtype) for i in range(shape[0])])
+
+        return initialize
+
+    @staticmethod
+    def slice_of(t, index, stacked):
+        """Slice ``index`` of a stacked tensor (``t`` itself when not ``stacked`` or None)."""
+        return t if t is None or not stacked else t[index]
+
+    def refuse_if_stacked(self, what="parameter sets"):
+        """A stacked layer is applied slice by slice by its residual stack, never called itself."""
+        if self.stack:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} holds {self.stack} {what} (stacked); a "
+                "residual stack applies it slice by slice (it is not called on its own)."
+            )

@@ -46,13 +46,16 @@ saved with the model. ``power_iterations_run`` counts the iterations.
 
 A layer built with ``stack=n`` holds ``n`` independent kernels ``[n, ...]`` (the
 iterations of all ``n`` run as one batched iteration); the residual stacks of
-:mod:`keras_iresnet.layers.residual_block` apply slice ``i`` in block ``i``.
+:mod:`keras_iresnet.layers.residual` apply slice ``i`` in block ``i``.
+
+**When the vectors advance** is the layer's ``update_policy``, an explicit
+attribute: ``"every_call"`` (the default: a layer used on its own, in a custom or
+TFP loop, iterates in every training call) or ``"after_update"`` (training calls
+use the stored vectors as they are, because the owner calls :meth:`track` right
+after each optimizer update; the keras_iresnet models set it on their layers).
 """
 
 from __future__ import annotations
-
-import contextlib
-import threading
 
 import keras
 import numpy as np
@@ -60,38 +63,24 @@ import tensorflow as tf
 
 from keras_iresnet import spectral, validation
 from keras_iresnet._tf import graph_function
+from keras_iresnet.layers.invertible import Stackable
 
-__all__ = ["SpectralLayerBase", "SpectralDense", "SpectralConv2D", "tracked_after_update"]
+__all__ = ["SpectralLayerBase", "UPDATE_POLICIES", "CONVERGED_ITERATIONS", "CONVERGED_RTOL"]
 
 #: Iterations and tolerance of the power iteration at build, of ``refine()`` and of
 #: ``operator_norm()`` (conv layers; dense layers use an SVD).
 CONVERGED_ITERATIONS = 1000
 CONVERGED_RTOL = 1e-6
 
+#: When a training call advances the vectors (see the module docstring).
+UPDATE_POLICIES = ("every_call", "after_update")
+
 # One traced power iteration per operator signature, shared by every layer that
 # has it (a deep network of identical blocks traces it once, not once per layer).
 _POWER_ITERATION_FUNCTIONS = {}
-_TRACKING = threading.local()
 
 
-@contextlib.contextmanager
-def tracked_after_update():
-    """Within this context, training calls use the stored vectors as they are.
-
-    For training steps that re-track every layer right after the optimizer
-    update (:meth:`SpectralLayerBase.track`; the keras_iresnet models' steps
-    do): the stored vectors then already belong to the current weights, so the
-    forward pass need not iterate again. Read at trace time.
-    """
-    previous = getattr(_TRACKING, "active", False)
-    _TRACKING.active = True
-    try:
-        yield
-    finally:
-        _TRACKING.active = previous
-
-
-class SpectralLayerBase(keras.layers.Layer):
+class SpectralLayerBase(Stackable, keras.layers.Layer):
     """Shared machinery of :class:`SpectralDense` and :class:`SpectralConv2D`.
 
     Subclasses define the linear operator (``apply_operator``), its adjoint
@@ -114,6 +103,7 @@ class SpectralLayerBase(keras.layers.Layer):
         kernel_regularizer=None,
         bias_regularizer=None,
         stack=None,
+        update_policy="every_call",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -128,7 +118,8 @@ class SpectralLayerBase(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.stack = None if stack is None else validation.positive_int("stack", stack)
+        self.set_stack(stack)
+        self.update_policy = validation.one_of("update_policy", update_policy, UPDATE_POLICIES)
 
     # -- to be defined by subclasses ---------------------------------------
     def _kernel_shape(self, input_shape):
@@ -168,48 +159,8 @@ class SpectralLayerBase(keras.layers.Layer):
 
     # -- build / state -------------------------------------------------------
     def _check_input_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != self.operator_rank:
-            expected = (
-                "[batch, features]"
-                if self.operator_rank == 2
-                else "[batch, height, width, channels]"
-            )
-            raise ValueError(
-                f"{type(self).__name__} {self.name!r} expects inputs of rank {self.operator_rank} "
-                f"{expected}; got input shape {input_shape}."
-            )
-        if any(d is None for d in input_shape[1:]):
-            raise ValueError(
-                f"{type(self).__name__} {self.name!r} needs a fully known input shape apart from "
-                f"the batch axis (the power iteration runs on the real operator); got {input_shape}."
-            )
+        input_shape = validation.input_shape(self, input_shape, (self.operator_rank,))
         return input_shape
-
-    def _stacked(self, shape):
-        return ((self.stack,) if self.stack else ()) + tuple(shape)
-
-    def _per_slice(self, initializer):
-        """A stack initializes every slice as a single kernel (fans from the slice's shape,
-        not from the stacked one, which would shrink Glorot's scale by ``sqrt(stack)``)."""
-        if not self.stack:
-            return initializer
-
-        def slice_initializer(index):
-            # A Keras 3 random initializer holds an int seed (drawn once when unseeded)
-            # and returns the same values on every call: give each slice its own seed,
-            # or every block of a stack would start with the same kernel.
-            seed = getattr(initializer, "seed", None)
-            if not isinstance(seed, int) or isinstance(seed, bool):
-                return initializer
-            config = initializer.get_config()
-            config["seed"] = seed + index
-            return type(initializer).from_config(config)
-
-        def initialize(shape, dtype=None):
-            return tf.stack([slice_initializer(i)(shape[1:], dtype=dtype) for i in range(shape[0])])
-
-        return initialize
 
     def build(self, input_shape):
         input_shape = self._check_input_shape(input_shape)
@@ -217,15 +168,15 @@ class SpectralLayerBase(keras.layers.Layer):
         kernel_shape = self._kernel_shape(input_shape)
         self.kernel = self.add_weight(
             name="kernel",
-            shape=self._stacked(kernel_shape),
-            initializer=self._per_slice(self.kernel_initializer),
+            shape=self.stacked_shape(kernel_shape),
+            initializer=self.per_slice(self.kernel_initializer),
             regularizer=self.kernel_regularizer,
         )
         if self.use_bias:
             self.bias = self.add_weight(
                 name="bias",
-                shape=self._stacked((kernel_shape[-1],)),
-                initializer=self._per_slice(self.bias_initializer),
+                shape=self.stacked_shape((kernel_shape[-1],)),
+                initializer=self.per_slice(self.bias_initializer),
                 regularizer=self.bias_regularizer,
             )
         else:
@@ -235,7 +186,7 @@ class SpectralLayerBase(keras.layers.Layer):
         self.vector_count = min(self.power_vectors, int(np.prod(u_shape)), int(np.prod(v_shape)))
         self.power_v = self.add_weight(
             name="power_v",
-            shape=self._stacked((self.vector_count,) + tuple(v_shape[1:])),
+            shape=self.stacked_shape((self.vector_count,) + tuple(v_shape[1:])),
             initializer=keras.initializers.RandomNormal(seed=2),
             trainable=False,
             aggregation="only_first_replica",
@@ -244,7 +195,7 @@ class SpectralLayerBase(keras.layers.Layer):
         # first change against it (one iteration when the vectors still fit the weights).
         self.power_sigma = self.add_weight(
             name="power_sigma",
-            shape=self._stacked(()),
+            shape=self.stacked_shape(()),
             initializer="zeros",
             trainable=False,
             aggregation="only_first_replica",
@@ -298,7 +249,7 @@ class SpectralLayerBase(keras.layers.Layer):
             if matrix is not None:
                 v, sigma = spectral.dense_singular_vectors(matrix, self.vector_count)
             else:
-                v, sigma, _ = self._compiled_iteration()(
+                v, sigma, _, _ = self._compiled_iteration()(
                     tf.convert_to_tensor(self.kernel),
                     tf.convert_to_tensor(self.power_v),
                     tf.constant(int(max_iterations), tf.int32),
@@ -362,7 +313,7 @@ class SpectralLayerBase(keras.layers.Layer):
         if self.coeff is None:
             return kernel
         v = tf.convert_to_tensor(self.power_v)
-        if training and not getattr(_TRACKING, "active", False):
+        if training and self.update_policy == "every_call":
             v, _ = self._advance(tf.stop_gradient(kernel))
         operator, _ = self._operator_pair(kernel)
         sigma = spectral._norms(operator(self._top_vector(v)), self._batch_dims)
@@ -372,11 +323,7 @@ class SpectralLayerBase(keras.layers.Layer):
         return kernel / factor
 
     def call(self, inputs, training=None):
-        if self.stack:
-            raise ValueError(
-                f"{type(self).__name__} {self.name!r} holds a stack of {self.stack} kernels; it is "
-                "applied slice by slice by a residual stack, not called directly."
-            )
+        self.refuse_if_stacked("kernels")
         kernel = self.normalized_kernel(training=bool(training))
         outputs = self.apply_operator(inputs, kernel)
         if self.bias is not None:
@@ -412,9 +359,9 @@ class SpectralLayerBase(keras.layers.Layer):
                     f"{self.name!r}; got input_shape={tuple(input_shape)}."
                 )
         vectors = max(8, self.vector_count)
-        start_shape = self._stacked((vectors,) + tuple(shape[1:]))
+        start_shape = self.stacked_shape((vectors,) + tuple(shape[1:]))
         operator, adjoint = self._operator_pair(kernel, input_shape=(1,) + tuple(shape[1:]))
-        _, sigma, _ = graph_function(
+        _, sigma, _, _ = graph_function(
             lambda start: spectral.subspace_iteration(
                 operator,
                 adjoint,
@@ -439,6 +386,7 @@ class SpectralLayerBase(keras.layers.Layer):
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
             bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
             stack=self.stack,
+            update_policy=self.update_policy,
         )
         return config
 
@@ -455,7 +403,7 @@ def _operator_pair(cls, spec, stack, kernel, input_shape=None):
             lambda t: cls.adjoint(spec, t, kernel, input_shape),
         )
 
-    def per_slice(fn):
+    def slice_by_slice(fn):
         # A stack is small (blocks of one scale): one op per slice, unrolled, is cheaper
         # at run time than a tf.map_fn loop around every application.
         def apply(t):
@@ -464,8 +412,8 @@ def _operator_pair(cls, spec, stack, kernel, input_shape=None):
         return apply
 
     return (
-        per_slice(lambda t, k: cls.operator(spec, t, k)),
-        per_slice(lambda t, k: cls.adjoint(spec, t, k, input_shape)),
+        slice_by_slice(lambda t, k: cls.operator(spec, t, k)),
+        slice_by_slice(lambda t, k: cls.adjoint(spec, t, k, input_shape)),
     )
 
 
@@ -480,152 +428,3 @@ def _iterate(cls, spec, stack, kernel, v, max_iterations, rtol, previous_sigma=N
         batch_dims=1 if stack else 0,
         previous_sigma=previous_sigma,
     )
-
-
-@keras.saving.register_keras_serializable(package="keras_iresnet")
-class SpectralDense(SpectralLayerBase):
-    """Dense layer ``y = W~ x + b`` with soft spectral normalization (equation (2)).
-
-    Args:
-      units: output features.
-      coeff: target Lipschitz bound, ``0 < coeff < 1``; the kernel is rescaled
-        only when the estimate sigma~ exceeds it. ``None`` disables normalization.
-      power_iterations: cap on the iterations per training call (>= 1).
-      power_tol: stop once the predicted relative error of sigma~ is at most
-        this; ``None`` runs exactly ``power_iterations``.
-      power_vectors: vectors of the subspace iteration (>= 1; capped by the
-        operator's dimensions).
-      use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-      bias_regularizer: as in ``keras.layers.Dense``.
-      stack: hold this many independent kernels (for residual stacks), or None.
-
-    Shapes: input ``[batch, in_features]`` -> output ``[batch, units]``.
-    """
-
-    operator_rank = 2
-
-    def __init__(self, units, coeff=0.97, **kwargs):
-        super().__init__(coeff=coeff, **kwargs)
-        self.units = validation.positive_int("units", units)
-
-    def _kernel_shape(self, input_shape):
-        return (int(input_shape[-1]), self.units)
-
-    def _vector_shapes(self, input_shape):
-        return (1, self.units), (1, int(input_shape[-1]))
-
-    def spec(self):
-        return ()
-
-    @staticmethod
-    def operator(spec, x, kernel):
-        return tf.matmul(x, kernel)
-
-    @staticmethod
-    def adjoint(spec, u, kernel, input_shape=None):
-        return tf.matmul(u, kernel, transpose_b=True)
-
-    @staticmethod
-    def matrix(spec, kernel):
-        return kernel
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.units,)
-
-    def get_config(self):
-        config = super().get_config()
-        config["units"] = self.units
-        return config
-
-
-@keras.saving.register_keras_serializable(package="keras_iresnet")
-class SpectralConv2D(SpectralLayerBase):
-    """2-D convolution with soft spectral normalization of its *operator* norm.
-
-    The power iteration runs through ``tf.nn.conv2d`` and its exact adjoint
-    ``tf.nn.conv2d_transpose`` on the layer's input shape, strides and padding,
-    so sigma~ converges to the true operator norm of the convolution as applied
-    (section 2.1; Gouk et al. 2018), not the looser reshaped-kernel bound of
-    ``keras.layers.SpectralNormalization`` (Miyato et al. 2018).
-
-    Args:
-      filters: output channels.
-      kernel_size: int or pair.
-      strides: int or pair.
-      padding: ``"same"`` or ``"valid"`` (zero padding).
-      coeff, power_iterations, power_tol, ...: as in :class:`SpectralDense`.
-
-    Shapes: ``[batch, H, W, C_in]`` -> ``[batch, H', W', filters]``; H and W must
-    be static.
-    """
-
-    operator_rank = 4
-
-    def __init__(self, filters, kernel_size, strides=1, padding="same", coeff=0.97, **kwargs):
-        super().__init__(coeff=coeff, **kwargs)
-        self.filters = validation.positive_int("filters", filters)
-        self.kernel_size = validation.int_pair("kernel_size", kernel_size)
-        self.strides = validation.int_pair("strides", strides)
-        self.padding = validation.one_of("padding", str(padding).lower(), ("same", "valid"))
-
-    def _kernel_shape(self, input_shape):
-        return self.kernel_size + (int(input_shape[-1]), self.filters)
-
-    def _spatial_output(self, input_shape):
-        out = []
-        for size, k, s in zip(input_shape[1:3], self.kernel_size, self.strides):
-            if self.padding == "same":
-                out.append(-(-int(size) // s))
-            else:
-                out.append((int(size) - k) // s + 1)
-        return tuple(out)
-
-    @property
-    def pointwise(self):
-        """A 1x1 stride-1 convolution: its operator norm is that of the ``C_in x C_out`` matrix."""
-        return self.kernel_size == (1, 1) and self.strides == (1, 1)
-
-    def _vector_shapes(self, input_shape):
-        h, w, c = (int(d) for d in input_shape[1:])
-        if self.pointwise:  # the power iteration runs on the channel matrix (exact, and no
-            return (1, self.filters), (1, c)  # degenerate spatial copies of every singular value)
-        return (1,) + self._spatial_output(input_shape) + (self.filters,), (1, h, w, c)
-
-    def spec(self):
-        """``(strides, padding, (H, W, C) of the built input, pointwise)``."""
-        return (
-            self.strides,
-            self.padding.upper(),
-            tuple(int(d) for d in self.built_input_shape[1:]),
-            self.pointwise,
-        )
-
-    @staticmethod
-    def operator(spec, x, kernel):
-        strides, padding = spec[:2]
-        return tf.nn.conv2d(x, kernel, strides=strides, padding=padding)
-
-    @staticmethod
-    def adjoint(spec, u, kernel, input_shape=None):
-        """``conv2d_transpose`` onto inputs of ``input_shape`` (default: the built one)."""
-        strides, padding, built = spec[:3]
-        h, w, c = tuple(input_shape or built)[-3:]
-        output_shape = tf.stack([tf.shape(u)[0], h, w, c])
-        return tf.nn.conv2d_transpose(u, kernel, output_shape, strides=strides, padding=padding)
-
-    @staticmethod
-    def matrix(spec, kernel):
-        return kernel[..., 0, 0, :, :] if spec[3] else None
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0],) + self._spatial_output(input_shape) + (self.filters,)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            strides=self.strides,
-            padding=self.padding,
-        )
-        return config

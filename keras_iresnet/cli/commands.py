@@ -1,4 +1,8 @@
-"""The ``iresnet`` command: train, evaluate, sample, invert and certify i-ResNets.
+"""The ``iresnet`` commands: train, evaluate, sample, invert, certify, tune, recipes.
+
+Each command is a thin layer over :mod:`keras_iresnet.experiments` (recipes, runs,
+tuning, plots): it turns arguments into their calls and their failures into one
+line.
 
 ``iresnet train`` runs a named recipe (:mod:`keras_iresnet.recipes`), by
 ``--recipe NAME`` or by ``--task`` (+ ``--data``), with a few overrides, and
@@ -27,19 +31,23 @@ import sys
 import warnings
 import zipfile
 
-from keras_iresnet._cli_args import build_parser
+import keras
+import keras_tuner
+import numpy as np
+import tensorflow as tf
 
-__all__ = ["main", "run", "build_parser", "CLIError"]
+import keras_iresnet  # noqa: F401 - registers every class (saved models load)
+from keras_iresnet import certify, logdet, models
+from keras_iresnet import data as data_lib
+from keras_iresnet.cli.args import CLIError
+from keras_iresnet.divergence import NonFiniteLossError
+from keras_iresnet.experiments import plots, recipes, runs, tuning
 
-
-class CLIError(Exception):
-    """An error reported to the user as one line."""
+__all__ = ["run", "COMMANDS"]
 
 
 # -- runs ----------------------------------------------------------------------------
 def _recipe_for(args):
-    from keras_iresnet import recipes
-
     if args.recipe:
         if args.recipe not in recipes.names():
             raise CLIError(
@@ -62,8 +70,6 @@ def _recipe_for(args):
 
 
 def _check_data_for_task(task, data):
-    from keras_iresnet import data as data_lib
-
     valid = data_lib.data_sets_for(task)
     if data not in valid and not str(data).startswith("tfds:"):
         raise CLIError(
@@ -84,8 +90,6 @@ def _default_out(recipe, data, args):
 
 
 def _run_folder(out, kind, overwrite=False, resume=False):
-    from keras_iresnet import runs
-
     try:
         return runs.RunFolder(out, kind).prepare(overwrite=overwrite, resume=resume)
     except runs.RunFolderError as error:
@@ -131,8 +135,6 @@ def _overrides(args, recipe):
 
 
 def _strategy(name):
-    import tensorflow as tf
-
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
@@ -159,10 +161,6 @@ def _worker_index(strategy):
 
 
 def _load_split(recipe, args, seed=0, n_train=None, record=None):
-    import numpy as np
-
-    from keras_iresnet import runs
-
     data = args.data or (record or {}).get("data") or recipe.data
     source = (record or {}).get("source", {})
     try:
@@ -193,11 +191,6 @@ def _load_split(recipe, args, seed=0, n_train=None, record=None):
 
 
 def cmd_train(args):
-    import keras
-
-    from keras_iresnet import runs
-    from keras_iresnet.divergence import NonFiniteLossError
-
     recipe = _recipe_for(args)
     data = args.data or recipe.data
     _check_data_for_task(recipe.task, data)
@@ -220,17 +213,7 @@ def cmd_train(args):
     arguments = runs.fit_arguments(
         recipe, split, args.epochs, args.batch_size, drop_remainder=bool(args.jit)
     )
-    callbacks = arguments.pop("callbacks")
-    # The history row of an epoch is written before its backup, so a resumed run never misses one.
-    callbacks.append(keras.callbacks.CSVLogger(str(folder / "history.csv"), append=args.resume))
-    callbacks.append(keras.callbacks.BackupAndRestore(str(folder / "backup")))
-    callbacks.append(
-        keras.callbacks.ModelCheckpoint(
-            str(folder / "best.keras"), monitor="val_loss", save_best_only=True
-        )
-    )
-    if args.logdir:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=args.logdir))
+    callbacks = arguments.pop("callbacks") + runs.folder_callbacks(folder, args.resume, args.logdir)
     record = {
         "recipe": recipe.name,
         "task": recipe.task,
@@ -255,7 +238,7 @@ def cmd_train(args):
     )
     try:
         if worker is not None:
-            _fit_multiworker(model, arguments, callbacks, verbose=0 if args.quiet else 1)
+            runs.fit_multiworker(model, arguments, callbacks, verbose=0 if args.quiet else 1)
         else:
             model.fit(verbose=0 if args.quiet else 1, callbacks=callbacks, **arguments)
     except NonFiniteLossError as error:
@@ -278,92 +261,23 @@ def cmd_train(args):
         worker is not None
     ):  # evaluate and draw outside the strategy (Keras' evaluate fails under it)
         model = keras.models.load_model(model_path)
-    _report_training(model, recipe, data, split, arguments, folder, args)
-    return 0
-
-
-def _fit_multiworker(model, arguments, callbacks, verbose):
-    """Keras 3's ``fit`` fails under ``MultiWorkerMirroredStrategy``: train with ``fit_distributed``."""
-    import tensorflow as tf
-
-    from keras_iresnet import train as train_lib
-
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    train_lib.fit_distributed(
-        model,
-        arguments["x"].with_options(options),
-        epochs=arguments["epochs"],
-        callbacks=callbacks,
-        verbose=verbose,
-        validation_data=arguments["validation_data"].with_options(options),
+    metrics, figure, unconverged = runs.report_training(
+        model, recipe, split, arguments["validation_data"], folder, arguments["epochs"]
     )
-
-
-def _report_training(model, recipe, data, split, arguments, folder, args):
-    """After training: test metrics, certificate, reconstruction, figure, ``metrics.json``."""
-    from keras_iresnet import certify, plots, runs
-    from keras_iresnet.inverse import InverseConvergenceWarning
-
-    results = model.evaluate(arguments["validation_data"], verbose=0, return_dict=True)
-    report = certify.certify(model)
-    metrics = {
-        "recipe": recipe.name,
-        "task": recipe.task,
-        "data": data,
-        "epochs": arguments["epochs"],
-        "test": {k: float(v) for k, v in results.items()},
-        "history": _history(folder / "history.csv"),
-        "all_blocks_certified_contractions": report["all_contractions"],
-    }
-    with warnings.catch_warnings(
-        record=True
-    ) as caught:  # a vanilla network is not expected to invert
-        warnings.simplefilter("always", InverseConvergenceWarning)
-        if not split.is_2d:
-            x_test = _first_inputs(arguments["validation_data"])
-            recon = certify.reconstruction_report(model.trunk, x_test[:16])
-            metrics["reconstruction_error"] = {"mean": recon["mean"], "max": recon["max"]}
-        figure = folder / "figure.png"
-        if split.is_2d:
-            plots.density_2d_figure(model, split.x_test, figure)
-        elif recipe.task == "classify":
-            plots.reconstruction_figure(model, x_test[:8], figure)
-        else:
-            plots.image_samples_figure(model, figure, reconstruct=x_test[:8])
-    if any(issubclass(w.category, InverseConvergenceWarning) for w in caught):
+    if unconverged:
         reason = (
             "as expected without spectral normalization"
             if args.vanilla
             else "raise max_iterations or use solver='anderson'"
         )
         print(
-            f"note: the inverse did not converge for some examples ({reason}); the reconstruction error "
-            f"is in metrics.json"
+            f"note: the inverse did not converge for some examples ({reason}); the "
+            "reconstruction error is in metrics.json"
         )
-    runs.write_json(folder / "metrics.json", metrics)
-    print(f"saved model to {folder / 'model.keras'} (best epoch: {folder / 'best.keras'})")
+    print(f"saved model to {model_path} (best epoch: {folder / 'best.keras'})")
     print(f"saved metrics to {folder / 'metrics.json'}: {json.dumps(_strict(metrics['test']))}")
     print(f"saved figure to {figure}")
-
-
-def _history(path):
-    """The whole per-epoch history from ``history.csv`` (the last row of an epoch counts: a resumed
-    run may repeat one), as ``{metric: [value per epoch]}``."""
-    import csv
-
-    if not path.is_file():
-        return {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = {int(row["epoch"]): row for row in csv.DictReader(handle)}
-    history = {}
-    for epoch in sorted(rows):
-        for key, value in rows[epoch].items():
-            if key != "epoch":
-                history.setdefault(key, []).append(
-                    float(value) if value not in ("", None) else None
-                )
-    return history
+    return 0
 
 
 def _first_inputs(dataset):
@@ -372,8 +286,6 @@ def _first_inputs(dataset):
 
 
 def _strict(value):
-    from keras_iresnet import runs
-
     return runs.strict_json(value)
 
 
@@ -384,10 +296,6 @@ def _one_line(error):
 
 # -- saved models ----------------------------------------------------------------------
 def _model_and_record(args):
-    import keras
-
-    import keras_iresnet  # noqa: F401  (registers the classes)
-
     if args.run and args.model:
         raise CLIError("give --run DIR or --model FILE, not both")
     if not args.run and not args.model:
@@ -425,8 +333,6 @@ def _model_and_record(args):
 
 
 def _task_of(model):
-    from keras_iresnet import models
-
     if isinstance(model, models.IResNetHybrid):
         return "hybrid"
     if isinstance(model, models.IResNetFlow):
@@ -438,8 +344,6 @@ def _task_of(model):
 
 def _eval_split(model, record, args):
     """The test split the model was trained with (or ``--data``), prepared like in training."""
-    from keras_iresnet import data as data_lib
-    from keras_iresnet import recipes, runs
 
     task = _task_of(model)
     is_2d = len(model.input_shape_) == 1
@@ -477,8 +381,6 @@ def _limit(dataset, n):
 
 
 def cmd_evaluate(args):
-    from keras_iresnet import logdet, models
-
     model, record, _ = _model_and_record(args)
     _, test = _eval_split(model, record, args)
     if args.terms is not None:
@@ -494,8 +396,6 @@ def cmd_evaluate(args):
 
 
 def cmd_invert(args):
-    from keras_iresnet import certify
-
     model, record, _ = _model_and_record(args)
     _, test = _eval_split(model, record, args)
     x = _first_inputs(_limit(test, args.n))
@@ -515,8 +415,6 @@ def cmd_invert(args):
 
 
 def cmd_sample(args):
-    from keras_iresnet import models, plots
-
     model, _, path = _model_and_record(args)
     if not isinstance(model, models.IResNetFlow):
         raise CLIError("sample needs a density model (trained with --task density or hybrid)")
@@ -534,8 +432,6 @@ def cmd_sample(args):
 
 
 def cmd_certify(args):
-    from keras_iresnet import certify
-
     model, _, path = _model_and_record(args)
     report = certify.certify(model)
     if not report["blocks"]:
@@ -554,11 +450,6 @@ def cmd_certify(args):
 
 
 def cmd_tune(args):
-    import keras
-    import keras_tuner
-
-    from keras_iresnet import recipes, runs, tuning
-
     data = args.data or ("moons" if args.task == "density" else "digits")
     _check_data_for_task(args.task, data)
     _check_data_options(args, data)
@@ -643,8 +534,6 @@ def cmd_tune(args):
 
 
 def cmd_recipes(args):
-    from keras_iresnet import recipes
-
     for name in recipes.names():
         recipe = recipes.get(name)
         print(f"{name:18s} {recipe.task:9s} {recipe.data:12s} {recipe.device}  {recipe.summary}")
@@ -683,12 +572,3 @@ def run(args):
             file=sys.stderr,
         )
         return 2
-
-
-def main(argv=None):
-    """Parse ``argv`` and run (the launcher ``keras_iresnet_cli`` adds a quiet TensorFlow start)."""
-    return run(build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Training under ``tf.distribute`` strategies where Keras 3's ``fit`` cannot (multi-worker).
+"""Training and evaluating under ``tf.distribute`` where Keras 3's ``fit`` cannot (multi-worker).
 
 Keras 3's ``model.fit`` fails under ``MultiWorkerMirroredStrategy``
 (keras-team/keras#20585, tensorflow/tensorflow#72388: ``ValueError: Attempt to
@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from keras_iresnet.callbacks import RefineSpectralNorm
+from keras_iresnet.models.base import IResNetModel
 
 __all__ = ["fit_distributed", "evaluate_distributed"]
 
@@ -63,8 +64,9 @@ def fit_distributed(
         # step would need cond-based initialization and break under a strategy.
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)
-    if hasattr(model, "_ensure_divergence_guard"):  # the keras_iresnet models' guard (see fit)
-        model._ensure_divergence_guard()  # noqa: SLF001 - the models' own machinery
+    ours = isinstance(model, IResNetModel)
+    if ours:  # the divergence guard and its one-sentence errors, as in the models' fit
+        model._ensure_divergence_guard()  # noqa: SLF001
 
     @tf.function
     def train_step(batch):
@@ -84,8 +86,7 @@ def fit_distributed(
         steps=steps,
     )
     model.stop_training = False
-    clean_errors = getattr(model, "_clean_errors", None)
-    with clean_errors("fit") if clean_errors else contextlib.nullcontext():
+    with model._clean_errors("fit") if ours else contextlib.nullcontext():  # noqa: SLF001
         callback_list.on_train_begin()
         initial_epoch = getattr(model, "_initial_epoch", None) or 0
         logs = {}

@@ -8,8 +8,9 @@ the README, the benchmarks and the tests all build from these recipes through
 :mod:`keras_iresnet.runs`. Each recipe says what it is sized for and where its
 numbers were measured.
 
-This module is data only (it imports nothing else of the package), so every
-other module may read it.
+Each recipe *names* an architecture of :mod:`keras_iresnet.models.presets` (the
+library's constants) and adds training settings; the library never imports
+this module.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import copy
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
+
+from keras_iresnet.models import presets
 
 __all__ = ["Recipe", "RECIPES", "get", "names", "for_task"]
 
@@ -72,25 +75,6 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
 
-_EXACT_2D_BLOCK = {
-    "hidden": 18,
-    "coeff": 0.99,
-    "activation": "elu",
-    "actnorm": True,
-    "logdet": "exact",
-}
-# The CPU image recipes' block: Residual Flows' LipSwish pre-activation blocks at coeff 0.98,
-# per-position ActNorm with its variance floor, the 5-term power series for training.
-_IMAGE_BLOCK = {
-    "hidden": 32,
-    "coeff": 0.98,
-    "activation": "lipswish",
-    "preactivation": True,
-    "actnorm": "position",
-    "actnorm_variance_floor": 0.2,
-    "logdet": "power_series",
-}
-
 RECIPES = {
     recipe.name: recipe
     for recipe in [
@@ -99,7 +83,7 @@ RECIPES = {
             task="density",
             data="moons",
             summary="2-D densities: 40 dense blocks of width 18 at coeff 0.99, exact log-det (Figure 2)",
-            model={"blocks": 40, "block": _EXACT_2D_BLOCK, "base": "standard"},
+            model=presets.get("two_d_flow"),
             optimizer={"name": "adam", "learning_rate": 3e-3},
             batch_size=256,
             epochs=15,
@@ -112,12 +96,7 @@ RECIPES = {
             task="classify",
             data="digits",
             summary="the paper's classifier layout on 8x8 digits: squeeze, pad to 16 channels, 2x2 blocks, SGD",
-            model={
-                "stages": (2, 2),
-                "block": {"hidden": 32, "coeff": 0.9, "activation": "elu"},
-                "initial_squeeze": True,
-                "pad_to_channels": 16,
-            },
+            model=presets.get("digits_classifier"),
             optimizer={"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
             batch_size=64,
             epochs=10,
@@ -130,14 +109,7 @@ RECIPES = {
             task="hybrid",
             data="digits",
             summary="classifier + density on 8x8 digits: logit, per-pixel ActNorm, learned diagonal base",
-            model={
-                "blocks": (3, 3),
-                "block": dict(_IMAGE_BLOCK),
-                "logit": 1e-6,
-                "base": "diagonal",
-                "initial_squeeze": True,
-                "density_weight": 0.3,
-            },
+            model=presets.get("digits_hybrid"),
             optimizer={"name": "adam", "learning_rate": 3e-3, "clipnorm": 1.0},
             batch_size=64,
             epochs=30,
@@ -151,15 +123,7 @@ RECIPES = {
             task="density",
             data="digits",
             summary="image density on 8x8 digits: logit, learned diagonal base, LipSwish blocks, EMA",
-            model={
-                "blocks": (2, 2),
-                "block": dict(_IMAGE_BLOCK),
-                "logit": 1e-6,
-                "base": "diagonal",
-                "initial_squeeze": True,
-                "factor_out": False,
-                "fc_blocks": 0,
-            },
+            model=presets.get("digits_density"),
             optimizer={
                 "name": "adam",
                 "learning_rate": 3e-3,
@@ -180,15 +144,7 @@ RECIPES = {
             task="density",
             data="mnist-file",
             summary="CPU-sized MNIST density: logit, learned diagonal base, 2 scales of LipSwish blocks, EMA",
-            model={
-                "blocks": (4, 4),
-                "block": dict(_IMAGE_BLOCK),
-                "logit": 1e-6,
-                "base": "diagonal",
-                "initial_squeeze": True,
-                "factor_out": False,
-                "fc_blocks": 0,
-            },
+            model=presets.get("mnist_flow"),
             optimizer={
                 "name": "adam",
                 "learning_rate": 2e-3,
@@ -209,41 +165,7 @@ RECIPES = {
             task="density",
             data="tfds:mnist",
             summary="Residual Flows' MNIST settings (train_img.py defaults; GPU scale)",
-            model={
-                "blocks": (16, 16, 16),
-                "block": {
-                    "hidden": 512,
-                    "kernel_sizes": (3, 1, 3),
-                    "coeff": 0.98,
-                    "activation": "lipswish",
-                    "preactivation": True,
-                    "actnorm": True,
-                    "actnorm_variance_floor": 0.2,
-                    "logdet": {
-                        "class_name": "russian_roulette",
-                        "config": {"n_exact_terms": 2, "p": 0.5, "n_samples": 1},
-                    },
-                },
-                "logit": 1e-6,
-                "base": "standard",
-                "initial_squeeze": False,
-                "factor_out": False,
-                "fc_blocks": 4,
-                "fc_block": {
-                    "hidden": 128,
-                    "coeff": 0.98,
-                    "activation": "lipswish",
-                    "preactivation": True,
-                    "logdet": {
-                        "class_name": "russian_roulette",
-                        "config": {"n_exact_terms": 2, "p": 0.5, "n_samples": 1},
-                    },
-                },
-                "eval_logdet": {
-                    "class_name": "russian_roulette",
-                    "config": {"n_exact_terms": 20, "p": 0.5},
-                },
-            },
+            model=presets.get("resflow_mnist"),
             optimizer={
                 "name": "adam",
                 "learning_rate": 1e-3,
@@ -264,26 +186,7 @@ RECIPES = {
             task="density",
             data="tfds:cifar10",
             summary="the official i-ResNet CIFAR-10 density settings (dens_est_cifar.sh; GPU scale)",
-            model={
-                "blocks": (16, 16, 16),
-                "block": {
-                    "hidden": 512,
-                    "kernel_sizes": (3, 1, 3),
-                    "coeff": 0.9,
-                    "activation": "elu",
-                    "preactivation": True,
-                    "actnorm": True,
-                    "logdet": {
-                        "class_name": "power_series",
-                        "config": {"n_terms": 5, "n_samples": 1},
-                    },
-                },
-                "logit": None,
-                "base": "diagonal",
-                "initial_squeeze": True,
-                "factor_out": True,
-                "fc_blocks": 0,
-            },
+            model=presets.get("iresnet_cifar10"),
             optimizer={"name": "adamax", "learning_rate": 3e-3},
             batch_size=128,
             epochs=200,

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["build_parser", "TASKS", "LOGDETS"]
+__all__ = ["build_parser", "CLIError", "TASKS", "LOGDETS"]
 
 TASKS = ("density", "classify", "hybrid")
+
+
+class CLIError(Exception):
+    """An error reported to the user as one line, ``iresnet: error: ...`` (exit code 2)."""
+
+
 LOGDETS = ("auto", "exact", "power_series", "russian_roulette")
 
 

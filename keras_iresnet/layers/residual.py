@@ -7,7 +7,8 @@ body, so a deep flow costs the same to trace, compile and optimize as one block
 (a 100-block 2-D flow starts training in seconds, and the optimizer updates a
 handful of stacked variables instead of hundreds of small ones). Their power
 iterations run as one batched iteration. :class:`InvertibleResidualBlock` is the
-stack of one (unstacked variables).
+stack of one (unstacked variables). The residual function ``g`` itself -- layers,
+parameters, dropout, Lipschitz bound -- is :mod:`keras_iresnet.layers.residual_function`.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ import tensorflow as tf
 from keras_iresnet import inverse as inverse_lib
 from keras_iresnet import logdet as logdet_lib
 from keras_iresnet import validation
-from keras_iresnet._tf import graph_function, no_autograph
-from keras_iresnet.layers.activations import LipSwish, get_activation, lipswish
-from keras_iresnet.layers.base import InvertibleLayer
-from keras_iresnet.layers.flow_layers import ActNorm
-from keras_iresnet.layers.spectral_layers import SpectralConv2D, SpectralDense
+from keras_iresnet._tf import no_autograph
+from keras_iresnet.layers.invertible import InvertibleLayer, Stackable
+from keras_iresnet.layers.normalization import ActNorm
+from keras_iresnet.layers.residual_function import ResidualFunction
 
 __all__ = ["InvertibleResidualStack", "InvertibleResidualBlock", "ACTNORM_MODES"]
 
@@ -69,7 +69,7 @@ class InvertibleResidualStack(InvertibleLayer):
       power_tol: the iteration stops once the predicted relative error of sigma~
         is at most this (``None``: exactly ``power_iterations``).
       power_vectors: vectors of the subspace iteration (see
-        :mod:`keras_iresnet.layers.spectral_layers` for the guarantee).
+        :mod:`keras_iresnet.layers.spectral` for the guarantee).
       dropout: dropout rate on the hidden activations of g, training only. Note
         that inverted dropout scales by ``1 / (1 - rate)``, so during training
         ``Lip(g)`` can exceed ``coeff`` by that factor (choose coeff accordingly,
@@ -129,13 +129,6 @@ class InvertibleResidualStack(InvertibleLayer):
         self.coeff = validation.coeff(coeff)
         self.activation = activation
         stack = self.num_blocks if self.num_blocks > 1 else None
-        # phi before every linear layer but the first (and before the first too with
-        # preactivation); None where no activation is applied, so that a learnable
-        # activation (LipSwish) creates no weight that never gets a gradient.
-        self.activation_fns = [
-            get_activation(activation, stack=stack) if i > 0 or preactivation else None
-            for i in range(len(kernel_sizes))
-        ]
         self.power_iterations = validation.positive_int("power_iterations", power_iterations)
         self.power_tol = (
             None if power_tol is None else validation.positive_float("power_tol", power_tol)
@@ -143,6 +136,23 @@ class InvertibleResidualStack(InvertibleLayer):
         self.power_vectors = validation.positive_int("power_vectors", power_vectors)
         self.dropout = validation.fraction("dropout", dropout)
         self.preactivation = bool(preactivation)
+        self.residual = ResidualFunction(
+            self.name,
+            self.hidden,
+            self.kernel_sizes,
+            self.coeff,
+            activation,
+            self.preactivation,
+            self.dropout,
+            spectral=dict(
+                power_iterations=self.power_iterations,
+                power_tol=self.power_tol,
+                power_vectors=self.power_vectors,
+            ),
+            stack=stack,
+        )
+        # The stack owns g's sublayers (tracked, trained and saved under these names).
+        self.activation_fns = self.residual.activation_fns
         self.actnorm_mode = _actnorm_mode(actnorm)
         self.actnorm_variance_floor = validation.non_negative_float(
             "actnorm_variance_floor", actnorm_variance_floor
@@ -162,7 +172,7 @@ class InvertibleResidualStack(InvertibleLayer):
             solver=solver, max_iterations=max_iterations, atol=atol, rtol=rtol, strict=strict
         )
         self.seed = None if seed is None else validation.non_negative_int("seed", seed)
-        self.linear_layers = []
+        self.linear_layers = []  # g's spectral layers, made at build
         self._compiled_solvers = {}
 
     @property
@@ -172,34 +182,9 @@ class InvertibleResidualStack(InvertibleLayer):
 
     # -- build ---------------------------------------------------------------
     def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) not in (2, 4) or any(d is None for d in input_shape[1:]):
-            raise ValueError(
-                f"{type(self).__name__} expects inputs [batch, d] or [batch, H, W, C] with a "
-                f"fully known event shape; got input shape {input_shape}."
-            )
-        channels = int(input_shape[-1])
-        widths = [self.hidden] * (len(self.kernel_sizes) - 1) + [channels]
-        shape = input_shape
-        for i, (width, size) in enumerate(zip(widths, self.kernel_sizes)):
-            common = dict(
-                coeff=self.coeff,
-                power_iterations=self.power_iterations,
-                power_tol=self.power_tol,
-                power_vectors=self.power_vectors,
-                stack=self.stack_size,
-                name=f"{self.name}_linear{i}",
-            )
-            if len(input_shape) == 4:
-                layer = SpectralConv2D(width, size, padding="same", **common)
-            else:
-                layer = SpectralDense(width, **common)
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-            self.linear_layers.append(layer)
-        for act in self.activation_fns:
-            if isinstance(act, keras.layers.Layer) and not act.built:
-                act.build(input_shape)
+        input_shape = validation.input_shape(self, input_shape, (2, 4))
+        self.residual.build(input_shape)
+        self.linear_layers = list(self.residual.linear_layers)
         if self.actnorm is not None:
             self.actnorm.build(input_shape)
         self.probe_counter = self.add_weight(
@@ -211,51 +196,8 @@ class InvertibleResidualStack(InvertibleLayer):
             aggregation="only_first_replica",
         )
 
-    # -- the residual functions ------------------------------------------------
-    def _parameters(self, training):
-        """Every block's parameters for this call (kernels normalized once; stacked if a stack)."""
-        kernels = [layer.normalized_kernel(training=training) for layer in self.linear_layers]
-        biases = [
-            None if layer.bias is None else tf.convert_to_tensor(layer.bias)
-            for layer in self.linear_layers
-        ]
-        betas = [act.beta if isinstance(act, LipSwish) else None for act in self.activation_fns]
-        return kernels, biases, betas
-
     def _pick(self, t, index):
-        return t if t is None or self.stack_size is None else t[index]
-
-    def _g(self, parameters, index, training, batch=None):
-        """``g`` of block ``index``. With dropout, one mask per example of a batch of ``batch``
-        examples, drawn at the first evaluation (``batch=None``: that evaluation's batch); an
-        evaluation on ``k`` copies of each example (``tf.repeat(x, k, axis=0)``, as the exact
-        log-det does) applies each example's mask to all of its copies, so g stays one function."""
-        kernels, biases, betas = ([self._pick(t, index) for t in group] for group in parameters)
-        use_dropout = bool(training) and self.dropout > 0
-        masks = {}
-
-        def g(x):
-            h = x
-            for j, (layer, act) in enumerate(zip(self.linear_layers, self.activation_fns)):
-                if act is not None:
-                    h = lipswish(h, betas[j]) if isinstance(act, LipSwish) else act(h)
-                    if use_dropout and j > 0:
-                        if j not in masks:
-                            rows = tf.shape(h)[:1] if batch is None else tf.reshape(batch, [1])
-                            shape = tf.concat([rows, tf.shape(h)[1:]], 0)
-                            keep = tf.random.uniform(shape, dtype=h.dtype) >= self.dropout
-                            masks[j] = tf.cast(keep, h.dtype) / (1.0 - self.dropout)
-                        mask = masks[j]
-                        # Copy c of example e sits at row e * k + c: gather its example's mask
-                        # (a gather, not tf.repeat, whose broadcast XLA cannot shape in a loop).
-                        copies = tf.shape(h)[0] // tf.shape(mask)[0]
-                        h = h * tf.gather(mask, tf.range(tf.shape(h)[0]) // copies)
-                h = layer.apply_operator(h, kernels[j])
-                if biases[j] is not None:
-                    h = h + biases[j]
-            return h
-
-        return g
+        return Stackable.slice_of(t, index, self.stack_size is not None)
 
     def residual_function(self, training=False, index=0):
         """A pure function ``g`` of block ``index`` for this call: kernels normalized once,
@@ -267,7 +209,7 @@ class InvertibleResidualStack(InvertibleLayer):
         """
         if not 0 <= int(index) < self.num_blocks:
             raise ValueError(f"index must be in [0, {self.num_blocks}); got index={index!r}.")
-        return self._g(self._parameters(training), int(index), training)
+        return self.residual.function(self.residual.parameters(training), int(index), training)
 
     def _probe_seed(self):
         """A fresh ``[2]`` seed per call: (user seed + replica id, call counter)."""
@@ -284,7 +226,7 @@ class InvertibleResidualStack(InvertibleLayer):
     @no_autograph
     def _forward(self, x, training, estimator):
         """``(y, log_det or None)``; ``estimator=None`` skips the log-det (classifiers)."""
-        parameters = self._parameters(training)
+        parameters = self.residual.parameters(training)
         seed = self._probe_seed() if estimator is not None else None
         actnorm = self.actnorm
         if actnorm is not None:
@@ -301,7 +243,7 @@ class InvertibleResidualStack(InvertibleLayer):
                     x, self._pick(an_bias, index), self._pick(an_log_scale, index), training
                 )
                 x, log_det = actnorm.affine(x, *used)
-            g = self._g(parameters, index, training, batch=tf.shape(x)[0])
+            g = self.residual.function(parameters, index, training, batch=tf.shape(x)[0])
             if estimator is None:
                 return x + g(x), log_det, used
             block_seed = tf.random.experimental.stateless_fold_in(seed, index)
@@ -365,34 +307,18 @@ class InvertibleResidualStack(InvertibleLayer):
 
     def _solve(self, y, overrides, return_info):
         settings = self.inverse_defaults.replace(**overrides)
-        if tf.executing_eagerly():
-            # One traced graph per layer and setting (an eager while_loop is a slow
-            # Python loop); non-convergence is reported here, in Python.
-            inverse_lib.check_finite(y)
-            key = (settings, return_info)
-            if key not in self._compiled_solvers:
-                self._compiled_solvers[key] = graph_function(
-                    lambda t: self._solve_graph(t, settings, return_info)
-                )
-            x, converged, iterations, residual, final = self._compiled_solvers[key](y)
-            inverse_lib.report_non_convergence(
-                converged, residual, settings.strict, settings.max_iterations
-            )
-        else:
-            y = inverse_lib.check_finite(y)
-            x, converged, iterations, residual, final = self._solve_graph(y, settings, return_info)
-            check = inverse_lib.report_non_convergence(
-                converged, residual, settings.strict, settings.max_iterations
-            )
-            with tf.control_dependencies([check]):
-                x = tf.identity(x)
-        info = inverse_lib.InverseInfo(iterations, final, converged) if return_info else None
-        return x, info
+        return inverse_lib.solve_and_report(
+            lambda t: self._solve_graph(t, settings, return_info),
+            y,
+            settings,
+            return_info,
+            compiled=self._compiled_solvers,
+        )
 
     @no_autograph
     def _solve_graph(self, y, settings, return_info):
         """Every block's solve, last block first: ``(x, converged, iterations, loop residual, final residual)``."""
-        parameters = self._parameters(False)
+        parameters = self.residual.parameters(False)
         actnorm = self.actnorm
         if actnorm is not None:
             an_bias, an_log_scale = (
@@ -401,7 +327,7 @@ class InvertibleResidualStack(InvertibleLayer):
             )
 
         def block(index, y):
-            g = self._g(parameters, index, False)
+            g = self.residual.function(parameters, index, False)
             x, converged, iterations, residual = inverse_lib.run_solver(g, y, settings)
             if return_info:
                 final = inverse_lib.final_info(g, x, y, converged, iterations).residual
@@ -441,18 +367,14 @@ class InvertibleResidualStack(InvertibleLayer):
         )
         return x, converged, iterations, residual, final
 
-    def lipschitz_bounds(self):
+    def lipschitz_bounds(self, norms=None):
         """Certified upper bound on ``Lip(g_i)`` of every block: products of exact operator norms.
 
         Uses ``operator_norm()`` of each layer as applied (activations are
-        1-Lipschitz). Returns a list of ``num_blocks`` Python floats.
+        1-Lipschitz), or the given ``norms`` (one entry per linear layer). Returns a
+        list of ``num_blocks`` Python floats.
         """
-        bounds = [1.0] * self.num_blocks
-        for layer in self.linear_layers:
-            norms = layer.operator_norm()
-            norms = norms if isinstance(norms, list) else [norms]
-            bounds = [b * n for b, n in zip(bounds, norms)]
-        return bounds
+        return self.residual.lipschitz_bounds(norms)
 
     def get_config(self):
         config = super().get_config()

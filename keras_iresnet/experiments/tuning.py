@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import keras_tuner
 
-from keras_iresnet import recipes as recipes_lib
-from keras_iresnet import runs, validation
+from keras_iresnet import validation
+from keras_iresnet.experiments import recipes as recipes_lib
+from keras_iresnet.experiments import runs
 
 __all__ = ["IResNetHyperModel", "TASKS"]
 

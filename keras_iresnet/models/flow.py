@@ -1,0 +1,259 @@
+"""The i-ResNet density flow (section 5.3): a normalizing flow trained by maximum likelihood.
+
+Its defaults are the presets of :mod:`keras_iresnet.models.presets`:
+:data:`~keras_iresnet.models.presets.TWO_D_FLOW` for vectors (``IResNetFlow((2,))``
+is the 2-D model whose figure the README shows) and
+:data:`~keras_iresnet.models.presets.MNIST_FLOW` for images. It trains with plain
+``compile`` / ``fit`` (see :mod:`keras_iresnet.models.base` for what its training
+step adds).
+
+Density models report **bits/dim**. For 8-bit images dequantized as
+``x = (pixel + u) / 256`` (see :mod:`keras_iresnet.data`) the continuous density
+on ``[0, 1)^D`` is converted to the discrete 8-bit data space by the change of
+scale ``p_256(x) = p(x) / 256^D``:
+
+    bits/dim = (-ln p(x) + D ln 256) / (D ln 2).
+
+For continuous data (``data_8bit=False``, e.g. 2-D densities) it is
+``-ln p(x) / (D ln 2)``. ``log_prob`` always returns ``ln p(x)`` of the data ``x``
+in nats, including the log-det of a :class:`~keras_iresnet.layers.Logit` first
+layer (so bits/dim keep their meaning with it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_iresnet import logdet as logdet_lib
+from keras_iresnet import validation
+from keras_iresnet._tf import graph_function, no_autograph
+from keras_iresnet.bijector import base_distribution, density_model
+from keras_iresnet.layers import InvertibleLayer, get_base
+from keras_iresnet.metrics import MeanWithStandardError
+from keras_iresnet.models import presets
+from keras_iresnet.models.base import IResNetModel, scale_for_replicas, serialize_logdet
+from keras_iresnet.models.trunks import (
+    LN2,
+    block_config,
+    blocks_per_scale,
+    check_squeeze,
+    flow_trunk,
+    with_default_block,
+)
+
+__all__ = ["IResNetFlow", "iresnet_flow"]
+
+
+@keras.saving.register_keras_serializable(package="keras_iresnet")
+class IResNetFlow(IResNetModel):
+    """The i-ResNet density model (section 5.3): a normalizing flow trained by maximum likelihood.
+
+    ``ln p(x) = ln p_Z(F(x)) + ln|det J_F(x)|`` (equation (3)) with ``F`` the trunk
+    (:func:`flow_trunk`) and ``p_Z`` the base. ``fit(x)`` minimizes the NLL in
+    bits/dim (no labels); the reported metrics are ``loss`` and ``bits_per_dim``
+    (with ``bits_per_dim_stderr``, the standard error over the examples seen).
+    ``predict(x)`` returns ``ln p(x)``. Every argument left ``None`` takes the
+    preset's value: :data:`~keras_iresnet.models.presets.TWO_D_FLOW` for vectors,
+    :data:`~keras_iresnet.models.presets.MNIST_FLOW` for images.
+
+    Args:
+      input_shape: ``(d,)`` or ``(H, W, C)``.
+      blocks: vectors: the number of dense blocks (an int); images: blocks per
+        scale (a tuple, one entry per scale; a ``Squeeze`` between scales).
+      block: the block configuration (see :func:`block_config`); its ``logdet``
+        is the training estimator.
+      logit: ``alpha`` of a :class:`~keras_iresnet.layers.Logit` first layer, or
+        None (no logit).
+      base: ``"standard"`` (``N(0, I)``) or ``"diagonal"`` (a learned mean and
+        log-std per latent dimension).
+      initial_squeeze: images: start with a ``Squeeze``.
+      factor_out: images: half the channels leave after every scale but the last.
+      fc_blocks: fully connected blocks on the flattened event at the end, each
+        followed by an ActNorm over all dimensions (Residual Flows' ``fc_end``).
+      fc_block: their block configuration (e.g. ``{"hidden": 128}``).
+      eval_logdet: the estimator used when not training (``evaluate``,
+        ``predict``, ``log_prob``): e.g. ``PowerSeries(n_terms=20, n_samples=4)``;
+        None: the training estimator.
+      data_8bit: report bits/dim of 8-bit data (default: True for images).
+      trunk: instead of the architecture arguments, any
+        :class:`~keras_iresnet.InvertibleLayer` (e.g. just a ``Logit``).
+    """
+
+    def __init__(
+        self,
+        input_shape,
+        blocks=None,
+        block=None,
+        logit=None,
+        base=None,
+        initial_squeeze=None,
+        factor_out=None,
+        fc_blocks=None,
+        fc_block=None,
+        eval_logdet=None,
+        data_8bit=None,
+        trunk=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.input_shape_ = validation.shape("input_shape", input_shape)
+        image = len(self.input_shape_) == 3
+        defaults = presets.MNIST_FLOW if image else presets.TWO_D_FLOW
+        self.event_dims = int(np.prod(self.input_shape_))
+        self.data_8bit = image if data_8bit is None else bool(data_8bit)
+        self.eval_logdet = None if eval_logdet is None else logdet_lib.get(eval_logdet)
+        if trunk is not None:
+            given = dict(
+                blocks=blocks,
+                block=block,
+                logit=logit,
+                initial_squeeze=initial_squeeze,
+                factor_out=factor_out,
+                fc_blocks=fc_blocks,
+                fc_block=fc_block,
+            )
+            extra = sorted(k for k, v in given.items() if v is not None)
+            if extra:
+                raise ValueError(
+                    f"trunk= replaces the architecture arguments; do not also pass {extra}."
+                )
+            trunk = (
+                keras.saving.deserialize_keras_object(trunk) if isinstance(trunk, dict) else trunk
+            )
+            if not isinstance(trunk, InvertibleLayer):
+                raise TypeError(f"trunk must be an InvertibleLayer; got {type(trunk).__name__}.")
+            self.architecture = None
+            self.trunk = trunk
+        else:
+            arch = dict(
+                blocks=defaults["blocks"] if blocks is None else blocks,
+                block=block_config(defaults["block"] if block is None else block),
+                logit=defaults.get("logit") if logit is None else (logit or None),
+                initial_squeeze=bool(
+                    defaults.get("initial_squeeze", False)
+                    if initial_squeeze is None
+                    else initial_squeeze
+                ),
+                factor_out=bool(
+                    defaults.get("factor_out", False) if factor_out is None else factor_out
+                ),
+                fc_blocks=validation.non_negative_int(
+                    "fc_blocks", defaults.get("fc_blocks", 0) if fc_blocks is None else fc_blocks
+                ),
+                fc_block=block_config(defaults.get("fc_block") if fc_block is None else fc_block),
+            )
+            per_scale = blocks_per_scale(arch["blocks"], image)
+            arch["blocks"] = list(per_scale) if image else per_scale[0]
+            if arch["logit"] is not None:
+                arch["logit"] = validation.open_unit("logit", arch["logit"])
+            if image:
+                check_squeeze(arch["initial_squeeze"], self.input_shape_, len(arch["blocks"]))
+            self.architecture = arch
+            self.trunk = flow_trunk(self.input_shape_, **arch)
+        self.base = get_base(defaults.get("base", "standard") if base is None else base)
+        self.base_name = base if isinstance(base, str) or base is None else None
+        self.bits_per_dim_metric = MeanWithStandardError(name="bits_per_dim")
+        self._log_prob_functions = {}
+        self.finish()
+
+    def _build_heads(self, feature_shape):
+        if not self.base.built:
+            self.base.build(feature_shape)
+
+    @property
+    def latent_shape(self):
+        return tuple(self.base.latent_shape)
+
+    # -- density ---------------------------------------------------------------------
+    def _log_prob_graph(self, x, training=False, logdet=None):
+        z, log_det = self.trunk.forward_and_log_det(x, training=training, logdet=logdet)
+        return self.base.log_prob(z) + log_det, z
+
+    def log_prob(self, x, training=False, logdet=None):
+        """``ln p(x)`` in nats per example, ``[batch]`` (change of variables, equation (3)).
+
+        Args:
+          x: ``[batch, *input_shape]`` (dequantized to ``[0, 1)`` for 8-bit images).
+          training: advance power iterations / initialize ActNorm (a training call).
+          logdet: estimator for this call (default: ``eval_logdet`` when not
+            training, else the blocks' own).
+        """
+        if logdet is None and not training:
+            logdet = self.eval_logdet
+        if tf.executing_eagerly() and not training:  # one traced graph per estimator, not eager ops
+            estimator = None if logdet is None else logdet_lib.get(logdet)
+            if estimator not in self._log_prob_functions:
+                self._log_prob_functions[estimator] = graph_function(
+                    lambda t: self._log_prob_graph(t, False, estimator)[0]
+                )
+            return self._log_prob_functions[estimator](tf.convert_to_tensor(x, tf.float32))
+        return self._log_prob_graph(x, training, logdet)[0]
+
+    def bits_per_dim(self, log_prob):
+        """Bits/dim from ``ln p(x)`` (adds ``D ln 256`` for dequantized 8-bit data)."""
+        nll = -log_prob
+        if self.data_8bit:
+            nll = nll + self.event_dims * math.log(256.0)
+        return nll / (self.event_dims * LN2)
+
+    @no_autograph
+    def call(self, x, training=None):
+        return self._log_prob_graph(x, bool(training), None if training else self.eval_logdet)[0]
+
+    def _loss(self, x, y, y_pred, sample_weight, training):
+        bpd = self.bits_per_dim(y_pred)
+        self.bits_per_dim_metric.update_state(bpd)
+        return scale_for_replicas(tf.reduce_mean(bpd))
+
+    def sample(self, n, temperature=1.0, seed=None, **settings):
+        """``n`` samples ``x = F^{-1}(z)``, ``z`` from the base at ``temperature`` (fixed-point inverse).
+
+        ``settings``: the fields of :class:`keras_iresnet.inverse.InverseSettings`.
+        Returns ``[n, *input_shape]``.
+        """
+        z = self.base.sample(n, temperature=temperature, seed=seed)
+        return self.trunk.inverse(z, **settings)
+
+    @property
+    def distribution(self):
+        """The model as a TFP ``TransformedDistribution`` (data space, nats)."""
+        return density_model(
+            self.trunk, event_shape=self.input_shape_, base=base_distribution(self.base)
+        )
+
+    @property
+    def bijector(self):
+        """The :class:`keras_iresnet.IResNetBijector` of the trunk (density layout)."""
+        return self.distribution.bijector
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            input_shape=self.input_shape_,
+            base=self.base_name
+            if self.base_name
+            else keras.saving.serialize_keras_object(self.base),
+            eval_logdet=serialize_logdet(self.eval_logdet),
+            data_8bit=self.data_8bit,
+        )
+        if self.architecture is None:
+            config["trunk"] = keras.saving.serialize_keras_object(self.trunk)
+        else:
+            config.update(self.architecture)
+        return config
+
+
+def iresnet_flow(input_shape, **kwargs):
+    """Build an :class:`IResNetFlow` density model; block arguments (``hidden=``,
+    ``coeff=``, ``logdet=``, ...) may be given directly and complete the default block.
+
+    See :class:`IResNetFlow` for the arguments. Example:
+    ``iresnet_flow((2,), blocks=40, hidden=18, coeff=0.99)``.
+    """
+    shape = validation.shape("input_shape", input_shape)
+    preset = presets.MNIST_FLOW if len(shape) == 3 else presets.TWO_D_FLOW
+    return IResNetFlow(shape, **with_default_block(kwargs, preset["block"]))

@@ -1,0 +1,158 @@
+"""The measured architectures: the library's own constants.
+
+Each preset is the ``model`` arguments of one of the model classes (without
+``input_shape`` / ``num_classes``, which come from the data). The model classes
+take their defaults from here, and the training recipes
+(:mod:`keras_iresnet.experiments.recipes`) name a preset plus training settings;
+where each was measured is said beside it and in ``benchmarks/README.md``.
+
+Treat them as read-only: :func:`get` returns a deep copy to change.
+"""
+
+from __future__ import annotations
+
+import copy
+
+__all__ = [
+    "TWO_D_BLOCK",
+    "IMAGE_BLOCK",
+    "TWO_D_FLOW",
+    "DIGITS_CLASSIFIER",
+    "DIGITS_HYBRID",
+    "DIGITS_DENSITY",
+    "MNIST_FLOW",
+    "RESFLOW_MNIST",
+    "IRESNET_CIFAR10",
+    "PRESETS",
+    "get",
+]
+
+#: The 2-D block: width 18, coeff 0.99, ELU, per-channel ActNorm, exact log-det
+#: (chosen by the configuration sweep of ``benchmarks/density.py --parts 2d``).
+TWO_D_BLOCK = {"hidden": 18, "coeff": 0.99, "activation": "elu", "actnorm": True, "logdet": "exact"}
+
+#: The CPU image block: Residual Flows' LipSwish pre-activation blocks at coeff 0.98,
+#: per-position ActNorm with its variance floor, the 5-term power series for training.
+IMAGE_BLOCK = {
+    "hidden": 32,
+    "coeff": 0.98,
+    "activation": "lipswish",
+    "preactivation": True,
+    "actnorm": "position",
+    "actnorm_variance_floor": 0.2,
+    "logdet": "power_series",
+}
+
+#: 2-D densities: 40 dense blocks of width 18 (the paper's Figure 2 setting, made deep and narrow).
+TWO_D_FLOW = {"blocks": 40, "block": TWO_D_BLOCK, "base": "standard"}
+
+#: The paper's classifier layout at digits size: squeeze, pad to 16 channels, 2 + 2 blocks.
+DIGITS_CLASSIFIER = {
+    "stages": (2, 2),
+    "block": {"hidden": 32, "coeff": 0.9, "activation": "elu"},
+    "initial_squeeze": True,
+    "pad_to_channels": 16,
+}
+
+#: Classifier + density on digits: logit, 3 + 3 LipSwish blocks, learned diagonal base.
+DIGITS_HYBRID = {
+    "blocks": (3, 3),
+    "block": IMAGE_BLOCK,
+    "logit": 1e-6,
+    "base": "diagonal",
+    "initial_squeeze": True,
+    "density_weight": 0.3,
+}
+
+#: Image density on digits: logit, 2 + 2 LipSwish blocks, learned diagonal base.
+DIGITS_DENSITY = {
+    "blocks": (2, 2),
+    "block": IMAGE_BLOCK,
+    "logit": 1e-6,
+    "base": "diagonal",
+    "initial_squeeze": True,
+    "factor_out": False,
+    "fc_blocks": 0,
+}
+
+#: CPU-sized MNIST density: logit, squeeze, 4 + 4 LipSwish blocks, learned diagonal base.
+MNIST_FLOW = {
+    "blocks": (4, 4),
+    "block": IMAGE_BLOCK,
+    "logit": 1e-6,
+    "base": "diagonal",
+    "initial_squeeze": True,
+    "factor_out": False,
+    "fc_blocks": 0,
+}
+
+_ROULETTE = {
+    "class_name": "russian_roulette",
+    "config": {"n_exact_terms": 2, "p": 0.5, "n_samples": 1},
+}
+
+#: Residual Flows' MNIST settings (``train_img.py``; GPU scale): 3 x 16 blocks of 512,
+#: LipSwish pre-activation, Russian roulette, 4 fully connected end blocks.
+RESFLOW_MNIST = {
+    "blocks": (16, 16, 16),
+    "block": {
+        "hidden": 512,
+        "kernel_sizes": (3, 1, 3),
+        "coeff": 0.98,
+        "activation": "lipswish",
+        "preactivation": True,
+        "actnorm": True,
+        "actnorm_variance_floor": 0.2,
+        "logdet": _ROULETTE,
+    },
+    "logit": 1e-6,
+    "base": "standard",
+    "initial_squeeze": False,
+    "factor_out": False,
+    "fc_blocks": 4,
+    "fc_block": {
+        "hidden": 128,
+        "coeff": 0.98,
+        "activation": "lipswish",
+        "preactivation": True,
+        "logdet": _ROULETTE,
+    },
+    "eval_logdet": {"class_name": "russian_roulette", "config": {"n_exact_terms": 20, "p": 0.5}},
+}
+
+#: The official i-ResNet CIFAR-10 density settings (``dens_est_cifar.sh``; GPU scale).
+IRESNET_CIFAR10 = {
+    "blocks": (16, 16, 16),
+    "block": {
+        "hidden": 512,
+        "kernel_sizes": (3, 1, 3),
+        "coeff": 0.9,
+        "activation": "elu",
+        "preactivation": True,
+        "actnorm": True,
+        "logdet": {"class_name": "power_series", "config": {"n_terms": 5, "n_samples": 1}},
+    },
+    "logit": None,
+    "base": "diagonal",
+    "initial_squeeze": True,
+    "factor_out": True,
+    "fc_blocks": 0,
+}
+
+#: Every preset by name.
+PRESETS = {
+    "two_d_flow": TWO_D_FLOW,
+    "digits_classifier": DIGITS_CLASSIFIER,
+    "digits_hybrid": DIGITS_HYBRID,
+    "digits_density": DIGITS_DENSITY,
+    "mnist_flow": MNIST_FLOW,
+    "resflow_mnist": RESFLOW_MNIST,
+    "iresnet_cifar10": IRESNET_CIFAR10,
+}
+
+
+def get(name):
+    """A deep copy of preset ``name`` (a key of :data:`PRESETS`)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; the presets are {tuple(PRESETS)}.")
+    return copy.deepcopy(PRESETS[name])

@@ -1,0 +1,215 @@
+"""The invertible trunks of the models and their block configuration.
+
+- :func:`block_config`: a residual-block configuration (the arguments of
+  :class:`keras_iresnet.InvertibleResidualStack`), checked;
+- :func:`classifier_trunk`: the paper's classifier layout (section 5.1);
+- :func:`flow_trunk`: the density trunk ``x -> z`` (logit, scales, factor-out, FC end blocks).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from keras_iresnet import validation
+from keras_iresnet.layers import (
+    ActNorm,
+    FactorOut,
+    FlattenEvent,
+    InjectivePad,
+    InvertibleResidualStack,
+    InvertibleSequential,
+    Logit,
+    Squeeze,
+)
+
+__all__ = [
+    "block_config",
+    "with_default_block",
+    "classifier_trunk",
+    "flow_trunk",
+    "blocks_per_scale",
+    "check_squeeze",
+    "BLOCK_ARGUMENTS",
+    "LN2",
+]
+
+LN2 = math.log(2.0)
+BLOCK_ARGUMENTS = frozenset(
+    [
+        "hidden",
+        "kernel_sizes",
+        "coeff",
+        "activation",
+        "power_iterations",
+        "power_tol",
+        "power_vectors",
+        "dropout",
+        "preactivation",
+        "actnorm",
+        "actnorm_variance_floor",
+        "logdet",
+        "solver",
+        "max_iterations",
+        "atol",
+        "rtol",
+        "strict",
+        "seed",
+    ]
+)
+
+
+# -- architecture ----------------------------------------------------------------
+def block_config(block=None, **overrides):
+    """A residual-block configuration: a dict of :class:`InvertibleResidualStack` arguments.
+
+    Args:
+      block: a dict, a serialized block (``{"class_name": ..., "config": {...}}``)
+        or an :class:`InvertibleResidualStack` whose configuration is copied.
+      **overrides: arguments that replace those of ``block``.
+
+    Returns a new dict without ``name`` / ``num_blocks`` (the models set those).
+    """
+    if isinstance(block, InvertibleResidualStack):
+        block = block.get_config()
+    elif isinstance(block, dict) and "class_name" in block and "config" in block:
+        block = dict(block["config"])
+    config = dict(block or {})
+    config.update(overrides)
+    for key in ("name", "num_blocks", "trainable", "dtype"):
+        config.pop(key, None)
+    unknown = sorted(set(config) - BLOCK_ARGUMENTS)
+    if unknown:
+        raise ValueError(
+            f"block: unknown residual-block arguments {unknown}; expected some of {sorted(BLOCK_ARGUMENTS)}."
+        )
+    return config
+
+
+def _stack(num_blocks, block, name):
+    return InvertibleResidualStack(num_blocks=num_blocks, name=name, **block)
+
+
+def _widen(block, index):
+    """The block of scale ``index``: hidden width doubled at each scale (as the channels grow)."""
+    return {**block, "hidden": int(block.get("hidden", 64)) * 2**index}
+
+
+def blocks_per_scale(blocks, image):
+    if image:
+        blocks = (blocks,) if isinstance(blocks, (int, np.integer)) else tuple(blocks)
+        if not blocks:
+            raise ValueError("blocks must list at least one scale for images, e.g. blocks=(4, 4).")
+        return tuple(validation.non_negative_int("blocks", int(b)) for b in blocks)
+    if not isinstance(blocks, (int, np.integer)):
+        raise ValueError(
+            f"blocks must be an int (the number of blocks) for vectors; got blocks={blocks!r}."
+        )
+    return (validation.non_negative_int("blocks", int(blocks)),)
+
+
+def classifier_trunk(input_shape, stages, block, initial_squeeze=True, pad_to_channels=16):
+    """[Squeeze] -> [InjectivePad to ``pad_to_channels``] -> stacks, ``Squeeze`` between stages.
+
+    ``initial_squeeze`` is the official code's ``init_ds 2``: a space-to-depth
+    step before the first stage (``[H, W, C] -> [H/2, W/2, 4C]``), so the blocks
+    work on more channels at lower resolution. Vectors (``(d,)``) get one stack
+    of dense blocks.
+    """
+    image = len(input_shape) == 3
+    layers = []
+    if not image:
+        return InvertibleSequential([_stack(sum(stages), block, "stage0")], name="trunk")
+    channels = input_shape[-1] * (4 if initial_squeeze else 1)
+    if initial_squeeze:
+        layers.append(Squeeze(name="squeeze_in"))
+    if pad_to_channels and pad_to_channels > channels:
+        layers.append(InjectivePad(pad_to_channels - channels, name="pad"))
+    for index, depth in enumerate(stages):
+        if index > 0:
+            layers.append(Squeeze(name=f"squeeze{index}"))
+        if depth:
+            layers.append(_stack(depth, _widen(block, index), f"stage{index}"))
+    return InvertibleSequential(layers, name="trunk")
+
+
+def flow_trunk(
+    input_shape,
+    blocks,
+    block,
+    logit=None,
+    initial_squeeze=False,
+    factor_out=False,
+    fc_blocks=0,
+    fc_block=None,
+):
+    """The density trunk ``x -> z`` of :class:`IResNetFlow` (see its arguments).
+
+    Images: [Logit] -> [Squeeze] -> scale 0 -> (Squeeze -> scale i)... with the
+    hidden width doubled at each scale; with ``factor_out`` half the channels
+    leave after every scale but the last (:class:`FactorOut`, latent ``[D]``);
+    then ``fc_blocks`` fully connected blocks on the flattened event, each
+    followed by an :class:`ActNorm` over all dimensions. Vectors: [ActNorm-free]
+    one stack of ``blocks`` dense blocks.
+    """
+    image = len(input_shape) == 3
+    per_scale = blocks_per_scale(blocks, image)
+    layers = [Logit(logit, name="logit")] if logit else []
+    if not image:
+        if per_scale[0]:
+            layers.append(_stack(per_scale[0], block, "blocks"))
+    else:
+        if initial_squeeze:
+            layers.append(Squeeze(name="squeeze_in"))
+        scales = []
+        for index, depth in enumerate(per_scale):
+            scale = [Squeeze(name=f"squeeze{index}")] if index > 0 else []
+            if depth:
+                scale.append(_stack(depth, _widen(block, index), f"scale{index}"))
+            scales.append(scale)
+        if factor_out and len(scales) > 1:
+            layers.append(
+                FactorOut(
+                    [InvertibleSequential(s, name=f"scale{i}_chain") for i, s in enumerate(scales)],
+                    name="multiscale",
+                )
+            )
+        else:
+            layers.extend(layer for scale in scales for layer in scale)
+    if fc_blocks:
+        if image and not (factor_out and len(per_scale) > 1):
+            layers.append(FlattenEvent(name="flatten"))
+        fc = {**block_config(fc_block or {}), "actnorm": False}
+        for index in range(fc_blocks):
+            layers.append(_stack(1, fc, f"fc{index}"))
+            layers.append(
+                ActNorm(
+                    per_position=True,
+                    variance_floor=fc.get("actnorm_variance_floor", 0.0),
+                    name=f"fc{index}_actnorm",
+                )
+            )
+    return InvertibleSequential(layers, name="trunk")
+
+
+def check_squeeze(initial_squeeze, shape, scales):
+    """Images: H and W must be divisible by 2 per squeeze (``scales - 1`` plus the initial one)."""
+    if len(shape) != 3:
+        return
+    factor = 2 ** (scales - 1 + int(initial_squeeze))
+    if shape[0] % factor or shape[1] % factor:
+        raise ValueError(
+            f"input_shape={shape!r}: {scales} scale(s){' after an initial squeeze' if initial_squeeze else ''} "
+            f"need H and W divisible by {factor}."
+        )
+
+
+def with_default_block(kwargs, default_block):
+    """Builders' keyword arguments: block arguments given directly (``hidden=``, ``coeff=``)
+    complete ``kwargs["block"]`` (default: ``default_block``) instead of replacing it."""
+    direct = {k: kwargs.pop(k) for k in list(kwargs) if k in BLOCK_ARGUMENTS}
+    if direct:
+        base = kwargs.get("block") if kwargs.get("block") is not None else default_block
+        kwargs["block"] = block_config(base, **direct)
+    return kwargs
