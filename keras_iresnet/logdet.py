@@ -168,7 +168,10 @@ def _log_abs_det(matrices):
 class Exact(LogDetEstimator):
     """``log|det(I + J_g(x))|`` from the full Jacobian: exact, for small event dimension d.
 
-    The Jacobian is built by forward-mode differentiation: ``g`` is evaluated
+    Where ``g`` offers ``g.value_and_jacobian(x) -> (g(x), J [batch, d, d])`` (the
+    dense residual functions of this package do: ``J`` is a product of their weight
+    matrices and activation derivatives), that closed form is used. Otherwise the
+    Jacobian is built by forward-mode differentiation: ``g`` is evaluated
     once on ``d`` copies of each example, each copy carrying one basis vector as
     its tangent (``tf.autodiff.ForwardAccumulator``), so the d columns
     ``J e_i`` come out of one batched pass. Compared with d vector-Jacobian
@@ -192,6 +195,12 @@ class Exact(LogDetEstimator):
                 f"dimension {d} exceed max_dim={self.max_dim}. Use logdet='power_series' or "
                 "'russian_roulette', or raise max_dim."
             )
+        value_and_jacobian = getattr(g, "value_and_jacobian", None)
+        if value_and_jacobian is not None:
+            # g knows its Jacobian in closed form (a dense residual function: a product of
+            # its weight matrices and activation derivatives): no copies, no forward mode.
+            gx, jacobian = value_and_jacobian(x)
+            return gx, _log_abs_det(tf.eye(d, dtype=x.dtype) + jacobian)
         # All d columns of J at once: g on d copies of each example, copy i carrying
         # the tangent e_i (forward mode, differentiable by the outer tape).
         batch = tf.shape(x)[0]
