@@ -1,36 +1,43 @@
 """Log-det estimators (issue 4): bias and spread against the exact value, cost, memory.
 
-1. Bias and standard deviation (bits/dim) of PowerSeries(n) and RussianRoulette
-   against the exact log-det of one block in the trained regime, for d = 64 and a
-   small image (6x6x2).
-2. Cost of a density training step with each estimator relative to the same
-   network's step without log-det (the paper: ~4x with 5 terms; goal <= 3x).
-3. Peak memory (max RSS of a fresh process) of a training step as the number of
-   terms grows, plain backprop through the series vs the Neumann gradient.
+1. Bias and standard deviation (bits/dim) of PowerSeries(n), n = 1, 2, 5, 10, and
+   RussianRoulette against the exact log-det of one block in the trained regime
+   (coeff 0.9, kernels scaled up so every layer sits at its coefficient), 2000
+   probes, for d = 64 and a small image (6x6x2), with the standard error and the
+   truncation bound of the paper's Theorem 3.
+2. Cost of a density training step with each estimator (backprop through the
+   series and the Neumann gradient) relative to the same network's step without
+   log-det (2 blocks on 16x16x8, hidden 32, batch 32; interleaved rounds, median;
+   the paper: ~4x with 5 terms; goal <= 3x).
+3. Peak memory (max RSS of a fresh process) of one training step as the number of
+   terms grows, plain backprop through the series vs the Neumann gradient (1 block
+   on 16x16x16, hidden 64, batch 64); :func:`memory_rows` also serves
+   ``benchmarks.speed_memory``.
+
+Run::
+
+    python -m benchmarks.logdet --out benchmarks/results_logdet.json
+
+Numbers: benchmarks/README.md, section "Log-determinant estimators" (1, 2, 3).
 """
 
 import math
 import resource
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from common import parser, report, run_probe, time_interleaved  # noqa: I001
+import numpy as np
+import tensorflow as tf
 
-import keras_iresnet as kir  # noqa: E402
-from keras_iresnet import certify, logdet  # noqa: E402
-
-
-def saturated_block(shape, hidden, coeff=0.9):
-    block = kir.InvertibleResidualBlock(hidden=hidden, coeff=coeff)
-    block.build((None,) + shape)
-    for layer in certify.spectral_layers(block):
-        layer.kernel.assign(layer.kernel * 5.0)
-    certify.refine(block)
-    return block
+import keras_iresnet as kir
+from benchmarks.common import answer_probe, parser, print_table, report, run_probe, time_interleaved
+from keras_iresnet import logdet
+from keras_iresnet.testing import saturate
 
 
 def bias_rows(shape, draws, hidden):
-    block = saturated_block(shape, hidden)
+    """1: bias, spread and Theorem 3's bound of each estimator on one saturated block."""
+    block = kir.InvertibleResidualBlock(hidden=hidden, coeff=0.9)
+    block.build((None,) + shape)
+    saturate(block)
     d = int(np.prod(shape))
     x = tf.random.normal((1,) + shape)
     g = block.residual_function()
@@ -65,6 +72,10 @@ def bias_rows(shape, draws, hidden):
 
 
 def step_for(shape, batch, estimator, blocks=2, hidden=32):
+    """A compiled training step (SGD 1e-5 on ``mean(z^2) - mean(log_det)``) of a small flow.
+
+    ``estimator=None``: the same network's step without log-det.
+    """
     flow = kir.InvertibleSequential(
         [
             kir.InvertibleResidualBlock(
@@ -94,16 +105,34 @@ def step_for(shape, batch, estimator, blocks=2, hidden=32):
     return lambda: step().numpy()
 
 
+def cost_rows(shape, batch, repeats, n_terms=(1, 5, 10)):
+    """2: each estimator's step time relative to the step without log-det."""
+    fns = {"no log-det": step_for(shape, batch, None)}
+    for n in n_terms:
+        fns[f"power_series n={n} backprop"] = step_for(
+            shape, batch, logdet.PowerSeries(n_terms=n, neumann_gradient=False)
+        )
+        fns[f"power_series n={n} neumann (default)"] = step_for(
+            shape, batch, logdet.PowerSeries(n_terms=n, neumann_gradient=True)
+        )
+    fns["russian_roulette"] = step_for(shape, batch, logdet.RussianRoulette())
+    times = time_interleaved(fns, repeats=repeats, warmup=2)
+    return [
+        {"step": name, "step_ms": 1e3 * t, "ratio_to_no_logdet": t / times["no log-det"]}
+        for name, t in times.items()
+    ]
+
+
 def memory_probe(n_terms, neumann, batch=64):
-    """Run one training step in this (fresh) process; print its peak RSS in MiB."""
+    """In this (fresh) process: one training step; its peak RSS in MiB."""
     estimator = logdet.PowerSeries(n_terms=n_terms, neumann_gradient=neumann)
     fn = step_for((16, 16, 16), batch, estimator, blocks=1, hidden=64)
     fn()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def memory_rows(n_values, batch=64):
-    """Peak RSS (MiB) of one training step per number of terms, each in a fresh process.
+    """3: peak RSS (MiB) of one training step per number of terms, each in a fresh process.
 
     One block on 16x16x16, hidden 64, ``batch`` examples.
     """
@@ -112,43 +141,32 @@ def memory_rows(n_values, batch=64):
         row = {"n_terms": n, "batch": batch}
         for mode in ("plain", "neumann"):
             row[f"peak_rss_mib_{mode}"] = float(
-                run_probe(__file__, "--memory-probe", n, mode, batch)
+                run_probe("benchmarks.logdet", n_terms=n, neumann=mode == "neumann", batch=batch)
             )
         rows.append(row)
     return rows
 
 
-def main():
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--memory-probe", nargs=3, default=None, help=argparse_hidden())
-    args = p.parse_args()
-    if args.memory_probe:
-        memory_probe(
-            int(args.memory_probe[0]), args.memory_probe[1] == "neumann", int(args.memory_probe[2])
-        )
-        return
+def main(argv=None):
+    args = parser(__doc__).parse_args(argv)
+    if answer_probe(args, memory_probe):
+        return None
     draws = 40 if args.tiny else 2000
     rows = bias_rows((64,), draws, 64) + bias_rows((6, 6, 2), draws, 16)
     shape, batch = ((8, 8, 2), 4) if args.tiny else ((16, 16, 8), 32)
     if args.full:
         shape, batch = (32, 32, 16), 64
-    fns = {"no log-det": step_for(shape, batch, None)}
-    for n in (1, 5, 10):
-        fns[f"power_series n={n} backprop"] = step_for(
-            shape, batch, logdet.PowerSeries(n_terms=n, neumann_gradient=False)
-        )
-        fns[f"power_series n={n} neumann (default)"] = step_for(
-            shape, batch, logdet.PowerSeries(n_terms=n, neumann_gradient=True)
-        )
-    fns["russian_roulette"] = step_for(shape, batch, logdet.RussianRoulette())
-    times = time_interleaved(fns, repeats=3 if args.tiny else 10, warmup=2)
-    cost_rows = [
-        {"step": name, "step_ms": 1e3 * t, "ratio_to_no_logdet": t / times["no log-det"]}
-        for name, t in times.items()
-    ]
-    memory = memory_rows((2, 5) if args.tiny else (2, 5, 10, 20))
-    print()
-    report(
+    if args.tiny:  # the smoke test: every code path once
+        cost = cost_rows(shape, batch, repeats=3, n_terms=(5,))
+    else:
+        cost = cost_rows(shape, batch, repeats=10)
+    memory = memory_rows((2,) if args.tiny else (2, 5, 10, 20))
+    print_table(cost, ["step", "step_ms", "ratio_to_no_logdet"], title="2: cost of a step")
+    print_table(
+        memory, ["n_terms", "peak_rss_mib_plain", "peak_rss_mib_neumann"], title="3: peak memory"
+    )
+    print("\n1: bias and spread")
+    return report(
         "logdet",
         rows,
         [
@@ -160,24 +178,8 @@ def main():
             "theorem3_bound_bits_per_dim",
         ],
         args,
-        extra={"cost": cost_rows, "memory": memory},
+        extra={"cost": cost, "memory": memory},
     )
-    print()
-    report("logdet-cost", cost_rows, ["step", "step_ms", "ratio_to_no_logdet"], _NoOut())
-    print()
-    report(
-        "logdet-memory", memory, ["n_terms", "peak_rss_mib_plain", "peak_rss_mib_neumann"], _NoOut()
-    )
-
-
-class _NoOut:
-    out = None
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

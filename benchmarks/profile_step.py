@@ -1,25 +1,40 @@
 """Where a training step of an image recipe goes (issue 13: why the race is lost).
 
-For the recipe's model on one batch of its data (default ``mnist`` on the MNIST
-test-images file when present, else ``digits-density``), each piece compiled
-with ``tf.function`` and timed in interleaved rounds (median):
+For the recipe's model on one batch of its data (default "mnist" on the MNIST
+test-images file when present, else "digits-density"; ``--recipe`` picks another),
+each piece compiled with ``tf.function`` and timed in interleaved rounds (median
+of 15):
 
 - the forward pass ``F(x)`` without log-det (inference mode);
 - the forward pass with the training log-det estimator, no gradient;
 - the gradient of the loss (forward + log-det + backward), no update;
 - the post-update spectral tracking of every layer (``layer.track()``);
-- the whole ``train_step`` (what ``fit`` runs: gradient, Adam with EMA, tracking).
+- the whole ``train_step`` (what ``fit`` runs: gradient, Adam with EMA, tracking);
 
-Prints a table and JSON (``--out``).
+with each piece's share of the whole step.
+
+Run::
+
+    python -m benchmarks.profile_step --out benchmarks/results_profile_step.json
+
+Numbers: benchmarks/README.md, "Quality", section "Images: the race at equal
+wall-clock" (the paragraph "Where the i-ResNet's step goes").
 """
 
-from common import parser, report, time_interleaved  # noqa: I001
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from keras_iresnet import certify, data, recipes, runs  # noqa: E402
+from benchmarks.common import (
+    count_parameters,
+    parser,
+    report,
+    time_interleaved,
+    tiny_model,
+)
+from keras_iresnet import data
+from keras_iresnet.experiments import recipes, runs
+from keras_iresnet.layers.walk import normalized_layers
 
 
 def _default_recipe():
@@ -30,18 +45,18 @@ def _default_recipe():
         return "digits-density"
 
 
-def main():
-    p = parser(__doc__.splitlines()[0])
+def main(argv=None):
+    p = parser(__doc__, full=False)
     p.add_argument(
         "--recipe",
         default=None,
         help="an image-density recipe (default: mnist, else digits-density)",
     )
-    args = p.parse_args()
+    args = p.parse_args(argv)
     name = "digits-density" if args.tiny else (args.recipe or _default_recipe())
     recipe = recipes.get(name)
     if args.tiny:
-        recipe = recipe.replace(model={"blocks": (1, 1), "block": {"hidden": 8}}, init_examples=0)
+        recipe = recipe.replace(model=tiny_model(recipe), init_examples=0)
     split = runs.load_split(recipe, n_train=512, n_test=64)
     keras.utils.set_random_seed(0)
     model = runs.build_model(recipe, split)
@@ -51,7 +66,7 @@ def main():
     x = x[0] if isinstance(x, tuple) else x
     model(x, training=True)  # ActNorm initialization
     variables = model.trainable_variables
-    layers = [layer for layer in certify.spectral_layers(model) if layer.coeff is not None]
+    layers = normalized_layers(model)
 
     @tf.function
     def forward():
@@ -73,14 +88,13 @@ def main():
 
     model.make_train_function()
     step = model.train_function
-    dataset = tf.data.Dataset.from_tensors(x).repeat()
-    iterator = iter(dataset)
+    iterator = iter(tf.data.Dataset.from_tensors(x).repeat())
 
     pieces = {
-        "forward F(x), no log-det": lambda: forward(),
-        "forward + training log-det": lambda: forward_log_det(),
-        "gradient (forward + log-det + backward)": lambda: gradient(),
-        "spectral tracking of all layers": lambda: track(),
+        "forward F(x), no log-det": forward,
+        "forward + training log-det": forward_log_det,
+        "gradient (forward + log-det + backward)": gradient,
+        "spectral tracking of all layers": track,
         "whole train_step (fit)": lambda: step(iterator),
     }
     times = time_interleaved(
@@ -91,9 +105,9 @@ def main():
     rows = [{"piece": k, "ms": 1e3 * t, "share_of_step": t / whole} for k, t in times.items()]
     print(
         f"{name}: batch {int(x.shape[0])}, {len(layers)} spectral layers, "
-        f"{int(sum(np.prod(v.shape) for v in variables))} parameters"
+        f"{count_parameters(variables)} parameters"
     )
-    report(
+    return report(
         "profile_step",
         rows,
         ["piece", "ms", "share_of_step"],

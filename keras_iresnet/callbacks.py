@@ -7,12 +7,15 @@
 - :class:`SwapEMAWeights` -- Keras' ``SwapEMAWeights`` that also re-tracks the
   spectral layers' power iteration for the weights swapped in;
 - :class:`DataDependentInit` -- initialize every ActNorm on one large batch
-  before the first step.
+  before the first step;
+- :class:`TimeBudget` -- stop ``fit`` once a wall-clock budget is spent (build and
+  tracing included), for comparisons at equal seconds.
 """
 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 
 import keras
@@ -23,6 +26,7 @@ from keras_iresnet.divergence import NonFiniteLossError
 from keras_iresnet.layers.walk import normalized_layers
 
 __all__ = [
+    "TimeBudget",
     "RefineSpectralNorm",
     "StopOnNonFiniteLoss",
     "SwapEMAWeights",
@@ -167,3 +171,61 @@ class DataDependentInit(keras.callbacks.Callback):
         if self.x is not None:
             self.model(self.x, training=True)
             self.x = None
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop ``fit`` at the end of the first batch after ``seconds`` of wall-clock time.
+
+    The clock starts at ``start`` (a ``time.perf_counter()`` value: pass the time
+    the model's build began to count building and tracing too) or, by default,
+    when training begins. Time spent in validation is not counted (the same
+    held-out evaluation then costs every model the same), so the budget is
+    training time: build, tracing and steps. ``fit`` stops at most one step
+    after the budget ends (the step in flight finishes); Keras then runs the
+    epoch's validation, so the logs hold the held-out metrics *at that moment*.
+
+    Attributes after ``fit``: ``elapsed`` (training seconds counted), ``steps``
+    (training steps run) and ``stopped`` (whether the budget ended training).
+
+    Args:
+      seconds: the budget (> 0).
+      start: optional ``time.perf_counter()`` value where the budget began.
+    """
+
+    def __init__(self, seconds, start=None):
+        super().__init__()
+        if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
+            raise ValueError(f"seconds must be a finite number > 0; got seconds={seconds!r}.")
+        self.seconds = float(seconds)
+        self.start = start
+        self.elapsed = 0.0
+        self.steps = 0
+        self.stopped = False
+        self._excluded = 0.0
+        self._test_began = None
+
+    def on_train_begin(self, logs=None):
+        if self.start is None:
+            self.start = time.perf_counter()
+        self._excluded, self.steps, self.stopped = 0.0, 0, False
+
+    def _spent(self):
+        return time.perf_counter() - self.start - self._excluded
+
+    def on_test_begin(self, logs=None):
+        self._test_began = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        if self._test_began is not None:
+            self._excluded += time.perf_counter() - self._test_began
+            self._test_began = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        self.elapsed = self._spent()
+        if self.elapsed >= self.seconds:
+            self.stopped = True
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        self.elapsed = self._spent()

@@ -8,7 +8,9 @@ gradients; then
    anything is updated;
 2. after the update, the weights must not have exploded: an update larger than
    :data:`EXPLODING_UPDATE` times the weights it was applied to (the global
-   Euclidean norms) is refused (:meth:`DivergenceGuard.after_update`). With
+   Euclidean norms; weights smaller than one per entry in root mean square, such
+   as zero-initialized ones, count as one per entry) is refused
+   (:meth:`DivergenceGuard.after_update`). With
    ``Adam(1e9)`` the loss and the gradients of the first step are finite, and
    it is the update -- every weight moved by about ``1e9`` -- that is bad.
 
@@ -49,9 +51,11 @@ NON_FINITE_DATA = (
     "data (or check the preprocessing)."
 )
 
-#: An update ``dw`` with ``||dw|| > EXPLODING_UPDATE * ||w||`` (all weights together) is refused.
-#: Sound training moves the weights by a small fraction of their norm per step (about 1e-3 to
-#: 1e-1 here); ten times their whole size in one step is a blow-up, not learning.
+#: An update ``dw`` with ``||dw|| > EXPLODING_UPDATE * max(||w||, sqrt(n))`` (all ``n`` weights
+#: together) is refused. Sound training moves the weights by a small fraction of their norm per
+#: step (about 1e-3 to 1e-1 here); ten times their whole size in one step is a blow-up, not
+#: learning. The floor ``sqrt(n)`` (one per weight) keeps zero-initialized weights trainable
+#: with large rates: a first Adam step at rate 0.2 moves each weight by 0.2.
 EXPLODING_UPDATE = 10.0
 
 
@@ -146,7 +150,8 @@ class DivergenceGuard:
             return []
         before = [tf.convert_to_tensor(s) for s in self.snapshots]
         change = _global_norm([tf.convert_to_tensor(v) - b for v, b in zip(self.variables, before)])
-        size = _global_norm(before)
+        count = sum(int(b.shape.num_elements()) for b in before)
+        size = tf.maximum(_global_norm(before), tf.sqrt(float(count)))
         return [tf.debugging.Assert(change <= EXPLODING_UPDATE * size, [EXPLODED])]
 
     def restore(self):

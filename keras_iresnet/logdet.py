@@ -175,7 +175,10 @@ def _log_abs_det(matrices):
 class Exact(LogDetEstimator):
     """``log|det(I + J_g(x))|`` from the full Jacobian: exact, for small event dimension d.
 
-    The Jacobian is built by forward-mode differentiation: ``g`` is evaluated
+    Where ``g`` offers ``g.value_and_jacobian(x) -> (g(x), J [batch, d, d])`` (the
+    dense residual functions of this package do: ``J`` is a product of their weight
+    matrices and activation derivatives), that closed form is used. Otherwise the
+    Jacobian is built by forward-mode differentiation: ``g`` is evaluated
     once on ``d`` copies of each example, each copy carrying one basis vector as
     its tangent (``tf.autodiff.ForwardAccumulator``), so the d columns
     ``J e_i`` come out of one batched pass. Compared with d vector-Jacobian
@@ -199,6 +202,12 @@ class Exact(LogDetEstimator):
                 f"dimension {d} exceed max_dim={self.max_dim}. Use logdet='power_series' or "
                 "'russian_roulette', or raise max_dim."
             )
+        value_and_jacobian = getattr(g, "value_and_jacobian", None)
+        if value_and_jacobian is not None:
+            # g knows its Jacobian in closed form (a dense residual function: a product of
+            # its weight matrices and activation derivatives): no copies, no forward mode.
+            gx, jacobian = value_and_jacobian(x)
+            return gx, _log_abs_det(tf.eye(d, dtype=x.dtype) + jacobian)
         # All d columns of J at once: g on d copies of each example, copy i carrying
         # the tangent e_i (forward mode, differentiable by the outer tape).
         batch = tf.shape(x)[0]
@@ -234,14 +243,15 @@ class PowerSeries(LogDetEstimator):
     (no Jacobian is ever formed). Bias: :func:`truncation_bound`.
 
     Gradient (``neumann_gradient=True``, the default): the value is the same, but
-    the gradient is taken through one extra VJP with the Neumann vector
+    the gradient is taken through one differentiable VJP with the Neumann vector
     ``sum_{k<n} (-1)^k J^{kT} v`` instead of backpropagating through all n
     terms. Both are unbiased estimates of the same quantity,
     ``d PS(J_g, n) = sum_{k<n} (-1)^k tr(J^k dJ)`` (by the cyclic property of the
-    trace), but the Neumann form costs one VJP instead of n second-order passes
-    and its memory does not grow with n (``benchmarks/logdet.py``: 2.6x vs 5.0x a
-    step without log-det at n = 5). ``neumann_gradient=False`` backpropagates
-    through the series (the paper's Algorithm 2 taken literally).
+    trace), but the Neumann form costs one VJP instead of n second-order passes,
+    and its memory does not grow with n (``benchmarks/logdet.py``). The last
+    term ``v^T J^n v`` is read off that final VJP, so a call costs n VJPs in all.
+    ``neumann_gradient=False`` backpropagates through the series (the paper's
+    Algorithm 2 taken literally).
     """
 
     def __init__(self, n_terms=5, n_samples=1, probe="gaussian", neumann_gradient=True):
@@ -261,7 +271,7 @@ class PowerSeries(LogDetEstimator):
         for s in range(self.n_samples):
             v = _probe(tf.shape(x), x.dtype, self.probe, _fold_seed(seed, s))
             if self.neumann_gradient:
-                total += _neumann_series(vjp, vjp, v, self.n_terms, lambda k: 1.0)
+                total += _neumann_series(vjp, v, self.n_terms, lambda k: 1.0)
             else:
                 w = v
                 for k in range(1, self.n_terms + 1):
@@ -279,45 +289,53 @@ class PowerSeries(LogDetEstimator):
         }
 
 
-def _neumann_series(series_vjp, final_vjp, v, n_terms, inv_survival):
-    """Value of the (reweighted) series and its Neumann-series gradient surrogate.
+def _neumann_series(vjp, v, n_terms, inv_survival):
+    """Value of the (reweighted) series and its Neumann-series gradient surrogate, n VJPs in all.
 
     Args:
-      series_vjp: ``w -> w^T J`` used for the terms (their results are under
-        ``tf.stop_gradient``; nothing is backpropagated through them).
-      final_vjp: ``w -> w^T J``, differentiable, called once.
+      vjp: ``w -> w^T J`` of the recorded forward tape (persistent): the
+        series' VJPs are under ``tf.stop_gradient``, the final one is differentiable.
       v: probe ``[batch, ...]``.
-      n_terms: Python int (unrolled) or scalar int32 tensor (``tf.while_loop``).
+      n_terms: Python int (unrolled) or scalar int32 tensor (``tf.while_loop``; may be 0).
       inv_survival: ``k -> 1 / P(n >= k)`` (1 for a fixed n).
 
     Returns ``[batch]`` whose value is
     ``sum_{k=1}^{n} (-1)^{k+1}/k * v^T J^k v / P(n >= k)`` and whose gradient is
     ``sum_{j=0}^{n-1} (-1)^j / P(n >= j+1) * v^T J^j (dJ) v`` (Chen et al. 2019,
-    Neumann gradient series), evaluated with a single differentiable VJP.
+    Neumann gradient series).
+
+    Cost: n VJPs (n - 1 for ``w_k = (J^T)^k v``, k < n, and the final
+    differentiable ``u = J^T neumann``). The last term ``v^T J^n v`` needs no VJP
+    of its own: ``<u, v> = sum_{k=1}^{n} (-1)^(k-1) c_k v^T J^k v`` (c_k = 1/P(n >= k))
+    already contains it, so the value is
+    ``<u, v> / n + sum_{k<n} (-1)^(k-1) c_k (1/k - 1/n) v^T J^k v``.
     """
     dtype = v.dtype
+    v = tf.stop_gradient(v)
+    n_float = tf.cast(tf.maximum(n_terms, 1), dtype)
 
-    def body(j, w, estimate, neumann):
-        weight = tf.cast(inv_survival(j + 1), dtype)
-        sign = tf.cast(1 - 2 * tf.math.floormod(j, 2), dtype)  # (-1)^j
-        neumann = neumann + sign * weight * w
-        w_next = tf.stop_gradient(series_vjp(w))
-        estimate = estimate + sign * weight / tf.cast(j + 1, dtype) * _inner(w_next, v)
-        return j + 1, w_next, estimate, neumann
+    def body(k, w, estimate, neumann):  # term k >= 1 (k < n)
+        w = tf.stop_gradient(vjp(w))
+        k_float = tf.cast(k, dtype)
+        sign = tf.cast(1 - 2 * tf.math.floormod(k, 2), dtype)  # (-1)^k
+        weight = tf.cast(inv_survival(k), dtype) * (1.0 / k_float - 1.0 / n_float)
+        estimate = estimate - sign * weight * _inner(w, v)  # (-1)^(k-1) c_k (1/k - 1/n) v^T J^k v
+        neumann = neumann + sign * tf.cast(inv_survival(k + 1), dtype) * w
+        return k + 1, w, estimate, neumann
 
-    state = (
-        tf.constant(0),
-        tf.stop_gradient(v),
-        tf.zeros(tf.shape(v)[:1], dtype),
-        tf.zeros_like(v),
-    )
+    first = tf.cast(inv_survival(1), dtype) * v  # term 0: w_0 = v, no VJP
+    if not isinstance(n_terms, int):
+        first = first * tf.cast(n_terms > 0, dtype)
+    state = (tf.constant(1), v, tf.zeros(tf.shape(v)[:1], dtype), first)
     if isinstance(n_terms, int):
-        for _ in range(n_terms):
+        for _ in range(1, n_terms):
             state = body(*state)
     else:
-        state = tf.while_loop(lambda j, *_: j < n_terms, body, state)
+        # tape.gradient of the (persistent) forward tape works inside the loop body
+        state = tf.while_loop(lambda k, *_: k < n_terms, body, state)
     _, _, estimate, neumann = state
-    surrogate = _inner(final_vjp(tf.stop_gradient(neumann)), tf.stop_gradient(v))
+    surrogate = _inner(vjp(tf.stop_gradient(neumann)), v)
+    estimate = estimate + tf.stop_gradient(surrogate) / n_float
     return tf.stop_gradient(estimate) + surrogate - tf.stop_gradient(surrogate)
 
 
@@ -333,8 +351,9 @@ class RussianRoulette(LogDetEstimator):
 
     Variance/cost: the expected number of terms is ``n_exact_terms + (1-p)/p``;
     a smaller ``p`` or more exact terms lower the variance at more VJPs per call.
-    The terms are VJPs of a re-evaluated ``g`` (about twice the cost of a term
-    of :class:`PowerSeries`), the price of a random number of terms in a graph.
+    Every term is a VJP of the one recorded forward tape (the same cost as a
+    term of :class:`PowerSeries`), in a ``tf.while_loop`` over the random number
+    of terms: n VJPs per call in all, ``n_exact_terms + (1-p)/p`` on average.
     """
 
     def __init__(self, n_exact_terms=2, p=0.5, n_samples=1, probe="gaussian", max_terms=64):
@@ -365,26 +384,16 @@ class RussianRoulette(LogDetEstimator):
 
     def __call__(self, g, x, seed=None):
         x = tf.convert_to_tensor(x)
-        with tf.GradientTape(persistent=self.n_samples > 1) as tape:
+        with tf.GradientTape(persistent=True) as tape:
             tape.watch(x)
             gx = g(x)
 
-        final_vjp = _vjp_function(tape, gx, x)
-
-        def series_vjp(w):
-            # A random number of terms needs a tf.while_loop; the loop re-evaluates g
-            # (its results are constants for the gradient, see _neumann_series).
-            x_frozen = tf.stop_gradient(x)
-            with tf.GradientTape() as inner:
-                inner.watch(x_frozen)
-                out = g(x_frozen)
-            return _vjp_function(inner, out, x_frozen)(w)
-
+        vjp = _vjp_function(tape, gx, x)
         total = tf.zeros(tf.shape(x)[:1], x.dtype)
         for s in range(self.n_samples):
             v = _probe(tf.shape(x), x.dtype, self.probe, _fold_seed(seed, 2 * s))
             n = self._sample_n(_fold_seed(seed, 2 * s + 1))
-            total += _neumann_series(series_vjp, final_vjp, v, n, self._inv_survival)
+            total += _neumann_series(vjp, v, n, self._inv_survival)
         del tape
         return gx, total / self.n_samples
 

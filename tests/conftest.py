@@ -1,5 +1,6 @@
 """Test set-up: TensorFlow backend and two logical CPU devices for MirroredStrategy tests."""
 
+import contextlib
 import os
 import pathlib
 
@@ -11,12 +12,11 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
-try:
+# RuntimeError: devices already initialized by another conftest/plugin.
+with contextlib.suppress(RuntimeError):
     tf.config.set_logical_device_configuration(
         _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
     )
-except RuntimeError:  # devices already initialized by another conftest/plugin
-    pass
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MNIST_FILE = ROOT.parent / "shared" / "data" / "mnist_test_images.npz"
@@ -53,3 +53,49 @@ def mirrored_strategy():
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2
     return strategy
+
+
+@pytest.fixture(scope="session")
+def trained_2d_flow():
+    """One 2-D flow trained aggressively once for the tests that look at a trained model.
+
+    6 blocks x 64 at coeff 0.9, Adam 1e-2, 5 epochs of 16 steps on moons, through
+    ``keras.Model.fit`` itself (none of the models' ``fit`` extras), with the exact norms
+    recorded after every epoch and ``RefineSpectralNorm`` at the end. Fields: ``model``,
+    ``layers`` (its spectral layers), ``excess`` (per epoch: max exact norm / coeff - 1),
+    ``refine`` (the callback), ``history``, ``valid`` (the validation points), ``before`` and
+    ``after`` (validation bits/dim before and after training).
+    """
+    import types
+
+    import keras
+
+    from keras_iresnet import callbacks, certify, data, models
+    from tests.test_models import ExactNormsEveryEpoch
+
+    keras.utils.set_random_seed(1234)
+    model = models.iresnet_flow((2,), blocks=6, hidden=64, coeff=0.9)
+    model.compile(keras.optimizers.Adam(1e-2))
+    train, valid = data.sample_2d("moons", 4096, 0), data.sample_2d("moons", 1024, 1)
+    before = model.evaluate(valid, verbose=0, return_dict=True)["bits_per_dim"]
+    check, refine = ExactNormsEveryEpoch(), callbacks.RefineSpectralNorm()
+    history = keras.Model.fit(
+        model,
+        train,
+        epochs=5,
+        batch_size=256,
+        validation_data=(valid,),
+        verbose=0,
+        callbacks=[check, refine],
+    )
+    after = model.evaluate(valid, verbose=0, return_dict=True)["bits_per_dim"]
+    return types.SimpleNamespace(
+        model=model,
+        layers=certify.spectral_layers(model),
+        excess=check.excess,
+        refine=refine,
+        history=history.history,
+        valid=valid,
+        before=before,
+        after=after,
+    )

@@ -1,7 +1,7 @@
-"""One worker of the two-process MultiWorkerMirroredStrategy test (run by test_distribute.py).
+"""One worker of the two-process MultiWorkerMirroredStrategy test (run by test_distributed.py).
 
 argv: out_path. TF_CONFIG comes from the environment. Trains a small 2-D flow
-with keras_iresnet.train.fit_distributed, then tries Keras' own fit, and writes
+with keras_iresnet.distributed.fit_distributed, then tries Keras' own fit, and writes
 a JSON report.
 """
 
@@ -16,7 +16,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_iresnet import data, models, train  # noqa: E402
+from keras_iresnet import data, distributed, models  # noqa: E402
 
 
 def main(out_path):
@@ -31,7 +31,7 @@ def main(out_path):
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = dataset.with_options(options)
     before = float(tf.reduce_mean(model.bits_per_dim(model.log_prob(points))))
-    history = train.fit_distributed(model, dataset, epochs=3, verbose=0)
+    history = distributed.fit_distributed(model, dataset, epochs=3, verbose=0)
     after = float(tf.reduce_mean(model.bits_per_dim(model.log_prob(points))))
     keras_fit_error = None
     try:

@@ -1,11 +1,14 @@
-"""keras_iresnet.callbacks: the EMA swap keeps the averages when fit stops early."""
+"""keras_iresnet.callbacks: the final spectral check (quiet when the estimates kept up, a warning
+and a fix when they lagged), the EMA swap keeps the averages when fit stops early."""
 
 import warnings
 
 import keras
 import numpy as np
+import pytest
+import tensorflow as tf
 
-from keras_iresnet import callbacks, data, models
+from keras_iresnet import callbacks, certify, data, models
 
 
 class _Snapshot(keras.callbacks.Callback):
@@ -47,3 +50,19 @@ def test_ema_weights_survive_an_early_stop_and_the_final_check_stays_quiet():
     for variable, expected in zip(model.trainable_variables, snapshot.weights):
         np.testing.assert_array_equal(variable.numpy(), expected)
     assert refine.largest_change <= 1e-3, refine.largest_change
+
+
+def test_final_check_warns_and_refines_when_an_estimate_was_stale():
+    """If the vectors lag (here: set to random ones), RefineSpectralNorm fixes them and says so."""
+    model = models.iresnet_flow((2,), blocks=2, hidden=16, coeff=0.9)
+    layers = certify.spectral_layers(model)
+    for layer in layers:
+        layer.kernel.assign(layer.kernel * 3.0)  # the normalization is active
+        layer.power_v.assign(tf.random.normal(layer.power_v.shape, seed=4))
+    callback = callbacks.RefineSpectralNorm()
+    callback.set_model(model)
+    with pytest.warns(UserWarning, match="RefineSpectralNorm"):
+        callback.on_train_end()
+    assert callback.largest_change > 1e-3
+    for layer in layers:  # every effective norm is back at coeff (the exact norm, not the estimate)
+        assert layer.operator_norm() <= 0.9 * (1 + 1e-3)

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from keras_iresnet import cli, runs
-from tests.helpers import free_ports
+from keras_iresnet.testing import free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ["--epochs", "1", "--blocks", "2", "--hidden", "8", "--quiet"]
+# Small runs: what these tests check (folders, records, errors) does not depend on the size.
+SMALL = ["--epochs", "1", "--blocks", "2", "--hidden", "8", "--n-train", "512", "--quiet"]
 
 
 def _error_line(capsys):
@@ -124,6 +125,8 @@ def test_classifier_runs_vanilla_twin_and_certify(workdir, capsys):
                 "1",
                 "--hidden",
                 "8",
+                "--n-train",
+                "256",
                 "--quiet",
             ]
         )
@@ -142,6 +145,8 @@ def test_classifier_runs_vanilla_twin_and_certify(workdir, capsys):
                 "1",
                 "--hidden",
                 "8",
+                "--n-train",
+                "256",
                 "--quiet",
             ]
         )
@@ -179,6 +184,8 @@ def test_hybrid_run_reports_accuracy(workdir, capsys):
                 "1",
                 "--hidden",
                 "8",
+                "--n-train",
+                "256",
                 "--quiet",
             ]
         )
@@ -234,6 +241,8 @@ def test_resume_continues_an_interrupted_run_and_tensorboard_logs(workdir, monke
         "2",
         "--hidden",
         "8",
+        "--n-train",
+        "512",
         "--quiet",
         "--logdir",
         str(workdir / "logs"),
@@ -304,8 +313,6 @@ def test_the_learning_rate_reaches_the_optimizer_with_and_without_warm_up(workdi
         "train",
         "--recipe",
         "digits-density",
-        "--n-train",
-        "128",
         "--learning-rate",
         "0.0007",
         "--out",
@@ -351,7 +358,7 @@ def test_overwrite_replaces_only_the_files_of_a_run(workdir, capsys):
 
 @pytest.mark.parametrize("task", ["density", "hybrid"])
 def test_density_and_hybrid_recipes_train_under_jit(workdir, capsys, task):
-    argv = ["train", "--task", task, "--jit", "--n-train", "300", "--batch-size", "64"] + SMALL
+    argv = ["train", "--task", task, "--jit", "--batch-size", "64"] + SMALL
     assert cli.main(argv) == 0, capsys.readouterr().err
     record = json.loads(next((workdir / "iresnet_runs").iterdir()).joinpath("run.json").read_text())
     assert record["training"]["jit"] is True
@@ -381,6 +388,8 @@ def test_ctrl_c_is_one_line_and_resume_keeps_the_whole_history(workdir, monkeypa
         "2",
         "--hidden",
         "8",
+        "--n-train",
+        "512",
         "--quiet",
     ]
     assert cli.main(argv) == 2
@@ -463,7 +472,6 @@ def test_every_json_the_cli_writes_is_strict(workdir, capsys):
     assert cli.main(["train", "--task", "density", "--out", "run"] + SMALL) == 0
     for name in ("run.json", "metrics.json"):
         assert _strict_load(workdir / "run" / name)
-    assert runs.strict_json({"a": [float("nan"), 1.0, float("inf")]}) == {"a": [None, 1.0, None]}
 
 
 def test_version_and_every_option_has_help(capsys):
@@ -494,7 +502,8 @@ def _multiworker_env(index, ports):
 
 
 def test_multiworker_training_from_the_command_line(tmp_path):
-    """Two local worker processes: both finish, the chief writes --out, worker 1 its own folder, same weights."""
+    """Two local worker processes: both finish, the chief writes --out, worker 1 its own folder,
+    same weights."""
     ports = free_ports(2)
     argv = [
         sys.executable,
@@ -505,8 +514,6 @@ def test_multiworker_training_from_the_command_line(tmp_path):
         "density",
         "--strategy",
         "multiworker",
-        "--n-train",
-        "512",
         "--batch-size",
         "128",
         "--out",

@@ -1,4 +1,4 @@
-"""keras_iresnet.data: 2-D densities, digits, the MNIST file (separate tests), TFDS."""
+"""keras_iresnet.data: 2-D densities, digits and their pipelines, the MNIST file, TFDS."""
 
 import numpy as np
 import pytest
@@ -7,14 +7,21 @@ import tensorflow as tf
 from keras_iresnet import data
 
 
-def test_2d_densities_are_seeded_and_finite():
-    for name in data.DENSITIES_2D:
-        points = data.sample_2d(name, 100, seed=3)
-        assert (
-            points.shape == (100, 2) and points.dtype == np.float32 and np.all(np.isfinite(points))
-        )
-        np.testing.assert_array_equal(points, data.sample_2d(name, 100, seed=3))
-        assert not np.array_equal(points, data.sample_2d(name, 100, seed=4))
+@pytest.mark.parametrize("name", data.DENSITIES_2D)
+def test_2d_densities_are_seeded_centred_and_inside_the_plotting_square(name):
+    """Every 2-D density is centred with a spread of order 1 and lies in [-5, 5]^2 (the square
+    the figures draw and the tests integrate densities over)."""
+    points = data.sample_2d(name, 2000, seed=3)
+    assert points.shape == (2000, 2) and points.dtype == np.float32
+    np.testing.assert_array_equal(points, data.sample_2d(name, 2000, seed=3))
+    assert not np.array_equal(points, data.sample_2d(name, 2000, seed=4))
+    # 2000 points: the mean's standard error is below 0.04; 0.15 is about 4 of them.
+    np.testing.assert_allclose(points.mean(axis=0), 0.0, atol=0.15)
+    assert np.all((points.std(axis=0) > 0.8) & (points.std(axis=0) < 2.0)), points.std(axis=0)
+    assert np.abs(points).max() < 5.0
+
+
+def test_2d_density_errors():
     with pytest.raises(ValueError, match="name must be one of"):
         data.sample_2d("banana", 10)
     with pytest.raises(ValueError, match="n must be"):

@@ -1,5 +1,5 @@
-"""Log-det estimators (section 3) against the exact log-det of the full Jacobian, and their
-serialization through Keras' registry."""
+"""keras_iresnet.logdet: the log-det estimators (section 3) against the exact log-det of the full
+Jacobian, and their serialization through Keras' registry."""
 
 import keras
 import numpy as np
@@ -8,17 +8,7 @@ import tensorflow as tf
 
 import keras_iresnet as kir
 from keras_iresnet import certify, logdet
-from tests.helpers import full_jacobian_logdet
-
-
-def saturated_block(shape, coeff=0.9, hidden=32, **kwargs):
-    """A block whose normalization is active at coeff (the trained regime), estimates converged."""
-    block = kir.InvertibleResidualBlock(hidden=hidden, coeff=coeff, **kwargs)
-    block.build((None,) + tuple(shape))
-    for layer in certify.spectral_layers(block):
-        layer.kernel.assign(layer.kernel * 5.0)
-    certify.refine(block, max_iterations=3000, rtol=1e-7)
-    return block
+from keras_iresnet.testing import full_jacobian_log_det, saturated_block
 
 
 def exact_series(g, x, n_terms):
@@ -61,7 +51,7 @@ def test_exact_estimator_matches_full_jacobian(shape):
     y, log_det = block.forward_and_log_det(x)
     # float32 Jacobians: log-dets of order 1-10 agree to ~1e-5; 1e-4 leaves room for d = 72.
     np.testing.assert_allclose(
-        log_det.numpy(), full_jacobian_logdet(block, x), rtol=1e-4, atol=1e-4
+        log_det.numpy(), full_jacobian_log_det(block, x), rtol=1e-4, atol=1e-4
     )
     np.testing.assert_allclose(y.numpy(), block(x).numpy(), rtol=1e-6, atol=1e-6)
     assert np.max(np.abs(log_det.numpy())) > 1e-3  # not trivially 0 (far above the tolerance)
@@ -144,7 +134,8 @@ def test_log_abs_det_takes_the_qr_path_under_xla():
 
 @pytest.mark.parametrize("shape", [(2,), (3,), (8,)])
 def test_exact_under_xla(shape):
-    """jit_compile: closed form for d <= 2, QR for d > 2 (XLA has no slogdet); value and gradient."""
+    """jit_compile: closed form for d <= 2, QR for d > 2 (XLA has no slogdet); value and
+    gradient."""
     block = saturated_block(shape, hidden=8)
     x = tf.random.stateless_normal((3,) + shape, seed=[3, 0])
     variables = kir.bridge.tf_variables(block, trainable_only=True)
@@ -161,7 +152,7 @@ def test_exact_under_xla(shape):
     eager_value, eager_grads = run(x)
     xla_value, xla_grads = tf.function(run, jit_compile=True)(x)
     np.testing.assert_allclose(
-        xla_value.numpy(), full_jacobian_logdet(block, x), rtol=1e-4, atol=1e-5
+        xla_value.numpy(), full_jacobian_log_det(block, x), rtol=1e-4, atol=1e-5
     )
     np.testing.assert_allclose(xla_value.numpy(), eager_value.numpy(), rtol=1e-5, atol=1e-6)
     for a, b in zip(xla_grads, eager_grads):
@@ -177,7 +168,7 @@ def test_power_series_bias_inside_theorem3_and_shrinks(shape):
     assert lip < 1
     x = tf.random.stateless_normal((1,) + shape, seed=[4, 0])
     g = block.residual_function()
-    exact = full_jacobian_logdet(block, x)[0]
+    exact = full_jacobian_log_det(block, x)[0]
     d = int(np.prod(shape))
     errors = []
     for n in (1, 2, 5, 10):
@@ -242,7 +233,7 @@ def test_russian_roulette_is_unbiased():
     block = linear_block_near_the_bound()
     g = block.residual_function()
     x = tf.repeat(tf.random.stateless_normal((1, 16), seed=[9, 0]), 256, axis=0)
-    exact = full_jacobian_logdet(block, x[:1])[0]
+    exact = full_jacobian_log_det(block, x[:1])[0]
     estimator = logdet.RussianRoulette(n_exact_terms=2, p=0.5)
 
     @tf.function
@@ -321,7 +312,9 @@ def test_input_gradients_flow_through_estimators():
     np.testing.assert_allclose(exact, reference, rtol=1e-4, atol=1e-5 * np.abs(reference).max())
     assert np.abs(reference).max() > 1e-3
     for estimator in [logdet.PowerSeries(), logdet.RussianRoulette()]:
-        grad = input_gradient(lambda g, t: estimator(g, t, seed=tf.constant([0, 1]))[1])
+        grad = input_gradient(
+            lambda g, t, estimator=estimator: estimator(g, t, seed=tf.constant([0, 1]))[1]
+        )
         assert np.all(np.isfinite(grad)) and float(np.abs(grad).sum()) > 0
 
 
@@ -410,7 +403,8 @@ def test_short_names_and_their_dict_form_still_load():
 
 @keras.saving.register_keras_serializable(package="my_tests")
 class ScaledExact(logdet.LogDetEstimator):
-    """A user's estimator: ``scale`` times the exact log-det (distinguishable from every built-in)."""
+    """A user's estimator: ``scale`` times the exact log-det (distinguishable from every
+    built-in)."""
 
     def __init__(self, scale=1.0):
         self.scale = float(scale)

@@ -1,4 +1,5 @@
-"""Every notebook runs top to bottom (CPU settings) -- issue 6."""
+"""The notebooks: each runs top to bottom with its CPU settings, and none is committed with
+outputs."""
 
 import os
 import pathlib
@@ -12,8 +13,10 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_executes(path, tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    """Top to bottom in a fresh kernel, as a user runs it (its own CPU settings)."""
+    import nbclient  # the test extra installs both
+    import nbformat
+
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     notebook = nbformat.read(path, as_version=4)
@@ -23,16 +26,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
         kernel_name="python3",
         resources={"metadata": {"path": str(tmp_path)}},
     )
-    client.execute()
-    errors = [
-        o
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for o in cell.get("outputs", [])
-        if o.get("output_type") == "error"
-    ]
-    assert not errors
-    assert any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+    client.execute()  # raises CellExecutionError, naming the cell, if any cell fails
 
 
 def test_notebooks_present_and_without_committed_outputs():

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import keras_iresnet as kir
-from tests.helpers import explicit_matrix, top_singular_value
+from keras_iresnet.testing import explicit_matrix, top_singular_value
 
 CONV_CASES = [
     # (input_shape, filters, kernel_size, strides, padding)
@@ -34,7 +34,7 @@ def conv_matrix(layer, kernel, input_shape=None):
 
 
 def random_unit(shape, seed):
-    """A random unit vector (the layers store unit power-iteration vectors)."""
+    """A random unit vector (the layers store unit vectors)."""
     return kir.spectral.l2_normalize(tf.random.stateless_normal(shape, seed=[seed, seed]))
 
 
@@ -61,7 +61,7 @@ def built_conv(
 
 
 @pytest.mark.parametrize("input_shape,filters,kernel_size,strides,padding", CONV_CASES)
-def test_conv_power_iteration_matches_explicit_operator(
+def test_conv_estimate_matches_explicit_operator(
     input_shape, filters, kernel_size, strides, padding
 ):
     layer = built_conv(input_shape, filters, kernel_size, strides, padding)
@@ -226,7 +226,7 @@ def test_stacked_layer_slices_equal_unstacked_layers(kind):
         and norms[2] == pytest.approx(coeff, rel=1e-3)
     )
     np.testing.assert_array_equal(normalized[1], stacked.kernel[1].numpy())
-    with pytest.raises(ValueError, match="stack of 3 kernels"):
+    with pytest.raises(ValueError, match="holds 3 kernels"):
         stacked(tf.zeros((1,) + input_shape[1:]))
 
 
@@ -239,7 +239,8 @@ def test_stacked_layer_slices_equal_unstacked_layers(kind):
     ids=["dense", "conv"],
 )
 def test_stacked_kernels_are_initialized_per_slice(make, input_shape, fans):
-    """Glorot per slice: a stacked kernel has the variance of an unstacked one, and its slices differ.
+    """Glorot per slice: a stacked kernel has the variance of an unstacked one, and its slices
+    differ.
 
     Glorot uniform has variance 2 / (fan_in + fan_out); from the stacked shape Keras would take
     8x larger fans. The sample variance of n uniform draws has a relative standard error of
@@ -307,6 +308,30 @@ def test_training_calls_warm_start_and_stop_by_power_tol():
     assert truth * (1 - 2e-4) <= float(layer.sigma_estimate()) <= truth * (1 + 1e-6)
 
 
+def test_update_policy_after_update_leaves_training_calls_to_track():
+    """ "after_update" (what the models set): a training call uses the stored vectors as they
+    are and counts no iteration; track() advances them. "every_call" iterates in the call."""
+    layer = built_conv((6, 6, 3), 4, 3, update_policy="after_update")
+    assert layer.update_policy == "after_update"
+    layer.power_v.assign(random_unit(layer.power_v.shape, 6))
+    x = tf.random.normal([2, 6, 6, 3])
+    before = layer.power_v.numpy().copy()
+    layer(x, training=True)
+    np.testing.assert_array_equal(layer.power_v.numpy(), before)
+    assert int(layer.power_iterations_run) == 0
+    assert int(layer.track()) > 1
+    assert not np.array_equal(layer.power_v.numpy(), before)
+    every = built_conv((6, 6, 3), 4, 3)
+    assert every.update_policy == "every_call"
+    every.power_v.assign(random_unit(every.power_v.shape, 6))
+    every(x, training=True)
+    assert int(every.power_iterations_run) > 1
+    clone = kir.SpectralConv2D.from_config(layer.get_config())
+    assert clone.update_policy == "after_update"
+    with pytest.raises(ValueError, match="update_policy"):
+        kir.SpectralDense(3, update_policy="sometimes")
+
+
 def test_power_tol_none_runs_exactly_power_iterations():
     layer = built_conv((6, 6, 3), 4, 3, power_iterations=3, power_tol=None)
     x = tf.random.normal([2, 6, 6, 3])
@@ -317,7 +342,8 @@ def test_power_tol_none_runs_exactly_power_iterations():
 
 
 def test_one_iteration_per_step_converges_from_a_random_start():
-    """The paper's regime: one power iteration of one vector per training step, from a random start."""
+    """The paper's regime: one power iteration of one vector per training step, from a random
+    start."""
     layer = built_conv((6, 6, 3), 4, 3, power_iterations=1, power_tol=None, power_vectors=1)
     layer.power_v.assign(random_unit(layer.power_v.shape, 3))
     x = tf.random.normal([2, 6, 6, 3])

@@ -1,4 +1,5 @@
-"""keras_iresnet.tuning: keras-tuner search spaces centred on the recipes (issues 6 and 14)."""
+"""keras_iresnet.experiments.tuning: keras-tuner search spaces centred on the recipes, and the
+``iresnet tune`` command (it selects on the training data, never on the test split)."""
 
 import json
 
@@ -15,6 +16,20 @@ SMALL = {
     ),
     "density": recipes.get("2d").replace(model={"blocks": 4, "block": {"hidden": 16}}),
 }
+
+
+@pytest.fixture
+def small_recipes(monkeypatch):
+    """``iresnet tune`` searches around SMALL's recipe (what the tests check does not depend on
+    the size of the model or of the data)."""
+    original = recipes.for_task
+
+    def small(task, data):
+        recipe = original(task, data)
+        return SMALL[task].replace(n_train=1024, n_test=256) if task in SMALL else recipe
+
+    monkeypatch.setattr(recipes, "for_task", small)
+    return small
 
 
 @pytest.mark.parametrize("task", ["classify", "density"])
@@ -49,7 +64,8 @@ def test_random_search_completes_trials_and_best_model_reloads(tmp_path, task):
 
 
 def test_the_untuned_recipe_is_a_point_of_the_search_space():
-    """The default hyperparameters rebuild the recipe's own model (the paper layout for classify)."""
+    """The default hyperparameters rebuild the recipe's own model (the paper layout for
+    classify)."""
     recipe = recipes.get("digits-classifier")
     hypermodel = tuning.IResNetHyperModel(recipe, (8, 8, 1), 10)
     model = hypermodel.build(keras_tuner.HyperParameters())
@@ -76,7 +92,7 @@ def test_objective_names_and_bad_arguments():
         tuning.IResNetHyperModel("density", (2, 2))
 
 
-def test_cli_tune_and_no_silent_rerun(tmp_path, capsys):
+def test_cli_tune_and_no_silent_rerun(tmp_path, capsys, small_recipes):
     out = tmp_path / "tune"
     args = [
         "tune",
@@ -111,7 +127,9 @@ def test_the_tuned_learning_rate_reaches_the_optimizer():
     assert runs.peak_learning_rate(model.optimizer) == pytest.approx(0.0271)
 
 
-def test_cli_tune_never_shows_the_test_split_to_the_search(tmp_path, monkeypatch, capsys):
+def test_cli_tune_never_shows_the_test_split_to_the_search(
+    tmp_path, monkeypatch, capsys, small_recipes
+):
     seen = []
     original = tuning.IResNetHyperModel.fit
 
@@ -141,7 +159,7 @@ def test_cli_tune_never_shows_the_test_split_to_the_search(tmp_path, monkeypatch
         )
         == 0
     )
-    split = runs.load_split(recipes.get("2d"))
+    split = runs.load_split(small_recipes("density", "moons"))
     shown = {tuple(row) for batch in seen for row in np.round(batch, 6)}
     test_rows = {tuple(row) for row in np.round(split.x_test, 6)}
     train_rows = {tuple(row) for row in np.round(split.x_train, 6)}

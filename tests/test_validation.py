@@ -184,11 +184,17 @@ class _Named:
 def test_input_shape_names_the_layer_and_the_expected_ranks():
     assert validation.input_shape(_Named(), (None, 4)) == (None, 4)
     assert validation.input_shape(_Named(), (None, 8, 8, 2)) == (None, 8, 8, 2)
-    with pytest.raises(ValueError, match=r"_Named 'blocks' expects inputs of rank 2 \(vectors \[batch, features\]\) or rank 4"):
+    with pytest.raises(
+        ValueError,
+        match=r"_Named 'blocks' expects inputs of rank 2 \(vectors \[batch, features\]\) or rank 4",
+    ):
         validation.input_shape(_Named(), (None, 8, 8))
     with pytest.raises(ValueError, match="fully known input shape apart from the batch axis"):
         validation.input_shape(_Named(), (None, None, 8, 2))
-    with pytest.raises(ValueError, match=r"expects inputs of rank 4 \(images \[batch, height, width, channels\]\) with"):
+    with pytest.raises(
+        ValueError,
+        match=r"expects inputs of rank 4 \(images \[batch, height, width, channels\]\) with",
+    ):
         validation.input_shape(_Named(), (None, 4), ranks=(4,))
 
 

@@ -278,7 +278,27 @@ def build_parser():
     tune.add_argument(
         "--trials", type=positive_int, default=5, help="models to try (random, bayesian)"
     )
-    tune.add_argument("--epochs", type=positive_int, default=3, help="training epochs per trial")
+    tune.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="training epochs per trial (default: 3; with --minutes: a cap, default 1000)",
+    )
+    tune.add_argument(
+        "--minutes",
+        type=positive_float,
+        default=None,
+        help="wall-clock budget per trial, build and tracing included: trials compared at "
+        "equal seconds, density models scored with one accurate estimator",
+    )
+    tune.add_argument(
+        "--space",
+        choices=("recipe", "budget"),
+        default="recipe",
+        help="recipe: values around the recipe's; budget: the wide density space (the "
+        "estimator, widths, blocks and scales, factor-out, FC end blocks, coeff, "
+        "activation, learning rate and warm-up, batch size, EMA)",
+    )
     tune.add_argument(
         "--batch-size", type=positive_int, default=None, help="batch size (default: the recipe's)"
     )

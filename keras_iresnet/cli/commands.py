@@ -25,6 +25,7 @@ Every failure the user can cause -- Ctrl-C included -- is reported as one line,
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
 import sys
@@ -44,6 +45,18 @@ from keras_iresnet.divergence import NonFiniteLossError
 from keras_iresnet.experiments import plots, recipes, runs, tuning
 
 __all__ = ["run", "COMMANDS"]
+
+
+class _NoRetracingNotice(logging.Filter):
+    """The command trains several models in one process (a search's trials, a run and its
+    evaluation); TensorFlow's notice that "N of the last M calls triggered tf.function
+    retracing" is then expected and would only alarm the user, so the command hides it."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_NoRetracingNotice())
 
 
 # -- runs ----------------------------------------------------------------------------
@@ -515,6 +528,17 @@ def cmd_tune(args):
         search_split = runs.validation_split(split, args.validation_fraction)
     except ValueError as error:
         raise CLIError(_one_line(error)) from None
+    try:
+        hypermodel = tuning.IResNetHyperModel(
+            recipe,
+            split.input_shape,
+            split.num_classes,
+            seconds=None if args.minutes is None else 60.0 * args.minutes,
+            space=args.space,
+        )
+    except ValueError as error:
+        raise CLIError(_one_line(error)) from None
+    epochs = args.epochs or (1000 if args.minutes else 3)
     folder = _run_folder(out, "tune", args.overwrite)
     folder.write_record(
         {
@@ -524,11 +548,12 @@ def cmd_tune(args):
             "validation_fraction": args.validation_fraction,
             "tuner": args.tuner,
             "trials": args.trials,
-            "epochs": args.epochs,
+            "epochs": epochs,
+            "minutes": args.minutes,
+            "space": args.space,
             "seed": args.seed,
         }
     )
-    hypermodel = tuning.IResNetHyperModel(recipe, split.input_shape, split.num_classes)
     common = dict(
         objective=hypermodel.objective,
         directory=str(out),
@@ -537,7 +562,7 @@ def cmd_tune(args):
         overwrite=True,
     )
     if args.tuner == "hyperband":
-        tuner = keras_tuner.Hyperband(hypermodel, max_epochs=args.epochs, **common)
+        tuner = keras_tuner.Hyperband(hypermodel, max_epochs=epochs, **common)
     else:
         tuner_cls = {
             "random": keras_tuner.RandomSearch,
@@ -552,9 +577,7 @@ def cmd_tune(args):
         flush=True,
     )
     try:
-        tuner.search(
-            train, validation_data=valid, epochs=args.epochs, verbose=0 if args.quiet else 1
-        )
+        tuner.search(train, validation_data=valid, epochs=epochs, verbose=0 if args.quiet else 1)
     except KeyboardInterrupt:
         raise CLIError(f"interrupted; the trials that completed are in {out / 'search'}") from None
     statuses = [t.status for t in tuner.oracle.trials.values()]

@@ -19,7 +19,14 @@ import tensorflow as tf
 from keras_iresnet import validation
 from keras_iresnet.layers.invertible import Stackable
 
-__all__ = ["LipSwish", "lipswish", "get_activation", "LIPSCHITZ_ONE_ACTIVATIONS"]
+__all__ = [
+    "LipSwish",
+    "lipswish",
+    "lipswish_derivative",
+    "derivative",
+    "get_activation",
+    "LIPSCHITZ_ONE_ACTIVATIONS",
+]
 
 LIPSCHITZ_ONE_ACTIVATIONS = ("elu", "softplus", "relu", "tanh", "lipswish")
 
@@ -79,6 +86,31 @@ class LipSwish(Stackable, keras.layers.Layer):
         config = super().get_config()
         config.update(beta_init=self.beta_init, stack=self.stack)
         return config
+
+
+def lipswish_derivative(x, beta):
+    """``d/dx lipswish(x, beta) = (s + beta x s (1 - s)) / 1.1`` with ``s = sigmoid(beta x)``."""
+    s = tf.sigmoid(beta * x)
+    return (s + beta * x * s * (1.0 - s)) / 1.1
+
+
+#: Closed-form derivatives of the named activations (elementwise).
+DERIVATIVES = {
+    tf.nn.elu: lambda a: tf.where(a > 0, tf.ones_like(a), tf.exp(tf.minimum(a, 0.0))),
+    tf.nn.softplus: tf.sigmoid,
+    tf.nn.relu: lambda a: tf.cast(a > 0, a.dtype),
+    tf.tanh: lambda a: 1.0 - tf.square(tf.tanh(a)),
+}
+
+
+def derivative(activation, x):
+    """``phi'(x)`` of an elementwise activation ``phi`` (a name's closed form, else forward mode)."""
+    closed = DERIVATIVES.get(activation)
+    if closed is not None:
+        return closed(x)
+    with tf.autodiff.ForwardAccumulator(x, tf.ones_like(x)) as accumulator:
+        y = activation(x)
+    return accumulator.jvp(y, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
 def get_activation(identifier, stack=None):

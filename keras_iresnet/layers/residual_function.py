@@ -61,7 +61,13 @@ import keras
 import tensorflow as tf
 
 from keras_iresnet import validation
-from keras_iresnet.layers.activations import LipSwish, get_activation, lipswish
+from keras_iresnet.layers.activations import (
+    LipSwish,
+    derivative,
+    get_activation,
+    lipswish,
+    lipswish_derivative,
+)
 from keras_iresnet.layers.invertible import Stackable
 from keras_iresnet.layers.spectral import SpectralConv2D, SpectralDense
 
@@ -155,11 +161,18 @@ class ContextProjection(Stackable, keras.layers.Layer):
             p = p[..., None, None, :]
         return p
 
+    def scale(self, projection):
+        """The FiLM scale ``s_i(c)`` in ``(0, 1)`` of these projection rows (None: additive,
+        whose ``d h_1 / d h`` is the identity)."""
+        if self.mode == "film":
+            return tf.sigmoid(projection[..., : self.width])
+        return None
+
     def apply(self, h, projection):
         """``h_1`` of the module docstring from ``h = W_1 x + b_1`` and this block's projection
         rows (already gathered to the rows of ``h``)."""
         if self.mode == "film":
-            return tf.sigmoid(projection[..., : self.width]) * h + projection[..., self.width :]
+            return self.scale(projection) * h + projection[..., self.width :]
         return h + projection
 
     def call(self, inputs):
@@ -338,19 +351,28 @@ class ResidualFunction:
         use_dropout = bool(training) and self.dropout > 0
         masks = {}
 
+        def activate(j, h, act):
+            """``phi(h)`` before layer ``j`` (with its dropout mask) and the diagonal of its Jacobian."""
+            if isinstance(act, LipSwish):
+                out, slope = lipswish(h, betas[j]), lambda: lipswish_derivative(h, betas[j])
+            else:
+                out, slope = act(h), lambda: derivative(act, h)
+            if not (use_dropout and j > 0):
+                return out, slope
+            if j not in masks:
+                rows = tf.shape(h)[:1] if batch is None else tf.reshape(batch, [1])
+                shape = tf.concat([rows, tf.shape(h)[1:]], 0)
+                keep = tf.random.uniform(shape, dtype=h.dtype) >= self.dropout
+                masks[j] = tf.cast(keep, h.dtype) / (1.0 - self.dropout)
+            # Copy c of example e sits at row e * k + c: its example's mask.
+            mask = rows_of_examples(masks[j], tf.shape(h)[0])
+            return out * mask, lambda: slope() * mask
+
         def g(x):
             h = x
             for j, (layer, act) in enumerate(zip(self.linear_layers, self.activation_fns)):
                 if act is not None:
-                    h = lipswish(h, betas[j]) if isinstance(act, LipSwish) else act(h)
-                    if use_dropout and j > 0:
-                        if j not in masks:
-                            rows = tf.shape(h)[:1] if batch is None else tf.reshape(batch, [1])
-                            shape = tf.concat([rows, tf.shape(h)[1:]], 0)
-                            keep = tf.random.uniform(shape, dtype=h.dtype) >= self.dropout
-                            masks[j] = tf.cast(keep, h.dtype) / (1.0 - self.dropout)
-                        # Copy c of example e sits at row e * k + c: its example's mask.
-                        h = h * rows_of_examples(masks[j], tf.shape(h)[0])
+                    h = activate(j, h, act)[0]
                 h = layer.apply_operator(h, kernels[j])
                 if biases[j] is not None:
                     h = h + biases[j]
@@ -360,6 +382,42 @@ class ResidualFunction:
                     )
             return h
 
+        if self.linear_layers and self.linear_layers[0].operator_rank == 2:
+
+            def value_and_jacobian(x):
+                """``(g(x), M)`` with ``g(x + dx) ~= g(x) + dx M``, ``M`` ``[batch, d, d]``:
+                ``M = D_0 W_1 D_1 W_2 ... W_L`` with ``D_j`` the activation derivatives
+                (the chain rule for rows ``h_j = phi(h_{j-1}) W_j + b_j``; ``det(I + M)`` is
+                ``det(I + J_g)``)."""
+                h, jacobian = x, None
+                for j, (act, kernel) in enumerate(zip(self.activation_fns, kernels)):
+                    if act is not None:
+                        h, slope = activate(j, h, act)
+                        scale = slope()
+                        jacobian = (
+                            tf.linalg.diag(scale)
+                            if jacobian is None
+                            else jacobian * scale[:, None, :]
+                        )
+                    if jacobian is None:
+                        shape = tf.concat([tf.shape(x)[:1], tf.shape(kernel)], 0)
+                        jacobian = tf.broadcast_to(kernel, shape)
+                    else:
+                        jacobian = tf.matmul(jacobian, kernel)
+                    h = tf.matmul(h, kernel)
+                    if biases[j] is not None:
+                        h = h + biases[j]
+                    if j == 0 and projection is not None:
+                        # The context path at fixed c: h_1 = s(c) * h + t(c), so the
+                        # x-Jacobian's columns scale by s(c) (FiLM) or stay (additive).
+                        rows = rows_of_examples(projection, tf.shape(h)[0])
+                        scale = self.context_projection.scale(rows)
+                        if scale is not None:
+                            jacobian = jacobian * scale[:, None, :]
+                        h = self.context_projection.apply(h, rows)
+                return h, jacobian
+
+            g.value_and_jacobian = value_and_jacobian
         return g
 
     def lipschitz_bounds(self, norms=None):

@@ -13,6 +13,7 @@ own weights (see :mod:`keras_iresnet.layers.spectral`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 
 import keras
@@ -40,6 +41,8 @@ __all__ = [
     "scale_for_replicas",
     "serialize_logdet",
 ]
+
+_LOG = logging.getLogger("keras_iresnet")
 
 #: The sentence ``evaluate`` raises for data with NaN or Inf values.
 NON_FINITE_EVAL_DATA = (
@@ -140,15 +143,25 @@ class IResNetModel(keras.Model):
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
         )
 
-    def compile(self, optimizer="rmsprop", *args, jit_compile=False, **kwargs):
-        """``keras.Model.compile``; ``jit_compile`` defaults to False (XLA only when asked for).
+    def compile(self, optimizer="rmsprop", *args, jit_compile="auto", **kwargs):
+        """``keras.Model.compile``; ``jit_compile="auto"`` picks XLA only where it measured faster.
 
-        Keras' ``"auto"`` would turn XLA on wherever a GPU is present; on this
-        package's models XLA needs training batches of one static size (see
-        :meth:`fit`), and on CPU it measured slower than the default.
+        On a machine without a GPU, ``"auto"`` means no XLA: XLA:CPU runs this
+        package's convolutional training step about 3.5x slower than TensorFlow's
+        own kernels (its convolutions are slower than oneDNN's; ``benchmarks``
+        speed part d), and the dense 2-D step no faster. With a GPU, ``"auto"`` is
+        Keras' choice (XLA if every layer supports it); a training set whose batches
+        vary in size then trains without XLA (XLA compiles one batch shape), with a
+        log message. ``True`` and ``False`` are taken as given. What was chosen is
+        ``model.jit_compile``.
         """
-        if jit_compile == "auto":
-            jit_compile = False
+        self._jit_auto = jit_compile == "auto"
+        if self._jit_auto:
+            jit_compile = bool(tf.config.list_physical_devices("GPU")) and "auto"
+            if not jit_compile:
+                _LOG.info(
+                    "jit_compile='auto': no XLA on this CPU-only machine (XLA:CPU measured slower)."
+                )
         return super().compile(optimizer, *args, jit_compile=jit_compile, **kwargs)
 
     def compile_from_config(self, config):
@@ -179,7 +192,16 @@ class IResNetModel(keras.Model):
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # a dataset shuffles itself; Keras would warn
         if self.compiled and self.jit_compile:
-            check_static_batches(x, batch_size, validation_split)
+            try:
+                check_static_batches(x, batch_size, validation_split)
+            except ValueError:
+                if not getattr(self, "_jit_auto", False):
+                    raise
+                _LOG.info(
+                    "jit_compile='auto': training batches vary in size; training without XLA."
+                )
+                self.jit_compile = False
+                self.train_function = None
         self._ensure_divergence_guard()
         with self._clean_errors("fit"):
             return super().fit(

@@ -1,4 +1,6 @@
-"""tf.distribute: one step on 2 replicas equals one step on one device; multi-worker; resume (issue 5)."""
+"""keras_iresnet.distributed and the models under tf.distribute: one step on 2 replicas equals one
+step on one device; fit_distributed and evaluate_distributed (MirroredStrategy here, and two
+worker processes under MultiWorkerMirroredStrategy)."""
 
 import json
 import os
@@ -10,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_iresnet import data, models, train
-from tests.helpers import free_ports
+from keras_iresnet import data, distributed, models
+from keras_iresnet.testing import free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,11 +57,18 @@ def test_fit_distributed_with_mirrored_strategy_lowers_nll(mirrored_strategy):
         model.compile(keras.optimizers.Adam(1e-2))
     points = data.sample_2d("moons", 512, seed=0)
     before = float(tf.reduce_mean(model.bits_per_dim(model.log_prob(points))))
-    history = train.fit_distributed(
+    history = distributed.fit_distributed(
         model, tf.data.Dataset.from_tensor_slices(points).batch(64), epochs=3, verbose=0
     )
     after = float(tf.reduce_mean(model.bits_per_dim(model.log_prob(points))))
     assert after < before - 0.1 and len(history.history["loss"]) == 3
+    # evaluate_distributed is the model's own evaluate, batch for batch.
+    batches = tf.data.Dataset.from_tensor_slices(points).batch(64)
+    ours = distributed.evaluate_distributed(model, batches)
+    keras_results = model.evaluate(batches, verbose=0, return_dict=True)
+    assert ours["bits_per_dim"] == pytest.approx(keras_results["bits_per_dim"], rel=1e-5)
+    with pytest.raises(ValueError, match="compiled model"):
+        distributed.fit_distributed(_flow(), batches)
 
 
 @pytest.fixture(scope="module")
@@ -118,44 +127,3 @@ def test_multiworker_fit_distributed_trains_and_workers_agree(multiworker_report
 def test_keras_fit_under_multiworker_strategy(multiworker_reports):
     for report in multiworker_reports:
         assert report["keras_fit_error"] is None, report["keras_fit_error"]
-
-
-class _Interrupt(keras.callbacks.Callback):
-    def __init__(self, epoch, batch):
-        super().__init__()
-        self.epoch, self.batch, self.current = epoch, batch, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.current = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.current == self.epoch and batch == self.batch:
-            raise RuntimeError("simulated crash")
-
-
-def test_backup_and_restore_resumes_to_the_same_parameters(tmp_path):
-    points = data.sample_2d("8gaussians", 512, seed=0)
-
-    def fresh():
-        keras.utils.set_random_seed(0)
-        model = _flow()
-        model.compile(keras.optimizers.Adam(1e-2))
-        return model
-
-    reference = fresh()
-    reference.fit(points, epochs=3, batch_size=64, shuffle=False, verbose=0)
-    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
-    interrupted = fresh()
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        interrupted.fit(
-            points,
-            epochs=3,
-            batch_size=64,
-            shuffle=False,
-            verbose=0,
-            callbacks=[backup, _Interrupt(epoch=1, batch=3)],
-        )
-    resumed = fresh()
-    resumed.fit(points, epochs=3, batch_size=64, shuffle=False, verbose=0, callbacks=[backup])
-    for a, b in zip(reference.get_weights(), resumed.get_weights()):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

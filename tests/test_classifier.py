@@ -1,0 +1,48 @@
+"""keras_iresnet.models.classifier: the i-ResNet classifier learns digits, inverts from its
+features (Table 1) and stays within two points of its vanilla twin."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from keras_iresnet import certify, recipes, runs
+
+DIGITS_SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def digits_results():
+    """Test accuracy per seed of the recipe's i-ResNet and its vanilla twin (6 epochs), and the
+    i-ResNet's reconstruction errors."""
+    recipe = recipes.get("digits-classifier")
+    split = runs.load_split(recipe)
+    _, test = runs.datasets(recipe, split)
+    x = next(iter(test))[0][:32]
+    results = {"iresnet": {"accuracy": [], "error": []}, "vanilla": {"accuracy": [], "error": []}}
+    for seed in DIGITS_SEEDS:
+        for vanilla in (False, True):
+            model, _, _ = runs.train(
+                recipe, split=split, epochs=6, verbose=0, seed=seed, vanilla=vanilla
+            )
+            entry = results["vanilla" if vanilla else "iresnet"]
+            entry["accuracy"].append(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the vanilla inverse is expected not to converge
+                entry["error"].append(certify.reconstruction_report(model.trunk, x)["max"])
+    return results
+
+
+@pytest.mark.slow
+def test_digits_classifier_learns_and_inverts(digits_results):
+    ires = digits_results["iresnet"]
+    assert min(ires["accuracy"]) > 0.85, digits_results
+    # Table 1: the i-ResNet reconstructs its inputs from its features.
+    assert max(ires["error"]) < 1e-5, digits_results
+
+
+@pytest.mark.slow
+def test_digits_classifier_within_two_points_of_vanilla(digits_results):
+    ires = float(np.mean(digits_results["iresnet"]["accuracy"]))
+    vanilla = float(np.mean(digits_results["vanilla"]["accuracy"]))
+    assert ires >= vanilla - 0.02, digits_results

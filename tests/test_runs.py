@@ -1,0 +1,153 @@
+"""keras_iresnet.experiments.runs: what a recipe needs to run -- data splits without overlap,
+pipelines with training statistics, the optimizer with the given learning rate and the recipe's
+warm-up, training end to end, strict JSON and the run folders of the command line."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_iresnet import data, recipes, runs
+
+
+def test_warmup_schedule_is_linear_then_constant():
+    recipe = recipes.get("digits-density")
+    optimizer = runs.make_optimizer(recipe)
+    schedule = (
+        optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    )
+    target, warmup = recipe.optimizer["learning_rate"], recipe.warmup_steps
+    values = [float(schedule(step)) for step in (0, warmup // 2, warmup, 10 * warmup)]
+    np.testing.assert_allclose(values, [0.0, target / 2, target, target], rtol=1e-5, atol=1e-9)
+    assert optimizer.clipnorm == recipe.optimizer["clipnorm"] and optimizer.use_ema
+
+
+@pytest.mark.parametrize("name", ["2d", "digits-density"])
+def test_a_given_learning_rate_replaces_the_recipes_and_keeps_its_warm_up(name):
+    recipe = recipes.get(name)
+    optimizer = runs.make_optimizer(recipe, 0.0321)
+    assert runs.peak_learning_rate(optimizer) == pytest.approx(0.0321)
+    assert runs.peak_learning_rate(runs.make_optimizer(recipe)) == pytest.approx(
+        recipe.optimizer["learning_rate"]
+    )
+    if recipe.warmup_steps:
+        schedule = optimizer.get_config()["learning_rate"]
+        assert schedule["class_name"] == "CosineDecay"
+        assert schedule["config"]["warmup_steps"] == recipe.warmup_steps
+    model = runs.build_model(
+        recipe.replace(model={"blocks": 2 if name == "2d" else (1,)}),
+        input_shape=(2,) if name == "2d" else (8, 8, 1),
+    )
+    runs.compile_model(model, recipe, learning_rate=0.0321)
+    assert runs.peak_learning_rate(model.optimizer) == pytest.approx(0.0321)
+
+
+def test_splits_follow_the_recipe_and_do_not_overlap():
+    recipe = recipes.get("digits-classifier")
+    split = runs.load_split(recipe)
+    images, labels = data.digits_arrays()
+    assert len(split.x_train) == recipe.n_train and len(split.x_test) == recipe.n_test
+    np.testing.assert_array_equal(split.x_train, images[: recipe.n_train])
+    np.testing.assert_array_equal(split.x_test, images[len(images) - recipe.n_test :])
+    assert split.stats == data.standardization_stats(
+        images[: recipe.n_train]
+    )  # training statistics only
+    two_d = runs.load_split(recipes.get("2d"), seed=3)
+    np.testing.assert_array_equal(
+        two_d.x_train, data.sample_2d("moons", recipes.get("2d").n_train, 3)
+    )
+    np.testing.assert_array_equal(
+        two_d.x_test, data.sample_2d("moons", recipes.get("2d").n_test, 4)
+    )
+    record = split.record()
+    assert record["data"] == "digits" and record["n_train"] == recipe.n_train
+    with pytest.raises(ValueError, match="too many"):
+        runs.load_split(recipe, n_train=1700, n_test=200)
+    with pytest.raises(ValueError, match="2-D density"):
+        runs.load_split(recipe, data="moons")
+
+
+def test_the_validation_split_comes_from_the_training_examples_only():
+    recipe = recipes.get("digits-classifier")
+    split = runs.load_split(recipe)
+    search = runs.validation_split(split, 0.25)
+    assert len(search.x_train) + len(search.x_test) == len(split.x_train)
+    np.testing.assert_array_equal(np.concatenate([search.x_train, search.x_test]), split.x_train)
+    np.testing.assert_array_equal(np.concatenate([search.y_train, search.y_test]), split.y_train)
+    assert search.stats == split.stats
+    with pytest.raises(ValueError, match="fraction"):
+        runs.validation_split(split, 1.5)
+
+
+def test_pipelines_standardize_with_training_statistics():
+    recipe = recipes.get("digits-classifier")
+    split = runs.load_split(recipe)
+    train, test = runs.datasets(recipe, split)
+    mean, std = split.stats
+    x_test, y_test = next(iter(test))
+    np.testing.assert_allclose(
+        x_test.numpy(), (split.x_test[: len(x_test)] / 255.0 - mean) / std, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_array_equal(y_test.numpy(), split.y_test[: len(y_test)])
+    assert abs(float(np.mean(np.concatenate([x.numpy() for x, _ in train])))) < 1e-5
+
+
+def test_train_runs_a_recipe_end_to_end_with_the_given_learning_rate():
+    recipe = recipes.get("2d").replace(
+        model={"blocks": 2, "block": {"hidden": 8}}, n_train=512, n_test=256
+    )
+    model, history, split = runs.train(recipe, epochs=2, learning_rate=0.0456, verbose=0)
+    assert len(history.history["loss"]) == 2 and "val_bits_per_dim" in history.history
+    assert model.trunk.chain[0].num_blocks == 2 and split.is_2d and len(split.x_train) == 512
+    assert runs.peak_learning_rate(model.optimizer) == pytest.approx(0.0456)
+
+
+def test_strict_json_replaces_non_finite_numbers(tmp_path):
+    value = {"a": [float("nan"), 1.0, float("inf")], 2: np.float32(0.5), "n": np.int64(3)}
+    assert runs.strict_json(value) == {"a": [None, 1.0, None], "2": 0.5, "n": 3}
+    runs.write_json(tmp_path / "x.json", value)
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    assert json.loads((tmp_path / "x.json").read_text(), parse_constant=refuse)["a"] == [
+        None,
+        1.0,
+        None,
+    ]
+
+
+def test_run_folder_owns_only_its_files(tmp_path):
+    folder = runs.RunFolder(tmp_path / "run").prepare()
+    folder.write_record({"recipe": "2d"})
+    for name in ("model.keras", "metrics.json"):
+        (folder / name).write_text("x")
+    (folder / "mine.txt").write_text("keep me")
+    assert folder.holds_run() and folder.read_record()["kind"] == "train"
+    with pytest.raises(runs.RunFolderError, match="already holds a run"):
+        runs.RunFolder(tmp_path / "run").prepare()
+    with pytest.raises(runs.RunFolderError, match="no interrupted run"):
+        runs.RunFolder(tmp_path / "run").prepare(resume=True)
+    runs.RunFolder(tmp_path / "run").prepare(overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["mine.txt"]
+    tuned = runs.RunFolder(tmp_path / "tuned", kind="tune").prepare()
+    tuned.write_record({})
+    with pytest.raises(runs.RunFolderError, match="holds an iresnet tune run, not a train run"):
+        runs.RunFolder(tmp_path / "tuned").prepare(overwrite=True)
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "a.txt").write_text("mine")
+    with pytest.raises(runs.RunFolderError, match="not an iresnet run"):
+        runs.RunFolder(other).prepare(overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(runs.RunFolderError, match="is a file"):
+        runs.RunFolder(tmp_path / "file").prepare()
+
+
+def test_run_folder_history_keeps_the_last_row_of_each_epoch(tmp_path):
+    folder = runs.RunFolder(tmp_path)
+    (tmp_path / "history.csv").write_text(
+        "epoch,loss,val_loss\n0,3.0,3.5\n1,2.5,\n1,2.0,2.4\n2,1.5,2.1\n"
+    )
+    assert folder.history() == {"loss": [3.0, 2.0, 1.5], "val_loss": [3.5, 2.4, 2.1]}
+    assert runs.RunFolder(tmp_path / "none").history() == {}
