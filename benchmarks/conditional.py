@@ -20,37 +20,35 @@ Run as ``python -m benchmarks.conditional`` (from the repository root). Parts
   of the central 50 % and 90 % credible intervals of each coordinate (calibrated:
   0.50 and 0.90).
 
-Prints a table; ``--out FILE`` writes the results as JSON; ``--tiny`` is a smoke
-setting (seconds, small data and models: the numbers mean nothing). Time the full
-run on a quiet machine. Imports keras_iresnet and TFP only (no other benchmark
-module).
+Prints a table per part and the JSON report (the machine, the settings and
+every part's rows); ``--out FILE`` also writes it to a file; ``--tiny`` is the
+smoke setting of the test suite (seconds, small data and models: the numbers mean
+nothing). Time the full run on a quiet machine; the results and the command
+belong in benchmarks/README.md ("Conditional flows").
+
+The budgets count training only, building and tracing included (the clock of
+:mod:`benchmarks.common`: :class:`~benchmarks.common.WallClock`,
+:class:`~benchmarks.common.StopAfter` for ``fit``, :func:`~benchmarks.common.train_for`
+for the TFP loops); the TFP flows bound their log-scales with ``tanh`` (as
+:mod:`benchmarks.baselines` does), without which the MAF diverges on the digits.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_probability as tfp  # noqa: E402
-
-from keras_iresnet import bridge, data, logdet, models, recipes, runs  # noqa: E402
+from benchmarks import common
+from keras_iresnet import bridge, data, logdet, models, recipes, runs
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 PARTS = ("closed_form", "digits", "sbi")
 LOGIT_ALPHA = 1e-6
-
-
-def count(variables):
-    return int(sum(np.prod(v.shape) for v in variables))
 
 
 # -- the TFP baselines ----------------------------------------------------------------------
@@ -83,7 +81,7 @@ class TFPConditionalFlow:
 
     def __init__(self, kind, dim, context_dim, layers, hidden, seed=0):
         rng = np.random.default_rng(seed)
-        bijectors, self.names, self._coupling_variables = [], [], []
+        bijectors, self.names, self._coupling_variables, self._mades = [], [], [], []
         for index in range(layers):
             name = f"{kind}{index}"
             if kind == "maf":
@@ -95,7 +93,13 @@ class TFPConditionalFlow:
                     hidden_units=list(hidden),
                     activation="relu",
                 )
-                bijectors.append(tfb.MaskedAutoregressiveFlow(made, name=name))
+                self._mades.append(made)
+
+                def fn(y, made=made, **kwargs):
+                    shift, log_scale = tf.unstack(made(y, **kwargs), axis=-1)
+                    return shift, tf.tanh(log_scale)
+
+                bijectors.append(tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=fn, name=name))
             else:
                 fn, variables = _coupling(dim // 2, context_dim, dim - dim // 2, hidden)
                 self._coupling_variables += variables
@@ -124,49 +128,41 @@ class TFPConditionalFlow:
 
     @property
     def trainable_variables(self):
-        return list(self.distribution.trainable_variables) + self._coupling_variables
+        variables = list(self.distribution.trainable_variables) + self._coupling_variables
+        for made in self._mades:  # behind a shift_and_log_scale_fn closure: not tracked by TFP
+            variables += list(made.trainable_variables)
+        unique = {id(v): v for v in variables}
+        return list(unique.values())
 
 
 def train_tfp(flow, dataset, seconds, learning_rate):
-    """Adam on ``-mean log_prob`` until ``seconds`` have passed (tracing included); steps."""
+    """Adam on ``-mean log_prob`` for ``seconds`` of training (tracing included).
+
+    Returns ``(steps, seconds spent)``.
+    """
     optimizer = keras.optimizers.Adam(learning_rate, clipnorm=1.0)
     variables = flow.trainable_variables
 
     @tf.function
-    def step(x, c):
+    def step(batch):
+        x, c = batch
         with tf.GradientTape() as tape:
             loss = -tf.reduce_mean(flow.log_prob(x, c))
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
-    start, steps = time.perf_counter(), 0
-    for x, c in dataset.repeat():
-        step(x, c)
-        steps += 1
-        if time.perf_counter() - start >= seconds:
-            break
-    return steps
-
-
-class _TimeBudget(keras.callbacks.Callback):
-    """Stop ``fit`` once ``seconds`` have passed since it began (tracing included)."""
-
-    def __init__(self, seconds):
-        super().__init__()
-        self.seconds = seconds
-        self.steps = 0
-
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps += 1
-        if time.perf_counter() - self.start >= self.seconds:
-            self.model.stop_training = True
+    clock = common.WallClock()
+    steps = common.train_for(step, lambda: dataset, seconds=seconds, clock=clock)
+    return steps, clock.elapsed()
 
 
 def fit_for(model, dataset, seconds, callbacks=()):
-    budget = _TimeBudget(seconds)
+    """``model.fit`` for ``seconds`` of training (building and tracing included).
+
+    Returns ``(steps, seconds spent)``.
+    """
+    clock = common.WallClock()
+    budget = common.StopAfter(clock, seconds)
     model.fit(
         dataset.repeat(),
         epochs=10**6,
@@ -174,7 +170,7 @@ def fit_for(model, dataset, seconds, callbacks=()):
         verbose=0,
         callbacks=[budget, *callbacks],
     )
-    return budget.steps
+    return budget.steps, clock.elapsed()
 
 
 # -- part 1: the closed-form conditional target ---------------------------------------------
@@ -195,14 +191,13 @@ def closed_form(args, simulator):
     )
     ours.compile(keras.optimizers.Adam(3e-3))
     rows, trained = [], {}
-    start = time.perf_counter()
-    steps = fit_for(ours, dataset, args.seconds)
+    steps, seconds = fit_for(ours, dataset, args.seconds)
     rows.append(
         dict(
             model=f"i-ResNet conditional ({blocks} blocks, width {hidden})",
-            parameters=count(ours.trainable_variables),
+            parameters=common.count_parameters(ours.trainable_variables),
             steps=steps,
-            seconds=time.perf_counter() - start,
+            seconds=seconds,
             nll=-float(np.mean(ours.log_prob(held_theta, context=held_x))),
         )
     )
@@ -211,14 +206,13 @@ def closed_form(args, simulator):
     for kind, label in (("maf", "TFP MAF"), ("realnvp", "TFP RealNVP")):
         keras.utils.set_random_seed(args.seed)
         flow = TFPConditionalFlow(kind, simulator.theta_dim, simulator.x_dim, layers, width)
-        start = time.perf_counter()
-        steps = train_tfp(flow, dataset, args.seconds, 1e-3)
+        steps, seconds = train_tfp(flow, dataset, args.seconds, 1e-3)
         rows.append(
             dict(
                 model=f"{label} conditional ({layers} layers, hidden {list(width)})",
-                parameters=count(flow.trainable_variables),
+                parameters=common.count_parameters(flow.trainable_variables),
                 steps=steps,
-                seconds=time.perf_counter() - start,
+                seconds=seconds,
                 nll=-float(np.mean(flow.log_prob(held_theta, held_x))),
             )
         )
@@ -294,9 +288,8 @@ def digits(args):
     split = runs.load_split(recipe, seed=args.seed, n_train=n_train)
     train, _ = runs.datasets(recipe, split, drop_remainder=True)
     classes, dims = split.num_classes, int(np.prod(split.input_shape))
-    rng = np.random.default_rng(args.seed + 7)  # one fixed dequantization of the held-out images
-    held_x = (split.x_test.astype("float32") + rng.uniform(size=split.x_test.shape)) / 256.0
-    held_x = held_x.astype("float32")
+    # one fixed dequantization of the held-out images
+    held_x = common.dequantize(split.x_test, args.seed + 7).astype("float32")
     held_c = data.one_hot_labels(split.y_test, classes)
 
     def bits_per_dim(log_prob):
@@ -306,14 +299,10 @@ def digits(args):
 
     rows = []
     keras.utils.set_random_seed(args.seed)
-    overrides = (
-        {"blocks": (1, 1), "block": {**recipe.model["block"], "hidden": 8}} if args.tiny else {}
-    )
+    overrides = common.tiny_model(recipe) if args.tiny else {}
     ours = runs.build_model(recipe, split, **overrides)
     runs.compile_model(ours, recipe)
-    start = time.perf_counter()
-    steps = fit_for(ours, train, args.seconds, runs.make_callbacks(recipe, split))
-    seconds = time.perf_counter() - start
+    steps, seconds = fit_for(ours, train, args.seconds, runs.make_callbacks(recipe, split))
     ours.eval_logdet = logdet.PowerSeries(n_terms=20, n_samples=4)
     log_prob = np.concatenate(
         [
@@ -324,7 +313,7 @@ def digits(args):
     rows.append(
         dict(
             model="i-ResNet recipe digits-conditional",
-            parameters=count(ours.trainable_variables),
+            parameters=common.count_parameters(ours.trainable_variables),
             steps=steps,
             seconds=seconds,
             bits_per_dim=bits_per_dim(log_prob),
@@ -346,14 +335,13 @@ def digits(args):
             trainable_variables = flow.trainable_variables
             log_prob = staticmethod(in_logit_space)
 
-        start = time.perf_counter()
-        steps = train_tfp(Wrapped, flat, args.seconds, 1e-3)
+        steps, seconds = train_tfp(Wrapped, flat, args.seconds, 1e-3)
         rows.append(
             dict(
                 model=f"{label} conditional ({layers} layers, hidden {list(hidden)})",
-                parameters=count(flow.trainable_variables),
+                parameters=common.count_parameters(flow.trainable_variables),
                 steps=steps,
-                seconds=time.perf_counter() - start,
+                seconds=seconds,
                 bits_per_dim=bits_per_dim(in_logit_space(flat_held, held_c)),
             )
         )
@@ -366,38 +354,17 @@ def digits(args):
 
 
 # -- the command ------------------------------------------------------------------------------
-def table(title, rows, columns):
-    print(f"\n{title}")
-    print(" | ".join(f"{c:>14s}" if c != "model" else f"{c:<48s}" for c in columns))
-    for row in rows:
-        cells = []
-        for c in columns:
-            value = row.get(c)
-            if c == "model":
-                cells.append(f"{value:<48s}")
-            elif isinstance(value, float):
-                cells.append(f"{value:14.4f}")
-            else:
-                cells.append(f"{value!s:>14s}")
-        print(" | ".join(cells))
-
-
 def parse(argv=None):
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.conditional", description=__doc__.split("\n")[0]
-    )
+    p = common.parser(__doc__, full=False)
+    p.prog = "python -m benchmarks.conditional"
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated parts of {PARTS}")
     p.add_argument(
         "--seconds",
         type=float,
         default=None,
-        help="wall-clock budget per model (default 120; --tiny 5)",
+        help="training budget per model in seconds (default 120; --tiny 5)",
     )
-    p.add_argument(
-        "--tiny", action="store_true", help="smoke setting: small data and models, seconds"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and the models")
     args = p.parse_args(argv)
     args.parts = [part for part in args.parts.split(",") if part]
     unknown = sorted(set(args.parts) - set(PARTS))
@@ -411,37 +378,40 @@ def parse(argv=None):
 def main(argv=None):
     args = parse(argv)
     simulator = data.GaussianLinear()
-    results = {"settings": {"seconds": args.seconds, "tiny": args.tiny, "seed": args.seed}}
+    settings = {key: value for key, value in vars(args).items() if key != "probe"}
+    payload = {"benchmark": "conditional", "machine": common.machine(), "settings": settings}
     trained = None
     if "closed_form" in args.parts or "sbi" in args.parts:
-        results["closed_form"], trained = closed_form(args, simulator)
-        table(
-            "closed form: held-out conditional NLL (nats), truth "
+        payload["closed_form"], trained = closed_form(args, simulator)
+        common.print_table(
+            payload["closed_form"]["rows"],
+            ["model", "parameters", "steps", "seconds", "nll", "gap_to_truth"],
+            title="closed form: held-out conditional NLL (nats), truth "
             f"{simulator.conditional_entropy:.4f}, best without the context "
             f"{simulator.prior_entropy:.4f}; {args.seconds:g} s per model",
-            results["closed_form"]["rows"],
-            ["model", "parameters", "steps", "nll", "gap_to_truth"],
         )
     if "sbi" in args.parts:
-        results["sbi"] = sbi(args, simulator, trained)
-        table(
-            "SBI calibration of the closed-form models (calibrated: coverage 0.50 / 0.90)",
-            results["sbi"]["rows"],
+        payload["sbi"] = sbi(args, simulator, trained)
+        common.print_table(
+            payload["sbi"]["rows"],
             ["model", "kl_q_p", "mean_error", "cov_error", "coverage_50", "coverage_90"],
+            title="SBI calibration of the closed-form models (calibrated: coverage 0.50 / 0.90)",
         )
     if "digits" in args.parts:
-        results["digits"] = digits(args)
-        table(
-            "digits: held-out conditional bits/dim (context: one-hot label); "
+        payload["digits"] = digits(args)
+        common.print_table(
+            payload["digits"]["rows"],
+            ["model", "parameters", "steps", "seconds", "bits_per_dim"],
+            title="digits: held-out conditional bits/dim (context: one-hot label); "
             f"{args.seconds:g} s per model",
-            results["digits"]["rows"],
-            ["model", "parameters", "steps", "bits_per_dim"],
         )
+    text = json.dumps(payload, indent=2, default=float)
+    print(f"\n{text}")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
-        print(f"\nwrote {args.out}")
-    return results
+            handle.write(text)
+        print(f"wrote {args.out}")
+    return payload
 
 
 if __name__ == "__main__":

@@ -7,10 +7,6 @@ a regression on simulated pairs), and a classifier trained on the real digits.
 """
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -108,9 +104,21 @@ def test_contract_harness_with_a_context(make, input_shape, context_shape, tmp_p
         strategy=strategy,
         atol=1e-5,
     )
+    # Every conditional check ran (none skipped for this layer), with the distributed step
+    # where a strategy was given; and the contexts move the outputs well beyond the
+    # harness's own 1e-3 floor.
+    ran = {
+        "log_det_vs_slogdet",
+        "bijector_round_trip",
+        "keras_file_round_trip",
+        "XLA_inverse_c2",
+        "broadcast_context",
+        "inverse_second_context",
+        "wrong_context_inverse",
+    }
+    assert ran <= set(report), ran - set(report)
+    assert ("distributed_step" in report) == (strategy is not None)
     assert report["two_contexts_differ"] > 1e-2
-    assert report["wrong_context_inverse"] > 1e-3
-    assert report["inverse_forward"] <= 1e-5 and report["log_det_vs_slogdet"] <= 1e-3
 
 
 def test_harness_refuses_a_missing_context_shape():
@@ -211,35 +219,45 @@ def test_round_trip_and_log_det_at_random_contexts(mode, image):
 
 
 @pytest.mark.parametrize("mode", ["additive", "film"])
-def test_lipschitz_in_x_is_bounded_for_every_context(mode):
+@pytest.mark.parametrize("image", [False, True], ids=["dense", "conv"])
+def test_lipschitz_in_x_is_bounded_for_every_context(mode, image):
     """With the normalization active and the (unnormalized) context kernel x1000, the exact
-    operator norms of the x-path stay <= coeff and ||J_x g(x, c)|| <= the certified bound."""
-    layer = stack((2,), mode, num_blocks=2, hidden=16)
-    layer.build((None, 3))
+    operator norms of the x-path (SVD of each linear layer's explicit matrix, float64) stay
+    <= coeff, and ||J_x g(x, c)|| <= the certified bound at random contexts."""
+    shape = (3, 3, 2) if image else (3,)
+    if image:
+        layer = stack((2,), mode, num_blocks=2, hidden=4, kernel_sizes=(3, 1, 3))
+    else:
+        layer = stack((2,), mode, num_blocks=2, hidden=16)
+    layer.build((None,) + shape)
     testing.saturate(layer, 5.0, max_iterations=3000, rtol=1e-7)
     layer.context_projection.kernel.assign(layer.context_projection.kernel * 1000.0)
+    in_shape = shape
     for sub in layer.linear_layers:
-        norms = sub.operator_norm()
-        for slice_index, norm in enumerate(norms):  # exact norms, from explicit matrices
-            kernel = sub.normalized_kernel()[slice_index]
+        kernels = sub.normalized_kernel()
+        for slice_index in range(layer.num_blocks):
+            kernel = tf.cast(kernels[slice_index], tf.float64)
             matrix = testing.explicit_matrix(
-                lambda t, k=kernel, sub=sub: sub.apply_operator(t, tf.cast(k, t.dtype)),
-                (sub.kernel.shape[1],),
+                lambda t, k=kernel, sub=sub: sub.apply_operator(t, k), in_shape
             )
-            assert testing.top_singular_value(matrix) == pytest.approx(norm, rel=1e-4)
-            assert norm <= 0.9 * (1 + 1e-3)
+            norm = testing.top_singular_value(matrix)
+            assert norm <= 0.9 * (1 + 1e-3), (sub.name, slice_index, norm)
+            if not image:  # the layer's own exact norm (SVD of the kernel) agrees
+                assert norm == pytest.approx(sub.operator_norm()[slice_index], rel=1e-4)
+        in_shape = tuple(sub.compute_output_shape((None,) + in_shape)[1:])
     bounds = layer.lipschitz_bounds()
     assert max(bounds) <= 0.9**3 * (1 + 3e-3)
     worst = 0.0
+    dims = int(np.prod(shape))
     for seed in range(5):
-        c = normal((64, 2), 20 + seed, scale=3.0)
-        x = normal((64, 3), 30 + seed, scale=3.0)
+        c = normal((16, 2), 20 + seed, scale=3.0)
+        x = normal((16,) + shape, 30 + seed, scale=3.0)
         for index in range(2):
             g = layer.residual_function(index=index, context=c)
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 out = g(x)
-            jacobian = tape.batch_jacobian(out, x)
+            jacobian = tf.reshape(tape.batch_jacobian(out, x), (16, dims, dims))
             norm = float(tf.reduce_max(tf.linalg.svd(jacobian, compute_uv=False)))
             assert norm <= bounds[index] + 1e-6
             worst = max(worst, norm)
@@ -662,12 +680,29 @@ def posterior_flows():
 
 @pytest.mark.slow
 def test_conditional_flow_reaches_the_true_conditional_nll(posterior_flows):
-    """Held-out NLL within 0.05 nats of the conditional entropy 0.5 ln det(2 pi e S); the
-    unconditional flow on the same data cannot beat the prior's entropy and is far worse."""
+    """The target theta | x ~ N(A x, S) (x the context). On 4,000 held-out pairs, the flow's
+    NLL minus the true NLL *on the same pairs* estimates E_x KL(p(.|x) || q(.|x)) >= 0.
+
+    Tolerance: 0.05 nats, about 3 % of the conditional entropy (1.59 nats); the paired
+    difference has a standard error (printed, about 0.002 nats here) far below it, so the
+    test measures the model, not the sample. It may not be below -4 standard errors
+    either (no model beats the truth). The unconditional flow on the same theta cannot
+    beat the prior's entropy and must be worse by more than a nat."""
     held_theta, held_x = posterior_flows["held"]
-    nll = -float(np.mean(posterior_flows["conditional"].log_prob(held_theta, context=held_x)))
+    log_q = posterior_flows["conditional"].log_prob(held_theta, context=held_x).numpy()
+    log_p = GL.posterior_log_prob(held_theta, held_x)
+    difference = log_p - log_q
+    gap = float(np.mean(difference))
+    stderr = float(np.std(difference) / np.sqrt(len(difference)))
+    nll = -float(np.mean(log_q))
     unconditional = -float(np.mean(posterior_flows["unconditional"].log_prob(held_theta)))
-    assert abs(nll - GL.conditional_entropy) <= 0.05, (nll, GL.conditional_entropy)
+    print(
+        f"conditional NLL {nll:.4f}, true NLL on the same pairs {-np.mean(log_p):.4f}, "
+        f"gap {gap:.4f} +- {stderr:.4f} nats; entropy {GL.conditional_entropy:.4f}; "
+        f"unconditional NLL {unconditional:.4f} (prior entropy {GL.prior_entropy:.4f})"
+    )
+    assert gap <= 0.05, (gap, stderr)
+    assert gap >= -4 * stderr, (gap, stderr)
     assert unconditional > GL.prior_entropy - 0.05
     assert nll < unconditional - 1.0
 
@@ -746,7 +781,9 @@ def test_digits_conditional_samples_are_recognisable(digits_runs):
     samples = model.sample(context=np.eye(10, dtype="float32")[labels], temperature=0.7, seed=1)
     inputs = (np.clip(samples.numpy(), 0.0, 1.0) - mean) / std
     predicted = np.argmax(classifier.predict(inputs, verbose=0), axis=1)
-    assert float(np.mean(predicted == labels)) >= 0.8
+    accuracy = float(np.mean(predicted == labels))
+    print(f"samples labelled as their class: {accuracy:.3f}")
+    assert accuracy >= 0.8
 
 
 @pytest.mark.slow
@@ -755,6 +792,7 @@ def test_digits_conditional_bits_per_dim_below_the_unconditional_recipe(digits_r
     both trained the same epochs on the same split."""
     conditional = digits_runs["conditional"][1]
     unconditional = digits_runs["unconditional"][1]
+    print(f"held-out bits/dim: conditional {conditional:.4f}, unconditional {unconditional:.4f}")
     assert conditional < unconditional, (conditional, unconditional)
 
 
@@ -776,36 +814,3 @@ def test_cli_run_of_digits_conditional(digits_runs, capsys):
     assert cli_main(["invert", "--run", str(out), "--n", "16"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["max_relative_error"] < 1e-4
     assert cli_main(["certify", "--run", str(out)]) == 0
-
-
-# -- the benchmark ------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_benchmark_runs_on_tiny_settings_and_writes_json(tmp_path):
-    """``python -m benchmarks.conditional --tiny``: every part, every model, finite numbers."""
-    root = pathlib.Path(__file__).resolve().parents[1]
-    out = tmp_path / "conditional.json"
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.conditional",
-            "--tiny",
-            "--seconds",
-            "2",
-            "--out",
-            str(out),
-        ],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    report = json.loads(out.read_text())
-    for part, key in (("closed_form", "nll"), ("sbi", "kl_q_p"), ("digits", "bits_per_dim")):
-        rows = report[part]["rows"]
-        assert len(rows) == 3 and all(np.isfinite(row[key]) for row in rows), part
-    assert "|" in result.stdout

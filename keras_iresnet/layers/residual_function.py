@@ -176,7 +176,8 @@ class ContextProjection(Stackable, keras.layers.Layer):
         return h + projection
 
     def call(self, inputs):
-        """Every block's projection of a vector context: ``[stack?, batch, m]`` (:meth:`project`)."""
+        """Every block's projection of a vector context: ``[stack?, batch, m]``
+        (:meth:`project`)."""
         return self.project(inputs, image=False)
 
     def compute_output_shape(self, input_shape):
