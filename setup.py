@@ -34,7 +34,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6"],
         "notebooks": ["jupyter", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6"],
-        # The external reference of benchmarks/speed.py part (d): PyTorch residual flows (CPU build).
+        # The external reference of benchmarks.speed_normflows: PyTorch residual flows (CPU build).
         "bench": ["torch", "normflows"],
     },
     entry_points={"console_scripts": ["iresnet=keras_iresnet.cli:main"]},

@@ -1,4 +1,4 @@
-"""2-D densities: the "2d" recipe's i-ResNet flow against TFP RealNVP and MAF (issue 16).
+"""2-D densities: the "2d" recipe's i-ResNet flow against TFP RealNVP and MAF.
 
 Test NLL in nats (5,000 test points per seed; mean and standard deviation over the
 seeds) on five 2-D densities (moons, 8 gaussians, checkerboard, two spirals,

@@ -1,4 +1,4 @@
-"""The hybrid model on digits: accuracy and bits/dim against its two halves (issue 14).
+"""The hybrid model on digits: accuracy and bits/dim against its two halves.
 
 The "digits-hybrid" recipe (classifier and density in one i-ResNet, 30 epochs, 2
 seeds) against the "digits-classifier" recipe (10 epochs, same seeds) and the

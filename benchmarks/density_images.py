@@ -1,4 +1,4 @@
-"""The image race at equal wall-clock: the i-ResNet recipes against TFP Glow and RealNVP (issue 13).
+"""The image race at equal wall-clock: the i-ResNet recipes against TFP Glow and RealNVP.
 
 Held-out bits/dim of the i-ResNet image recipe ("mnist" on the MNIST test-images
 file, 9,000 train / the last 1,000 held out; "digits-density" on digits, 1,400 /

@@ -1,4 +1,4 @@
-"""Inverse cost per solver and coefficient (issue 3): g evaluations, time and error at rtol 1e-7.
+"""Inverse cost per solver and coefficient: g evaluations, time and error at rtol 1e-7.
 
 For each coeff in {0.5, 0.7, 0.9}, two networks are inverted block by block with
 the fixed-point iteration (Algorithm 1) and with Anderson acceleration, to a

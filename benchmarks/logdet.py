@@ -1,4 +1,4 @@
-"""Log-det estimators (issue 4): bias and spread against the exact value, cost, memory.
+"""Log-det estimators: bias and spread against the exact value, cost, memory.
 
 1. Bias and standard deviation (bits/dim) of PowerSeries(n), n = 1, 2, 5, 10, and
    RussianRoulette against the exact log-det of one block in the trained regime

@@ -1,4 +1,4 @@
-"""Where a training step of an image recipe goes (issue 13: why the race is lost).
+"""Where a training step of an image recipe goes (why the race is lost).
 
 For the recipe's model on one batch of its data (default "mnist" on the MNIST
 test-images file when present, else "digits-density"; ``--recipe`` picks another),

@@ -1,4 +1,4 @@
-"""Cost of spectral normalization per training step of one conv layer (issue 2).
+"""Cost of spectral normalization per training step of one conv layer.
 
 One conv layer, 3x3, 32 -> 32 channels, input 64x32x32x32, forward + backward +
 SGD step in a ``tf.function``, timed in interleaved rounds (median of 20):

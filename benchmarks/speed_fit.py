@@ -1,4 +1,4 @@
-"""``model.fit`` throughput: default, XLA and MirroredStrategy (issue 7; part f).
+"""``model.fit`` throughput: default, XLA and MirroredStrategy (part f).
 
 Examples per second of ``model.fit`` in its last epoch (the earlier one includes
 tracing), for the classifier and the 5-term density flow of

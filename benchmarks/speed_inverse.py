@@ -1,4 +1,4 @@
-"""Inverse vs forward pass of a trained network, in forward-pass equivalents (issue 7; part c).
+"""Inverse vs forward pass of a trained network, in forward-pass equivalents (part c).
 
 The trunk of the "digits-classifier" recipe trained 5 epochs at coeff 0.9
 (:func:`benchmarks.inverse.trained_digits_trunk`), on 128 test images: the

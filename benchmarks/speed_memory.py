@@ -1,4 +1,4 @@
-"""Peak memory of a training step against the number of log-det terms (issue 7; part e).
+"""Peak memory of a training step against the number of log-det terms (part e).
 
 Max RSS of a fresh process running one training step of one block on 16x16x16
 (hidden 64) at batch 256, for n = 2, 5, 10, 20 power-series terms, with plain

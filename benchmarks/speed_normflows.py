@@ -1,4 +1,4 @@
-"""Our density step against PyTorch's residual flows of ``normflows`` (issue 16; part d).
+"""Our density step against PyTorch's residual flows of ``normflows`` (part d).
 
 The same architecture and work in keras_iresnet (one ``InvertibleResidualStack``)
 and in ``normflows`` (``pip install torch normflows``; skipped, and said so in the

@@ -1,4 +1,4 @@
-"""Start-up and steady state: build, first step, first evaluate, later epoch (issue 16; part h).
+"""Start-up and steady state: build, first step, first evaluate, later epoch (part h).
 
 Each model in a fresh process; seconds from the start of building the model to
 its end, to the end of its first ``fit`` step (tracing included), the first
@@ -10,7 +10,7 @@ its end, to the end of its first ``fit`` step (tracing included), the first
   parameters, trained by the same Keras-style compiled step (Adam 1e-4);
 - the image recipes "digits-density" and "mnist" (20 steps per epoch), 2 epochs.
 
-Goals (issue 16): first step within 5 s at 40 blocks, growing at most linearly in
+Goals: first step within 5 s at 40 blocks, growing at most linearly in
 depth, and a steady-state epoch no slower than RealNVP's.
 
 Run::
@@ -159,7 +159,7 @@ def goals(rows):
         theirs = rows[rows.index(ours) + 1]
         if "40 blocks" in ours["model"]:
             result.append(
-                ("time to first step <= 5 s for 40 blocks (issue 16)", ours["first_step_s"], 5.0)
+                ("time to first step <= 5 s for 40 blocks", ours["first_step_s"], 5.0)
             )
         result.append(
             (

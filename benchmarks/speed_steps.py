@@ -147,7 +147,7 @@ def goals(rows):
     return goal_rows(
         [
             (
-                "spectral convs <= 1.1x a plain conv classifier step (issue 12)",
+                "spectral convs <= 1.1x a plain conv classifier step",
                 step["classifier, spectral convs"]["ratio_to_plain_classifier"],
                 1.1,
             ),
@@ -157,14 +157,14 @@ def goals(rows):
                 3.0,
             ),
             (
-                "default spectral rule <= 1.15x the paper's rule, classifier step (issue 12)",
+                "default spectral rule <= 1.15x the paper's rule, classifier step",
                 step["classifier, spectral convs: default rule / paper rule"][
                     "ratio_default_to_paper_rule"
                 ],
                 1.15,
             ),
             (
-                "default spectral rule <= 1.15x the paper's rule, density step (issue 12)",
+                "default spectral rule <= 1.15x the paper's rule, density step",
                 step["density, power series n=5: default rule / paper rule"][
                     "ratio_default_to_paper_rule"
                 ],

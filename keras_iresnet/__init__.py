@@ -128,28 +128,77 @@ def _register_with_keras():
         importlib.import_module(module)
 
 
-class _RegisterAfterKeras(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Finds ``keras`` with the other finders and registers this package's classes once it loaded."""
+_registered = False
 
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras":
-            return None
-        _sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("keras")
-        if spec is None or spec.loader is None:
-            return spec
-        self._loader, spec.loader = spec.loader, self
-        return spec
+
+def _importing(name):
+    """Whether the module ``name`` is being imported right now (partly initialized)."""
+    module = _sys.modules.get(name)
+    spec = getattr(module, "__spec__", None)
+    return module is not None and bool(getattr(spec, "_initializing", False))
+
+
+def _register_when_quiet(finished=None):
+    """Register once Keras is loaded and none of this package's modules is half imported.
+
+    Registering imports the layers and models; doing it while one of our modules is
+    itself half imported (its ``import keras`` loaded Keras) would run into that
+    module's unfinished names, so it waits until the outermost of our imports ends.
+    """
+    global _registered
+    if _registered or "keras" not in _sys.modules:
+        return
+    if finished != "keras" and _importing("keras"):
+        return
+    busy = [n for n in list(_sys.modules) if n.startswith("keras_iresnet.") and _importing(n)]
+    if any(name != finished for name in busy):
+        return
+    _registered = True
+    _register_with_keras()
+
+
+class _LoaderThenRegister(importlib.abc.Loader):
+    """Runs the real loader, then :func:`_register_when_quiet`."""
+
+    def __init__(self, loader):
+        self._loader = loader
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        _register_with_keras()
+        _register_when_quiet(finished=module.__name__)
+
+    def __getattr__(self, name):  # resource readers, get_source, is_package, ...
+        return getattr(self._loader, name)
 
 
-if "keras" in _sys.modules:
-    _register_with_keras()
-else:
-    _sys.meta_path.insert(0, _RegisterAfterKeras())
+class _RegisterAfterImports(importlib.abc.MetaPathFinder):
+    """Wraps the loaders of ``keras`` and of this package's modules (found by the other finders).
+
+    The Keras classes of this package are registered as soon as Keras is loaded and the
+    import that loaded it has finished -- whichever is imported first, and whichever of our
+    modules is imported first.
+    """
+
+    _busy = False
+
+    def find_spec(self, fullname, path=None, target=None):
+        if _registered or self._busy:
+            return None
+        if fullname != "keras" and not fullname.startswith("keras_iresnet."):
+            return None
+        self._busy = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._busy = False
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _LoaderThenRegister(spec.loader)
+        return spec
+
+
+_sys.meta_path.insert(0, _RegisterAfterImports())
+_register_when_quiet()

@@ -9,7 +9,17 @@ bijectors that compute a transform and its log-det together). :func:`check` is t
 tensor is enforced in eager mode, in a graph and under XLA.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    import keras
 
 __all__ = [
     "graph_function",
@@ -29,7 +39,7 @@ __all__ = [
 no_autograph = tf.autograph.experimental.do_not_convert
 
 
-def graph_function(fn):
+def graph_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``tf.function(fn, autograph=False)`` without TensorFlow's retracing warning.
 
     Each layer owns such functions (traced once per layer and input signature),
@@ -44,7 +54,7 @@ def graph_function(fn):
     return compiled
 
 
-def in_xla_context():
+def in_xla_context() -> bool:
     """Whether ops are being built inside an XLA (``jit_compile=True``) function."""
     try:
         from tensorflow.python.ops import control_flow_util
@@ -54,7 +64,7 @@ def in_xla_context():
         return False
 
 
-def track_loss(model, loss, batch_size):
+def track_loss(model: keras.Model, loss: tf.Tensor, batch_size: tf.Tensor | int) -> None:
     """Record a training step's loss in Keras' own ``loss`` metric, as ``Model.train_step`` does.
 
     ``loss`` is the per-replica loss (already divided by the number of replicas);
@@ -65,13 +75,19 @@ def track_loss(model, loss, batch_size):
     model._loss_tracker.update_state(unscaled, sample_weight=batch_size)  # noqa: SLF001 - Keras' own tracker
 
 
-def sublayers(layer):
+def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     """A Keras layer's direct sublayers in creation order (Keras' own list; its
     ``_flatten_layers`` reverses nested ones)."""
     return list(layer._layers)  # noqa: SLF001 - Keras keeps the creation order only here
 
 
-def check(condition, message, value=None, error=ValueError, details=None):
+def check(
+    condition: tf.Tensor | bool,
+    message: str,
+    value: Any = None,
+    error: type[Exception] = ValueError,
+    details: Callable[[], str] | None = None,
+) -> Any:
     """Require a scalar bool tensor ``condition``; the one check for eager, graph and XLA code.
 
     - eager: raises ``error(message)`` (with ``details()`` appended, if given) when false;
@@ -103,13 +119,13 @@ def check(condition, message, value=None, error=ValueError, details=None):
         return tf.nest.map_structure(tf.identity, value)
 
 
-def all_finite(*tensors):
+def all_finite(*tensors: tf.Tensor | None) -> tf.Tensor:
     """A scalar bool: every entry of every tensor is finite (None entries skipped)."""
     flags = [tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None]
     return tf.reduce_all(tf.stack(flags)) if flags else tf.constant(True)
 
 
-def tfp_greedy_cache(forward_name, inverse_name):
+def tfp_greedy_cache(forward_name: str, inverse_name: str) -> Any:
     """TFP's bijector cache that stores what a transform computed beside its output.
 
     ``BijectorCacheWithGreedyAttrs`` (TFP's FFJORD uses it) caches the dict of

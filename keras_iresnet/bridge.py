@@ -15,7 +15,12 @@ variable is not one. In keras_iresnet all state lives in Keras layers, and:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = ["tf_variables", "check_no_foreign_variables"]
 
@@ -32,7 +37,9 @@ def _backing_variable(keras_variable):
     )
 
 
-def tf_variables(layer, trainable_only=False):
+def tf_variables(
+    layer: keras.layers.Layer, trainable_only: bool = False
+) -> tuple[tf.Variable, ...]:
     """The ``tf.Variable`` objects behind a built Keras layer's variables, in Keras order.
 
     Gradients taken with ``tf.GradientTape`` with respect to these are the
@@ -47,7 +54,7 @@ def tf_variables(layer, trainable_only=False):
     return tuple(_backing_variable(v) for v in variables)
 
 
-def check_no_foreign_variables(module, owner_name):
+def check_no_foreign_variables(module: object, owner_name: str) -> None:
     """Raise if a ``tf.Module`` (e.g. a TFP distribution) holds variables Keras cannot track.
 
     Variables that back Keras variables (exposed through :func:`tf_variables`) are fine.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -24,6 +25,11 @@ import numpy as np
 from keras_iresnet.certify import refine
 from keras_iresnet.divergence import NonFiniteLossError
 from keras_iresnet.layers.walk import normalized_layers
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    import tensorflow as tf
 
 __all__ = [
     "TimeBudget",
@@ -52,7 +58,7 @@ class RefineSpectralNorm(keras.callbacks.Callback):
       every_epoch: also check after every epoch.
     """
 
-    def __init__(self, warn_above=1e-3, every_epoch=False):
+    def __init__(self, warn_above: float = 1e-3, every_epoch: bool = False) -> None:
         super().__init__()
         self.warn_above = warn_above
         self.every_epoch = every_epoch
@@ -80,11 +86,11 @@ class RefineSpectralNorm(keras.callbacks.Callback):
                 stacklevel=2,
             )
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.every_epoch:
             self._refine()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._refine()
 
 
@@ -96,7 +102,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     callback reports it right after the step.)
     """
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.model.stop_training = True
@@ -131,11 +137,11 @@ class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
         super()._swap_variables()
         refine(self.model)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._ema_at_epoch_end = None
         super().on_epoch_begin(epoch, logs)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         super().on_epoch_end(epoch, logs)
         if self.swap_on_epoch and self._ema_weights_in_model and epoch != self.params["epochs"] - 1:
             # Keras only finalizes at the planned last epoch; keep these in case fit stops here.
@@ -143,7 +149,7 @@ class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
                 variable.numpy() for variable in self.model.trainable_variables
             ]
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._ema_at_epoch_end is not None:
             for variable, value in zip(self.model.trainable_variables, self._ema_at_epoch_end):
                 variable.assign(value)
@@ -163,11 +169,11 @@ class DataDependentInit(keras.callbacks.Callback):
       x: a batch of inputs, ``[n, ...]`` (as the model takes them).
     """
 
-    def __init__(self, x):
+    def __init__(self, x: np.ndarray | tf.Tensor | None) -> None:
         super().__init__()
         self.x = x
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self.x is not None:
             self.model(self.x, training=True)
             self.x = None
@@ -192,7 +198,7 @@ class TimeBudget(keras.callbacks.Callback):
       start: optional ``time.perf_counter()`` value where the budget began.
     """
 
-    def __init__(self, seconds, start=None):
+    def __init__(self, seconds: float, start: float | None = None) -> None:
         super().__init__()
         if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
             raise ValueError(f"seconds must be a finite number > 0; got seconds={seconds!r}.")
@@ -204,7 +210,7 @@ class TimeBudget(keras.callbacks.Callback):
         self._excluded = 0.0
         self._test_began = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self.start is None:
             self.start = time.perf_counter()
         self._excluded, self.steps, self.stopped = 0.0, 0, False
@@ -212,20 +218,20 @@ class TimeBudget(keras.callbacks.Callback):
     def _spent(self):
         return time.perf_counter() - self.start - self._excluded
 
-    def on_test_begin(self, logs=None):
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._test_began = time.perf_counter()
 
-    def on_test_end(self, logs=None):
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._test_began is not None:
             self._excluded += time.perf_counter() - self._test_began
             self._test_began = None
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.steps += 1
         self.elapsed = self._spent()
         if self.elapsed >= self.seconds:
             self.stopped = True
             self.model.stop_training = True
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.elapsed = self._spent()

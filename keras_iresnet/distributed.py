@@ -13,6 +13,7 @@ loss scaling across replicas as ``fit`` -- in ``strategy.run`` inside a
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
@@ -20,19 +21,22 @@ import tensorflow as tf
 from keras_iresnet.callbacks import RefineSpectralNorm
 from keras_iresnet.models.base import IResNetModel
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 __all__ = ["fit_distributed", "evaluate_distributed"]
 
 
 def fit_distributed(
-    model,
-    dataset,
-    epochs=1,
-    callbacks=None,
-    strategy=None,
-    verbose=1,
-    steps_per_epoch=None,
-    validation_data=None,
-):
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    epochs: int = 1,
+    callbacks: Sequence[keras.callbacks.Callback] | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    verbose: int = 1,
+    steps_per_epoch: int | None = None,
+    validation_data: tf.data.Dataset | None = None,
+) -> keras.callbacks.History:
     """Train a compiled model on a ``tf.data.Dataset`` of *global* batches with ``strategy``.
 
     Args:
@@ -117,7 +121,9 @@ def fit_distributed(
     return model.history
 
 
-def evaluate_distributed(model, dataset, strategy=None):
+def evaluate_distributed(
+    model: keras.Model, dataset: tf.data.Dataset, strategy: tf.distribute.Strategy | None = None
+) -> dict[str, float]:
     """The model's metrics on ``dataset`` (global batches), computed with ``test_step`` under ``strategy``.
 
     Keras 3's ``evaluate`` fails under ``MultiWorkerMirroredStrategy`` as ``fit``

@@ -29,9 +29,16 @@ non-finite loss, and the same restore follows (check 2 does not run under XLA).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import tensorflow as tf
 
 from keras_iresnet._tf import in_xla_context
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    import keras
 
 __all__ = [
     "DivergenceGuard",
@@ -78,7 +85,9 @@ class DivergenceGuard:
       strategy: the model's ``tf.distribute`` strategy.
     """
 
-    def __init__(self, variables, strategy):
+    def __init__(
+        self, variables: Iterable[keras.Variable], strategy: tf.distribute.Strategy
+    ) -> None:
         self.variables = list(variables)
         with strategy.scope():
             # Every replica holds the same weights, so the first replica's assignment
@@ -103,12 +112,12 @@ class DivergenceGuard:
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             )
 
-    def guards(self, variables):
+    def guards(self, variables: Iterable[keras.Variable]) -> bool:
         """Whether this guard was made for exactly these variables."""
         return [id(v) for v in self.variables] == [id(v) for v in variables]
 
     @staticmethod
-    def all_finite(loss, gradients):
+    def all_finite(loss: tf.Tensor, gradients: Sequence[tf.Tensor | None]) -> tf.Tensor:
         """A scalar bool: the loss and every gradient finite, on every replica of a strategy."""
         flags = [tf.reduce_all(tf.math.is_finite(loss))]
         flags += [tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None]
@@ -119,13 +128,17 @@ class DivergenceGuard:
         return tf.equal(bad, 0)
 
     @classmethod
-    def check_finite(cls, loss, gradients):
+    def check_finite(
+        cls, loss: tf.Tensor, gradients: Sequence[tf.Tensor | None]
+    ) -> list[tf.Operation]:
         """Check 1 alone (no snapshot): ops that fail outside XLA when the step is not finite."""
         if in_xla_context():
             return []
         return [tf.debugging.Assert(cls.all_finite(loss, gradients), [DIVERGED])]
 
-    def before_update(self, loss, gradients):
+    def before_update(
+        self, loss: tf.Tensor, gradients: Sequence[tf.Tensor | None]
+    ) -> list[tf.Operation | tf.Variable]:
         """Check 1 and the snapshot: ops that must run before the update.
 
         Keeps the weights as they are now (before this update) if the step is
@@ -143,7 +156,7 @@ class DivergenceGuard:
         with tf.control_dependencies(updates):
             return [tf.debugging.Assert(finite, [DIVERGED])]
 
-    def after_update(self):
+    def after_update(self) -> list[tf.Operation]:
         """Check 2 (outside XLA): fails with :data:`EXPLODED` if the update was larger than
         :data:`EXPLODING_UPDATE` times the weights before it."""
         if in_xla_context():
@@ -154,7 +167,7 @@ class DivergenceGuard:
         size = tf.maximum(_global_norm(before), tf.sqrt(float(count)))
         return [tf.debugging.Assert(change <= EXPLODING_UPDATE * size, [EXPLODED])]
 
-    def restore(self):
+    def restore(self) -> None:
         """Put the weights from before the last good update back (eager)."""
         for variable, snapshot in zip(self.variables, self.snapshots):
             variable.assign(tf.convert_to_tensor(snapshot))

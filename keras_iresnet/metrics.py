@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["MeanWithStandardError"]
 
@@ -19,7 +24,7 @@ class MeanWithStandardError(keras.metrics.Metric):
     Sums are kept in float64.
     """
 
-    def __init__(self, name="mean", **kwargs):
+    def __init__(self, name: str = "mean", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.total = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="total")
         self.total_squares = self.add_variable(
@@ -27,13 +32,13 @@ class MeanWithStandardError(keras.metrics.Metric):
         )
         self.count = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="count")
 
-    def update_state(self, values, sample_weight=None):
+    def update_state(self, values: tf.Tensor, sample_weight: tf.Tensor | None = None) -> None:
         values = tf.cast(tf.reshape(values, [-1]), tf.float64)
         self.total.assign_add(tf.reduce_sum(values))
         self.total_squares.assign_add(tf.reduce_sum(tf.square(values)))
         self.count.assign_add(tf.cast(tf.size(values), tf.float64))
 
-    def result(self):
+    def result(self) -> dict[str, tf.Tensor]:
         count = tf.maximum(tf.convert_to_tensor(self.count), 1.0)
         mean = self.total / count
         variance = tf.maximum(self.total_squares / count - tf.square(mean), 0.0)

@@ -29,8 +29,15 @@ Public functions:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from numpy.typing import ArrayLike
 
 __all__ = [
     "l2_normalize",
@@ -47,7 +54,7 @@ def _norms(t, batch_dims):
     return tf.norm(tf.reshape(t, tf.concat([tf.shape(t)[:batch_dims], [-1]], 0)), axis=-1)
 
 
-def l2_normalize(t, batch_dims=0):
+def l2_normalize(t: tf.Tensor, batch_dims: int = 0) -> tf.Tensor:
     """Divide ``t`` by its Euclidean norm over all axes but the first ``batch_dims``. Shape kept."""
     norm = _norms(t, batch_dims)
     return t / tf.reshape(
@@ -98,8 +105,14 @@ def _orthonormal_rows(flat):
 
 
 def subspace_iteration(
-    operator, adjoint, vectors, max_iterations=1, rtol=None, batch_dims=0, previous_sigma=None
-):
+    operator: Callable[[tf.Tensor], tf.Tensor],
+    adjoint: Callable[[tf.Tensor], tf.Tensor],
+    vectors: tf.Tensor,
+    max_iterations: int | tf.Tensor = 1,
+    rtol: float | tf.Tensor | None = None,
+    batch_dims: int = 0,
+    previous_sigma: tf.Tensor | None = None,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """Block power iteration with Rayleigh-Ritz for the largest singular value of ``A``.
 
     Keeps ``k`` orthonormal vectors ``V`` (the rows of ``vectors``) and iterates
@@ -218,7 +231,7 @@ def _symmetric_eigh(gram):
     return tf.where(finite[..., 0], values, nan), vectors
 
 
-def dense_singular_vectors(kernel, k=1):
+def dense_singular_vectors(kernel: ArrayLike, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` input-space singular vectors of dense kernel(s) ``[..., in, out]`` (numpy SVD).
 
     For ``y = x @ W`` (rows act on the left), ``W = U S V^T``: the input row
@@ -230,7 +243,7 @@ def dense_singular_vectors(kernel, k=1):
     return np.swapaxes(left[..., :, :k], -1, -2), values[..., 0]
 
 
-def conv_singular_values(kernel, input_shape):
+def conv_singular_values(kernel: tf.Tensor | np.ndarray, input_shape: Sequence[int]) -> tf.Tensor:
     """All singular values of a stride-1 2-D convolution with circular padding.
 
     Sedghi, Gupta & Long (2019), Theorem 6: the circular convolution with kernel

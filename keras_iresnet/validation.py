@@ -10,6 +10,14 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Sequence
+
+    import keras
+
+_T = TypeVar("_T")
 
 __all__ = [
     "coeff",
@@ -34,7 +42,7 @@ def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def coeff(value, allow_none=True, name="coeff"):
+def coeff(value: float | None, allow_none: bool = True, name: str = "coeff") -> float | None:
     """The normalization coefficient of equation (2): ``0 < coeff < 1``, or None (no normalization)."""
     if value is None and allow_none:
         return None
@@ -52,56 +60,56 @@ def coeff(value, allow_none=True, name="coeff"):
     return float(value)
 
 
-def positive_int(name, value):
+def positive_int(name: str, value: int) -> int:
     """An integer ``>= 1`` (bools refused)."""
     if not _is_int(value) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1; got {name}={value!r}.")
     return int(value)
 
 
-def non_negative_int(name, value):
+def non_negative_int(name: str, value: int) -> int:
     """An integer ``>= 0`` (bools refused)."""
     if not _is_int(value) or value < 0:
         raise ValueError(f"{name} must be an integer >= 0; got {name}={value!r}.")
     return int(value)
 
 
-def positive_float(name, value):
+def positive_float(name: str, value: float) -> float:
     """A finite real ``> 0``."""
     if not _is_real(value) or not math.isfinite(float(value)) or float(value) <= 0:
         raise ValueError(f"{name} must be a finite number > 0; got {name}={value!r}.")
     return float(value)
 
 
-def non_negative_float(name, value):
+def non_negative_float(name: str, value: float) -> float:
     """A finite real ``>= 0``."""
     if not _is_real(value) or not math.isfinite(float(value)) or float(value) < 0:
         raise ValueError(f"{name} must be a finite number >= 0; got {name}={value!r}.")
     return float(value)
 
 
-def fraction(name, value):
+def fraction(name: str, value: float) -> float:
     """A real in ``[0, 1)`` (dropout rates)."""
     if not _is_real(value) or not 0.0 <= float(value) < 1.0:
         raise ValueError(f"{name} must satisfy 0 <= {name} < 1; got {name}={value!r}.")
     return float(value)
 
 
-def open_unit(name, value):
+def open_unit(name: str, value: float) -> float:
     """A real in ``(0, 1)`` (probabilities, the logit's alpha, EMA decays)."""
     if not _is_real(value) or not 0.0 < float(value) < 1.0:
         raise ValueError(f"{name} must satisfy 0 < {name} < 1; got {name}={value!r}.")
     return float(value)
 
 
-def one_of(name, value, choices):
+def one_of(name: str, value: _T, choices: Collection[_T]) -> _T:
     """``value`` if it is one of ``choices`` (strings compared as given)."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}; got {name}={value!r}.")
     return value
 
 
-def int_pair(name, value):
+def int_pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
     """A positive int or a pair of them -> ``(a, b)``."""
     if _is_int(value):
         value = (value, value)
@@ -114,7 +122,7 @@ def int_pair(name, value):
     return tuple(int(v) for v in pair)
 
 
-def shape(name, value, ranks=(1, 3)):
+def shape(name: str, value: Sequence[int], ranks: Collection[int] = (1, 3)) -> tuple[int, ...]:
     """An event shape of one of ``ranks`` with positive integer sizes -> tuple of ints.
 
     ``(d,)`` for vectors or ``(H, W, C)`` for images by default.
@@ -135,7 +143,9 @@ def shape(name, value, ranks=(1, 3)):
 _RANK_KINDS = {2: "(vectors [batch, features])", 4: "(images [batch, height, width, channels])"}
 
 
-def input_shape(layer, shape, ranks=(2, 4)):
+def input_shape(
+    layer: keras.layers.Layer, shape: Sequence[int | None], ranks: Collection[int] = (2, 4)
+) -> tuple[int | None, ...]:
     """A layer's ``build`` input shape: one of ``ranks`` with a fully known event -> tuple.
 
     Args:

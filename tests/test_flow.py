@@ -47,14 +47,6 @@ def test_bits_per_dim_scaling_for_8bit_images():
     assert model.sample(3).shape == (3, 8, 8, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=kir.divergence.NonFiniteLossError,
-    reason="package bug: the divergence guard refuses any update larger than 10 times the "
-    "weights' norm, and this model's only weights (the diagonal base's loc and log-scale) start "
-    "at zero, so its first, sound update is refused ('its update was larger than 10 times the "
-    "weights') and it can never train",
-)
 def test_logit_and_learned_diagonal_base_fit_the_closed_form():
     """A flow of only Logit + learned diagonal base, fitted to digits, gives the per-pixel
     Gaussian bits/dim."""

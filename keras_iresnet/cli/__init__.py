@@ -15,8 +15,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from keras_iresnet.cli.args import CLIError, build_parser
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
 
 __all__ = ["main", "run", "build_parser", "CLIError"]
 
@@ -47,12 +52,12 @@ def _commands():
     return commands
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     """Run parsed arguments (see :func:`keras_iresnet.cli.commands.run`): an exit code."""
     return _commands().run(args)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``) and run the command; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:

@@ -7,6 +7,13 @@ line (``iresnet: error: ...``) and exit code 2 before anything is imported or tr
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import NoReturn
+
+_T = TypeVar("_T")
 
 __all__ = ["build_parser", "CLIError", "TASKS", "LOGDETS"]
 
@@ -20,8 +27,10 @@ class CLIError(Exception):
 LOGDETS = ("auto", "exact", "power_series", "russian_roulette")
 
 
-def _typed(name, convert, check, expected):
-    def parse(text):
+def _typed(
+    name: str, convert: Callable[[str], _T], check: Callable[[_T], bool], expected: str
+) -> Callable[[str], _T]:
+    def parse(text: str) -> _T:
         try:
             value = convert(text)
         except ValueError:
@@ -91,7 +100,7 @@ def _model_options(parser):
 class _Parser(argparse.ArgumentParser):
     """Errors as one line, ``iresnet: error: ...`` (exit code 2), with a pointer to ``--help``."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.exit(
             2,
             f"iresnet: error: {self.prog.split(' ', 1)[-1] + ': ' if ' ' in self.prog else ''}"
@@ -108,7 +117,7 @@ def _version():
         return "unknown (not installed)"
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="iresnet",
         description="Train, evaluate, sample, invert and certify invertible residual networks.",

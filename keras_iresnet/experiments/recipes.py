@@ -93,7 +93,7 @@ RECIPES = {
             epochs=15,
             n_train=10000,
             n_test=5000,
-            measured="benchmarks/density.py --parts 2d (configuration sweep in benchmarks/README.md)",
+            measured="python -m benchmarks.density_2d (configuration sweep in benchmarks/README.md)",
         ),
         Recipe(
             name="digits-classifier",
@@ -106,7 +106,7 @@ RECIPES = {
             epochs=10,
             n_train=1400,
             n_test=397,
-            measured="benchmarks/density.py --parts classification",
+            measured="python -m benchmarks.classification",
         ),
         Recipe(
             name="digits-hybrid",
@@ -120,7 +120,7 @@ RECIPES = {
             n_train=1400,
             n_test=397,
             warmup_steps=100,
-            measured="benchmarks/density.py --parts hybrid (and the sweep in benchmarks/README.md)",
+            measured="python -m benchmarks.density_hybrid (and the sweep in benchmarks/README.md)",
         ),
         Recipe(
             name="digits-density",
@@ -141,7 +141,7 @@ RECIPES = {
             n_test=397,
             warmup_steps=100,
             init_examples=512,
-            measured="benchmarks/density.py --parts images",
+            measured="python -m benchmarks.density_images",
         ),
         Recipe(
             name="digits-conditional",
@@ -186,7 +186,7 @@ RECIPES = {
             n_test=1000,
             warmup_steps=200,
             init_examples=512,
-            measured="benchmarks/density.py --parts images",
+            measured="python -m benchmarks.density_images",
         ),
         Recipe(
             name="mnist-resflow",

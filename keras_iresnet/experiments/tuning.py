@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import keras_tuner
 
@@ -46,6 +47,12 @@ from keras_iresnet import logdet as logdet_lib
 from keras_iresnet import validation
 from keras_iresnet.experiments import recipes as recipes_lib
 from keras_iresnet.experiments import runs
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    import keras
 
 __all__ = ["IResNetHyperModel", "TASKS", "SPACES", "accurate_eval_logdet"]
 
@@ -62,7 +69,7 @@ BUDGET_ESTIMATORS = {
 }
 
 
-def accurate_eval_logdet(input_shape):
+def accurate_eval_logdet(input_shape: Sequence[int]) -> logdet_lib.LogDetEstimator:
     """The fixed estimator a search evaluates density models with: exact for events of at
     most 16 dimensions, else the 20-term power series with 4 Hutchinson probes."""
     if math.prod(input_shape) <= 16:
@@ -93,15 +100,15 @@ class IResNetHyperModel(keras_tuner.HyperModel):
 
     def __init__(
         self,
-        recipe,
-        input_shape,
-        num_classes=None,
-        activations=("elu", "softplus", "lipswish"),
-        seconds=None,
-        space="recipe",
-        eval_logdet=None,
-        **kwargs,
-    ):
+        recipe: recipes_lib.Recipe | str,
+        input_shape: Sequence[int],
+        num_classes: int | None = None,
+        activations: Sequence[str] = ("elu", "softplus", "lipswish"),
+        seconds: float | None = None,
+        space: str = "recipe",
+        eval_logdet: str | dict[str, Any] | logdet_lib.LogDetEstimator | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if isinstance(recipe, str) and recipe in TASKS:
             recipe = recipes_lib.for_task(
@@ -138,13 +145,13 @@ class IResNetHyperModel(keras_tuner.HyperModel):
         self._trial_start = None
 
     @property
-    def objective(self):
+    def objective(self) -> keras_tuner.Objective:
         """The tuner objective matching the task's validation metric."""
         if self.task in ("classify", "hybrid"):
             return keras_tuner.Objective("val_accuracy", direction="max")
         return keras_tuner.Objective("val_bits_per_dim", direction="min")
 
-    def build(self, hp):
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         """The trial's compiled model (its budget starts here: build and tracing count)."""
         self._trial_start = time.perf_counter()
         if self.space == "budget":
@@ -284,7 +291,14 @@ class IResNetHyperModel(keras_tuner.HyperModel):
         recipe = self.recipe.replace(optimizer={"use_ema": ema}, warmup_steps=warmup)
         return runs.compile_model(model, recipe, learning_rate)
 
-    def fit(self, hp, model, *args, callbacks=None, **kwargs):
+    def fit(
+        self,
+        hp: keras_tuner.HyperParameters,
+        model: keras.Model,
+        *args: Any,
+        callbacks: Sequence[keras.callbacks.Callback] | None = None,
+        **kwargs: Any,
+    ) -> keras.callbacks.History:
         """``model.fit`` for a trial: the budget, the batch size and the EMA callback of the trial.
 
         With ``seconds``, training stops once the budget (counted from the trial's

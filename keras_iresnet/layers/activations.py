@@ -12,12 +12,17 @@ activations with continuous derivatives (ELU, softplus) for density models
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
 
 from keras_iresnet import validation
 from keras_iresnet.layers.invertible import Stackable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = [
     "LipSwish",
@@ -35,7 +40,7 @@ LIPSCHITZ_ONE_ACTIVATIONS = ("elu", "softplus", "relu", "tanh", "lipswish")
 REFERENCE_BETA = math.log1p(math.exp(0.5))  # 0.974077...
 
 
-def lipswish(x, beta):
+def lipswish(x: tf.Tensor, beta: tf.Tensor | float) -> tf.Tensor:
     """``x * sigmoid(beta * x) / 1.1`` (Chen et al. 2019, eq. 14), 1-Lipschitz for every ``beta > 0``."""
     return x * tf.sigmoid(beta * x) / 1.1
 
@@ -57,12 +62,14 @@ class LipSwish(Stackable, keras.layers.Layer):
     Shapes: any; elementwise.
     """
 
-    def __init__(self, beta_init=REFERENCE_BETA, stack=None, **kwargs):
+    def __init__(
+        self, beta_init: float = REFERENCE_BETA, stack: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.beta_init = validation.positive_float("beta_init", beta_init)
         self.set_stack(stack)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
         raw = math.log(math.expm1(self.beta_init))
         self.beta_raw = self.add_weight(
             name="beta_raw",
@@ -71,24 +78,24 @@ class LipSwish(Stackable, keras.layers.Layer):
         )
 
     @property
-    def beta(self):
+    def beta(self) -> tf.Tensor:
         """``softplus(beta_raw)``: a scalar, or ``[stack]``."""
         return tf.nn.softplus(tf.convert_to_tensor(self.beta_raw))
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         self.refuse_if_stacked("betas")
         return lipswish(inputs, self.beta)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(beta_init=self.beta_init, stack=self.stack)
         return config
 
 
-def lipswish_derivative(x, beta):
+def lipswish_derivative(x: tf.Tensor, beta: tf.Tensor | float) -> tf.Tensor:
     """``d/dx lipswish(x, beta) = (s + beta x s (1 - s)) / 1.1`` with ``s = sigmoid(beta x)``."""
     s = tf.sigmoid(beta * x)
     return (s + beta * x * s * (1.0 - s)) / 1.1
@@ -103,7 +110,7 @@ DERIVATIVES = {
 }
 
 
-def derivative(activation, x):
+def derivative(activation: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor) -> tf.Tensor:
     """``phi'(x)`` of an elementwise activation ``phi`` (a name's closed form, else forward mode)."""
     closed = DERIVATIVES.get(activation)
     if closed is not None:
@@ -113,7 +120,9 @@ def derivative(activation, x):
     return accumulator.jvp(y, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
-def get_activation(identifier, stack=None):
+def get_activation(
+    identifier: str | dict[str, Any] | Callable[[tf.Tensor], tf.Tensor], stack: int | None = None
+) -> Callable[[tf.Tensor], tf.Tensor]:
     """Resolve an activation name or callable to a callable ``x -> phi(x)``.
 
     ``"lipswish"`` gives a fresh :class:`LipSwish` layer (with ``stack`` betas). A

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
@@ -10,6 +11,11 @@ import tensorflow as tf
 from keras_iresnet import validation
 from keras_iresnet._tf import check
 from keras_iresnet.layers.invertible import InvertibleLayer
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from keras_iresnet.logdet import LogDetEstimator
 
 __all__ = ["Logit"]
 
@@ -41,7 +47,7 @@ class Logit(InvertibleLayer):
     Shapes: any ``[batch, ...]`` -> same.
     """
 
-    def __init__(self, alpha=1e-6, validate_args=True, **kwargs):
+    def __init__(self, alpha: float = 1e-6, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         alpha = validation.open_unit("alpha", alpha)
         if alpha >= 0.5:
@@ -66,7 +72,12 @@ class Logit(InvertibleLayer):
             ),
         )
 
-    def forward_and_log_det(self, inputs, training=None, logdet=None):
+    def forward_and_log_det(
+        self,
+        inputs: tf.Tensor,
+        training: bool | None = None,
+        logdet: str | dict[str, Any] | LogDetEstimator | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
         x = self._check_range(x)
@@ -78,7 +89,7 @@ class Logit(InvertibleLayer):
     def _inverse(self, y, settings):
         return (tf.sigmoid(y) - self.alpha) / (1.0 - 2.0 * self.alpha)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(alpha=self.alpha, validate_args=self.validate_args)
         return config

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
 
 from keras_iresnet import validation
 from keras_iresnet.layers.invertible import InvertibleLayer, Stackable
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from keras_iresnet.logdet import LogDetEstimator
 
 __all__ = ["ActNorm"]
 
@@ -43,14 +50,21 @@ class ActNorm(Stackable, InvertibleLayer):
     Shapes: ``[batch, features]`` or ``[batch, H, W, C]`` -> same.
     """
 
-    def __init__(self, per_position=False, variance_floor=0.0, epsilon=1e-6, stack=None, **kwargs):
+    def __init__(
+        self,
+        per_position: bool = False,
+        variance_floor: float = 0.0,
+        epsilon: float = 1e-6,
+        stack: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.per_position = bool(per_position)
         self.variance_floor = validation.non_negative_float("variance_floor", variance_floor)
         self.epsilon = validation.non_negative_float("epsilon", epsilon)
         self.set_stack(stack)
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         input_shape = validation.input_shape(self, input_shape, (2, 4))
         self.parameter_shape = (
             tuple(input_shape[1:]) if self.per_position else (int(input_shape[-1]),)
@@ -72,26 +86,30 @@ class ActNorm(Stackable, InvertibleLayer):
         )
 
     # -- the math, shared with residual stacks -----------------------------------
-    def initial_values(self, x):
+    def initial_values(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """``(bias, log_scale)`` that give the batch ``x`` zero mean and unit variance."""
         axes = [0] if self.per_position else list(range(x.shape.rank - 1))
         mean = tf.reduce_mean(x, axis=axes)
         variance = tf.maximum(tf.math.reduce_variance(x, axis=axes), self.variance_floor)
         return -mean, -tf.math.log(tf.sqrt(variance) + self.epsilon)
 
-    def affine(self, x, bias, log_scale):
+    def affine(
+        self, x: tf.Tensor, bias: tf.Tensor, log_scale: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """``(y, log_det[batch])`` of the affine map with the given parameters."""
         y = (x + bias) * tf.exp(log_scale)
         log_det = tf.reduce_sum(log_scale) * float(self.positions)
         return y, log_det * tf.ones(tf.shape(x)[:1], dtype=x.dtype)
 
-    def inverse_affine(self, y, bias, log_scale):
+    def inverse_affine(self, y: tf.Tensor, bias: tf.Tensor, log_scale: tf.Tensor) -> tf.Tensor:
         return y * tf.exp(-log_scale) - bias
 
-    def is_initialized(self):
+    def is_initialized(self) -> tf.Tensor:
         return tf.convert_to_tensor(self.initialized) > 0.5
 
-    def parameters_for_step(self, x, bias, log_scale, training):
+    def parameters_for_step(
+        self, x: tf.Tensor, bias: tf.Tensor, log_scale: tf.Tensor, training: bool | None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """The parameters a training call uses: the initial values while uninitialized.
 
         The statistics are computed in a ``tf.cond`` branch, so an initialized
@@ -103,7 +121,7 @@ class ActNorm(Stackable, InvertibleLayer):
             self.is_initialized(), lambda: (bias, log_scale), lambda: self.initial_values(x)
         )
 
-    def store_initialization(self, bias, log_scale):
+    def store_initialization(self, bias: tf.Tensor, log_scale: tf.Tensor) -> None:
         """Assign the initial values once (written without ``tf.cond``: a cross-replica
         ``MEAN`` assignment cannot sit in a control-flow branch under a strategy)."""
         done = self.is_initialized()
@@ -112,7 +130,12 @@ class ActNorm(Stackable, InvertibleLayer):
         self.initialized.assign(tf.ones_like(tf.convert_to_tensor(self.initialized)))
 
     # -- protocol -------------------------------------------------------------------
-    def forward_and_log_det(self, inputs, training=None, logdet=None):
+    def forward_and_log_det(
+        self,
+        inputs: tf.Tensor,
+        training: bool | None = None,
+        logdet: str | dict[str, Any] | LogDetEstimator | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
         self.refuse_if_stacked()
@@ -128,7 +151,7 @@ class ActNorm(Stackable, InvertibleLayer):
             y, tf.convert_to_tensor(self.bias), tf.convert_to_tensor(self.log_scale)
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             per_position=self.per_position,

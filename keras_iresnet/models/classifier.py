@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 
 from keras_iresnet import validation
@@ -15,6 +17,14 @@ from keras_iresnet.models.trunks import (
     classifier_trunk,
     with_default_block,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    import tensorflow as tf
+
+    from keras_iresnet.layers.residual import InvertibleResidualStack
 
 __all__ = ["IResNetClassifier", "iresnet_classifier"]
 
@@ -46,15 +56,15 @@ class IResNetClassifier(IResNetModel):
 
     def __init__(
         self,
-        input_shape,
-        num_classes,
-        stages=presets.DIGITS_CLASSIFIER["stages"],
-        block=presets.DIGITS_CLASSIFIER["block"],
-        initial_squeeze=presets.DIGITS_CLASSIFIER["initial_squeeze"],
-        pad_to_channels=presets.DIGITS_CLASSIFIER["pad_to_channels"],
-        vanilla=False,
-        **kwargs,
-    ):
+        input_shape: Sequence[int],
+        num_classes: int,
+        stages: Sequence[int] | None = presets.DIGITS_CLASSIFIER["stages"],
+        block: dict[str, Any] | InvertibleResidualStack | None = presets.DIGITS_CLASSIFIER["block"],
+        initial_squeeze: bool | None = presets.DIGITS_CLASSIFIER["initial_squeeze"],
+        pad_to_channels: int | None = presets.DIGITS_CLASSIFIER["pad_to_channels"],
+        vanilla: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         defaults = presets.DIGITS_CLASSIFIER
         self.input_shape_ = validation.shape("input_shape", input_shape)
@@ -85,10 +95,10 @@ class IResNetClassifier(IResNetModel):
             self.head.build(feature_shape)
 
     @no_autograph
-    def call(self, x, training=None):
+    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         return self.head(self.trunk(x, training=training), training=training)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             input_shape=self.input_shape_,
@@ -102,7 +112,9 @@ class IResNetClassifier(IResNetModel):
         return config
 
 
-def iresnet_classifier(input_shape, num_classes, **kwargs):
+def iresnet_classifier(
+    input_shape: Sequence[int], num_classes: int, **kwargs: Any
+) -> IResNetClassifier:
     """Build an :class:`IResNetClassifier`; block arguments (``hidden=``, ``coeff=``, ...)
     may be given directly and complete the default block.
 

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 #: The 2-D block: width 18, coeff 0.99, ELU, per-channel ActNorm, exact log-det
-#: (chosen by the configuration sweep of ``benchmarks/density.py --parts 2d``).
+#: (chosen by the configuration sweep of ``python -m benchmarks.density_2d``).
 TWO_D_BLOCK = {"hidden": 18, "coeff": 0.99, "activation": "elu", "actnorm": True, "logdet": "exact"}
 
 #: The CPU image block: Residual Flows' LipSwish pre-activation blocks at coeff 0.98,

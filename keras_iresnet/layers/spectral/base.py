@@ -57,6 +57,8 @@ after each optimizer update; the keras_iresnet models set it on their layers).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -64,6 +66,13 @@ import tensorflow as tf
 from keras_iresnet import spectral, validation
 from keras_iresnet._tf import graph_function
 from keras_iresnet.layers.invertible import Stackable
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, TypeAlias
+
+    _InitializerLike: TypeAlias = str | dict[str, Any] | keras.initializers.Initializer
+    _RegularizerLike: TypeAlias = str | dict[str, Any] | keras.regularizers.Regularizer
 
 __all__ = ["SpectralLayerBase", "UPDATE_POLICIES", "CONVERGED_ITERATIONS", "CONVERGED_RTOL"]
 
@@ -93,19 +102,19 @@ class SpectralLayerBase(Stackable, keras.layers.Layer):
 
     def __init__(
         self,
-        coeff=0.97,
-        power_iterations=50,
-        power_tol=1e-4,
-        power_vectors=8,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        stack=None,
-        update_policy="every_call",
-        **kwargs,
-    ):
+        coeff: float | None = 0.97,
+        power_iterations: int = 50,
+        power_tol: float | None = 1e-4,
+        power_vectors: int = 8,
+        use_bias: bool = True,
+        kernel_initializer: _InitializerLike = "glorot_uniform",
+        bias_initializer: _InitializerLike = "zeros",
+        kernel_regularizer: _RegularizerLike | None = None,
+        bias_regularizer: _RegularizerLike | None = None,
+        stack: int | None = None,
+        update_policy: str = "every_call",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.coeff = validation.coeff(coeff)
         self.power_iterations = validation.positive_int("power_iterations", power_iterations)
@@ -129,31 +138,40 @@ class SpectralLayerBase(Stackable, keras.layers.Layer):
         """``(u_shape, v_shape)``: output-space and input-space vector shapes (batch 1)."""
         raise NotImplementedError
 
-    def spec(self):
+    def spec(self) -> tuple[Any, ...]:
         """Hashable description of the operator apart from its kernel (after ``build``)."""
         raise NotImplementedError
 
     @staticmethod
-    def operator(spec, x, kernel):
+    def operator(spec: tuple[Any, ...], x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         """The linear map without bias, ``x -> W x``, for one kernel (not a stack)."""
         raise NotImplementedError
 
     @staticmethod
-    def adjoint(spec, u, kernel, input_shape=None):
+    def adjoint(
+        spec: tuple[Any, ...],
+        u: tf.Tensor,
+        kernel: tf.Tensor,
+        input_shape: Sequence[int | None] | None = None,
+    ) -> tf.Tensor:
         """The adjoint map ``u -> W^T u`` (exact transpose of :meth:`operator`)."""
         raise NotImplementedError
 
     @staticmethod
-    def matrix(spec, kernel):
+    def matrix(
+        spec: tuple[Any, ...], kernel: tf.Tensor | np.ndarray
+    ) -> tf.Tensor | np.ndarray | None:
         """The operator as a matrix ``[..., in, out]`` acting on rows when its norm is a
         matrix norm (dense layers, 1x1 stride-1 convolutions), else None."""
         return None
 
-    def apply_operator(self, x, kernel):
+    def apply_operator(self, x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         """``x -> W x`` with this layer's operator (one kernel, not a stack)."""
         return self.operator(self.spec(), x, kernel)
 
-    def apply_adjoint(self, u, kernel, input_shape=None):
+    def apply_adjoint(
+        self, u: tf.Tensor, kernel: tf.Tensor, input_shape: Sequence[int | None] | None = None
+    ) -> tf.Tensor:
         """``u -> W^T u``; ``input_shape`` ([batch,] H, W, C) selects a conv input space other than the built one."""
         return self.adjoint(self.spec(), u, kernel, input_shape)
 
@@ -162,7 +180,7 @@ class SpectralLayerBase(Stackable, keras.layers.Layer):
         input_shape = validation.input_shape(self, input_shape, (self.operator_rank,))
         return input_shape
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         input_shape = self._check_input_shape(input_shape)
         self.built_input_shape = input_shape
         kernel_shape = self._kernel_shape(input_shape)
@@ -238,7 +256,9 @@ class SpectralLayerBase(Stackable, keras.layers.Layer):
             _POWER_ITERATION_FUNCTIONS[key] = graph_function(run)
         return _POWER_ITERATION_FUNCTIONS[key]
 
-    def refine(self, max_iterations=CONVERGED_ITERATIONS, rtol=CONVERGED_RTOL):
+    def refine(
+        self, max_iterations: int = CONVERGED_ITERATIONS, rtol: float = CONVERGED_RTOL
+    ) -> np.ndarray | np.floating:
         """Run the iteration to convergence (eagerly) and store the vectors.
 
         Dense layers (and 1x1 convolutions) use an exact SVD instead. Returns the
@@ -278,7 +298,7 @@ class SpectralLayerBase(Stackable, keras.layers.Layer):
         self.power_iterations_run.assign_add(iterations)
         return v, iterations
 
-    def track(self):
+    def track(self) -> tf.Tensor:
         """Advance the stored vectors to the current kernel (graph-safe, no gradient).
 
         Warm-started subspace iteration until the ``power_tol`` rule stops it (at
@@ -292,7 +312,7 @@ class SpectralLayerBase(Stackable, keras.layers.Layer):
     def _top_vector(self, v):
         return v[:, :1] if self.stack else v[:1]
 
-    def sigma_estimate(self):
+    def sigma_estimate(self) -> tf.Tensor:
         """Current estimate sigma~ = ||W v_1|| of the *raw* kernel (a lower bound); ``[]`` or ``[stack]``."""
         kernel = tf.convert_to_tensor(self.kernel)
         operator, _ = self._operator_pair(kernel)
@@ -300,7 +320,7 @@ class SpectralLayerBase(Stackable, keras.layers.Layer):
             operator(self._top_vector(tf.convert_to_tensor(self.power_v))), self._batch_dims
         )
 
-    def normalized_kernel(self, training=False):
+    def normalized_kernel(self, training: bool = False) -> tf.Tensor:
         """The kernel actually applied, ``W~`` of equation (2) (a stack: ``[stack, ...]``).
 
         With ``training=True`` this first advances the iteration on the current
@@ -322,7 +342,7 @@ class SpectralLayerBase(Stackable, keras.layers.Layer):
             factor = tf.reshape(factor, [-1] + [1] * (len(kernel.shape) - 1))
         return kernel / factor
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         self.refuse_if_stacked("kernels")
         kernel = self.normalized_kernel(training=bool(training))
         outputs = self.apply_operator(inputs, kernel)
@@ -331,7 +351,13 @@ class SpectralLayerBase(Stackable, keras.layers.Layer):
         return outputs
 
     # -- exact norms (after training) -------------------------------------------
-    def operator_norm(self, input_shape=None, max_iterations=5000, tol=1e-7, seed=0):
+    def operator_norm(
+        self,
+        input_shape: Sequence[int] | None = None,
+        max_iterations: int = 5000,
+        tol: float = 1e-7,
+        seed: int = 0,
+    ) -> float | list[float]:
         """Norm of the *effective* (normalized) operator as applied; a float, or a list per slice.
 
         Dense: the largest singular value of the normalized kernel (SVD). Conv:
@@ -373,7 +399,7 @@ class SpectralLayerBase(Stackable, keras.layers.Layer):
         )(tf.random.stateless_normal(start_shape, seed=[seed, 17], dtype=kernel.dtype))
         return sigma.numpy().tolist() if self.stack else float(sigma)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             coeff=self.coeff,

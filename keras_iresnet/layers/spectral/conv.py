@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import tensorflow as tf
 
 from keras_iresnet import validation
 from keras_iresnet.layers.spectral.base import SpectralLayerBase
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    import numpy as np
 
 __all__ = ["SpectralConv2D"]
 
@@ -34,7 +42,15 @@ class SpectralConv2D(SpectralLayerBase):
 
     operator_rank = 4
 
-    def __init__(self, filters, kernel_size, strides=1, padding="same", coeff=0.97, **kwargs):
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int | Sequence[int],
+        strides: int | Sequence[int] = 1,
+        padding: str = "same",
+        coeff: float | None = 0.97,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(coeff=coeff, **kwargs)
         self.filters = validation.positive_int("filters", filters)
         self.kernel_size = validation.int_pair("kernel_size", kernel_size)
@@ -54,7 +70,7 @@ class SpectralConv2D(SpectralLayerBase):
         return tuple(out)
 
     @property
-    def pointwise(self):
+    def pointwise(self) -> bool:
         """A 1x1 stride-1 convolution: its operator norm is that of the ``C_in x C_out`` matrix."""
         return self.kernel_size == (1, 1) and self.strides == (1, 1)
 
@@ -64,7 +80,7 @@ class SpectralConv2D(SpectralLayerBase):
             return (1, self.filters), (1, c)  # degenerate spatial copies of every singular value)
         return (1,) + self._spatial_output(input_shape) + (self.filters,), (1, h, w, c)
 
-    def spec(self):
+    def spec(self) -> tuple[tuple[int, int], str, tuple[int, ...], bool]:
         """``(strides, padding, (H, W, C) of the built input, pointwise)``."""
         return (
             self.strides,
@@ -74,12 +90,17 @@ class SpectralConv2D(SpectralLayerBase):
         )
 
     @staticmethod
-    def operator(spec, x, kernel):
+    def operator(spec: tuple[Any, ...], x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         strides, padding = spec[:2]
         return tf.nn.conv2d(x, kernel, strides=strides, padding=padding)
 
     @staticmethod
-    def adjoint(spec, u, kernel, input_shape=None):
+    def adjoint(
+        spec: tuple[Any, ...],
+        u: tf.Tensor,
+        kernel: tf.Tensor,
+        input_shape: Sequence[int | None] | None = None,
+    ) -> tf.Tensor:
         """``conv2d_transpose`` onto inputs of ``input_shape`` (default: the built one)."""
         strides, padding, built = spec[:3]
         h, w, c = tuple(input_shape or built)[-3:]
@@ -87,13 +108,15 @@ class SpectralConv2D(SpectralLayerBase):
         return tf.nn.conv2d_transpose(u, kernel, output_shape, strides=strides, padding=padding)
 
     @staticmethod
-    def matrix(spec, kernel):
+    def matrix(
+        spec: tuple[Any, ...], kernel: tf.Tensor | np.ndarray
+    ) -> tf.Tensor | np.ndarray | None:
         return kernel[..., 0, 0, :, :] if spec[3] else None
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return (input_shape[0],) + self._spatial_output(input_shape) + (self.filters,)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             filters=self.filters,

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import tensorflow as tf
 
 from keras_iresnet import validation
 from keras_iresnet.layers.spectral.base import SpectralLayerBase
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    import numpy as np
 
 __all__ = ["SpectralDense"]
 
@@ -33,7 +41,7 @@ class SpectralDense(SpectralLayerBase):
 
     operator_rank = 2
 
-    def __init__(self, units, coeff=0.97, **kwargs):
+    def __init__(self, units: int, coeff: float | None = 0.97, **kwargs: Any) -> None:
         super().__init__(coeff=coeff, **kwargs)
         self.units = validation.positive_int("units", units)
 
@@ -43,25 +51,30 @@ class SpectralDense(SpectralLayerBase):
     def _vector_shapes(self, input_shape):
         return (1, self.units), (1, int(input_shape[-1]))
 
-    def spec(self):
+    def spec(self) -> tuple[()]:
         return ()
 
     @staticmethod
-    def operator(spec, x, kernel):
+    def operator(spec: tuple[Any, ...], x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return tf.matmul(x, kernel)
 
     @staticmethod
-    def adjoint(spec, u, kernel, input_shape=None):
+    def adjoint(
+        spec: tuple[Any, ...],
+        u: tf.Tensor,
+        kernel: tf.Tensor,
+        input_shape: Sequence[int | None] | None = None,
+    ) -> tf.Tensor:
         return tf.matmul(u, kernel, transpose_b=True)
 
     @staticmethod
-    def matrix(spec, kernel):
+    def matrix(spec: tuple[Any, ...], kernel: tf.Tensor | np.ndarray) -> tf.Tensor | np.ndarray:
         return kernel
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["units"] = self.units
         return config
