@@ -27,6 +27,8 @@ Scripts:
 - :mod:`benchmarks.density_images`: the image race against TFP Glow and RealNVP;
 - :mod:`benchmarks.density_hybrid`: the hybrid recipe on digits;
 - :mod:`benchmarks.classification`: digits accuracy and reconstruction per coefficient.
+- :mod:`benchmarks.conditional`: conditional flows p(x | c) against TFP's conditional MAF
+  and RealNVP (closed-form target, digits by label) and SBI calibration.
 
 Shared code: :mod:`benchmarks.common` (command line, timing, fresh-process probes,
 training budgets, tables and JSON) and :mod:`benchmarks.baselines` (the TFP,

@@ -29,6 +29,7 @@ __version__ = "0.1.0"
 _NAMES = {
     "ActNorm": "keras_iresnet.layers",
     "ClassifierHead": "keras_iresnet.layers",
+    "ConditionalDiagonalGaussian": "keras_iresnet.layers",
     "DiagonalGaussian": "keras_iresnet.layers",
     "FactorOut": "keras_iresnet.layers",
     "FlattenEvent": "keras_iresnet.layers",

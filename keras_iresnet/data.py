@@ -8,7 +8,13 @@ Everything returns ``tf.data.Dataset`` objects (or numpy arrays via the
   ``[0, 1)``; the model then reports bits/dim including the ``log 256`` scaling
   (see :mod:`keras_iresnet.models`);
 - classification: pixels scaled to ``[0, 1]`` and standardized with the
-  training mean and standard deviation.
+  training mean and standard deviation;
+- class-conditional density (``context="label"``): dequantized images paired
+  with the one-hot label, ``(x, c)``.
+
+:class:`GaussianLinear` is a small simulator whose posterior is known in closed
+form, the ground truth of conditional flows ``p(theta | x)`` (simulation-based
+inference) in the tests, the benchmark and the examples.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ __all__ = [
     "tfds_arrays",
     "load_images",
     "image_dataset",
+    "one_hot_labels",
+    "GaussianLinear",
     "DEFAULT_MNIST_FILE",
 ]
 
@@ -248,6 +256,18 @@ def dequantize(images, seed=None):
     return (x + noise) / 256.0
 
 
+def one_hot_labels(labels, num_classes):
+    """Class labels ``[n]`` as float32 one-hot contexts ``[n, num_classes]`` (refuses labels
+    outside ``[0, num_classes)``)."""
+    labels = np.asarray(labels).astype("int64")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}) for num_classes={num_classes}; got "
+            f"{labels.min()}..{labels.max()}."
+        )
+    return np.eye(num_classes, dtype="float32")[labels]
+
+
 def image_dataset(
     images,
     labels=None,
@@ -257,10 +277,14 @@ def image_dataset(
     seed=0,
     stats=None,
     drop_remainder=False,
+    context=None,
+    num_classes=None,
 ):
     """A batched ``tf.data.Dataset`` with the paper's preprocessing for ``task``.
 
-    - ``"density"``: elements ``x`` dequantized to ``[0, 1)`` (fresh noise each epoch).
+    - ``"density"``: elements ``x`` dequantized to ``[0, 1)`` (fresh noise each epoch);
+      with ``context="label"``: ``(x_dequantized, one_hot(label))`` pairs, the inputs of a
+      class-conditional flow (``num_classes``: default ``max(labels) + 1``).
     - ``"classify"``: elements ``(x, label)`` with ``x`` scaled to ``[0, 1]`` and
       standardized by ``stats=(mean, std)`` (computed from ``images`` if None).
     - ``"hybrid"``: ``(x_dequantized, label)``.
@@ -269,7 +293,11 @@ def image_dataset(
     """
     if task not in ("density", "classify", "hybrid"):
         raise ValueError(f"task must be 'density', 'classify' or 'hybrid'; got task={task!r}.")
-    if task != "density" and labels is None:
+    if context not in (None, "label"):
+        raise ValueError(f"context must be None or 'label'; got context={context!r}.")
+    if context is not None and task != "density":
+        raise ValueError(f"context='label' is for task='density'; got task={task!r}.")
+    if (task != "density" or context) and labels is None:
         raise ValueError(
             f"task={task!r} needs labels; this data set has none (use task='density')."
         )
@@ -278,6 +306,9 @@ def image_dataset(
         scaled = images.astype("float32") / 255.0
         mean, std = stats if stats is not None else standardization_stats(images)
         ds = tf.data.Dataset.from_tensor_slices(((scaled - mean) / std, labels))
+    elif task == "density" and context:
+        classes = int(np.max(labels)) + 1 if num_classes is None else int(num_classes)
+        ds = tf.data.Dataset.from_tensor_slices((images, one_hot_labels(labels, classes)))
     elif task == "density":
         ds = tf.data.Dataset.from_tensor_slices(images)
     else:
@@ -285,8 +316,89 @@ def image_dataset(
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if task == "density":
+    if task == "density" and not context:
         ds = ds.map(dequantize)
-    elif task == "hybrid":
+    elif task != "classify":  # hybrid, and density with a label context
         ds = ds.map(lambda x, y: (dequantize(x), y))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+class GaussianLinear:
+    """A simulator whose posterior is known in closed form (the linear Gaussian model).
+
+    ``theta ~ N(0, I_k)``, ``x | theta ~ N(B theta, s^2 I_m)``. The posterior is
+    Gaussian, ``theta | x ~ N(A x, S)`` with
+
+        S = (I_k + B^T B / s^2)^{-1},      A = S B^T / s^2
+
+    (Bishop 2006, equations 2.113-2.117), so a conditional flow of ``p(theta | x)``
+    (data ``theta``, context ``x``) has an exact target of the form
+    ``x | c ~ N(A c, S)``: its best held-out NLL is the conditional entropy
+    ``0.5 ln det(2 pi e S)`` (:attr:`conditional_entropy`), and the best any model
+    without the context can do is the prior's, ``0.5 k ln(2 pi e)``
+    (:attr:`prior_entropy`).
+
+    Args:
+      matrix: ``B``, ``[m, k]`` (default: a fixed ``3 x 2`` matrix whose posterior
+        has correlation -0.67 and standard deviations 0.61 and 0.63).
+      noise: ``s > 0``.
+    """
+
+    DEFAULT_MATRIX = ((1.0, 0.8), (0.5, 1.0), (0.8, 0.3))
+
+    def __init__(self, matrix=DEFAULT_MATRIX, noise=0.7):
+        self.matrix = np.asarray(matrix, dtype=np.float64)
+        if self.matrix.ndim != 2:
+            raise ValueError(f"matrix must be [m, k]; got shape {self.matrix.shape}.")
+        if not noise > 0:
+            raise ValueError(f"noise must be > 0; got noise={noise!r}.")
+        self.noise = float(noise)
+        k = self.theta_dim
+        self.posterior_covariance = np.linalg.inv(
+            np.eye(k) + self.matrix.T @ self.matrix / self.noise**2
+        )
+        self.posterior_matrix = self.posterior_covariance @ self.matrix.T / self.noise**2
+
+    @property
+    def theta_dim(self):
+        return int(self.matrix.shape[1])
+
+    @property
+    def x_dim(self):
+        return int(self.matrix.shape[0])
+
+    def simulate(self, n, seed=0):
+        """``(theta [n, k], x [n, m])`` float32 from the joint."""
+        rng = np.random.default_rng(seed)
+        theta = rng.standard_normal((n, self.theta_dim))
+        x = theta @ self.matrix.T + self.noise * rng.standard_normal((n, self.x_dim))
+        return theta.astype("float32"), x.astype("float32")
+
+    def posterior(self, x):
+        """``(mean [n, k], covariance [k, k])`` of ``theta | x`` for ``x`` ``[n, m]`` or ``[m]``."""
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        return x @ self.posterior_matrix.T, self.posterior_covariance
+
+    def posterior_log_prob(self, theta, x):
+        """``ln p(theta | x)`` per row (float64 ``[n]``)."""
+        mean, cov = self.posterior(x)
+        diff = np.atleast_2d(np.asarray(theta, np.float64)) - mean
+        solved = np.linalg.solve(cov, diff.T).T
+        _, logdet = np.linalg.slogdet(2 * np.pi * cov)
+        return -0.5 * (np.sum(diff * solved, axis=1) + logdet)
+
+    def posterior_samples(self, x_obs, n, seed=0):
+        """``n`` exact posterior draws of ``theta | x_obs`` (``[n, k]``)."""
+        mean, cov = self.posterior(x_obs)
+        rng = np.random.default_rng(seed)
+        return rng.multivariate_normal(mean[0], cov, size=n).astype("float32")
+
+    @property
+    def conditional_entropy(self):
+        """``E[-ln p(theta | x)] = 0.5 ln det(2 pi e S)`` nats, the best conditional NLL."""
+        return 0.5 * float(np.linalg.slogdet(2 * np.pi * np.e * self.posterior_covariance)[1])
+
+    @property
+    def prior_entropy(self):
+        """``0.5 k ln(2 pi e)`` nats: the best held-out NLL of a model that ignores ``x``."""
+        return 0.5 * self.theta_dim * float(np.log(2 * np.pi * np.e))

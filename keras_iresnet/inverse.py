@@ -304,20 +304,26 @@ def final_info(g, x, y, converged, iterations):
     return InverseInfo(iterations=iterations, residual=final, converged=converged)
 
 
-def solve_and_report(solve, y, settings, return_info=False, compiled=None, report=True):
+def solve_and_report(
+    solve, y, settings, return_info=False, compiled=None, report=True, arguments=()
+):
     """The one solve path of every inverse: check ``y`` -> solve -> report -> info.
 
     Args:
-      solve: graph code ``y -> (x, converged, iterations, loop_residual, final_residual)``
-        (per-example tensors; ``final_residual`` only meaningful with ``return_info``).
+      solve: graph code ``(y, *arguments) -> (x, converged, iterations, loop_residual,
+        final_residual)`` (per-example tensors; ``final_residual`` only meaningful with
+        ``return_info``).
       y: ``[batch, ...]`` outputs to invert.
       settings: the :class:`InverseSettings` of this solve.
       return_info: also return an :class:`InverseInfo`.
       compiled: a dict where, in eager mode, the traced ``solve`` is kept per
-        ``(settings, return_info)`` (an eager ``tf.while_loop`` is a slow Python loop);
-        None traces it afresh.
+        ``(settings, return_info, len(arguments))`` (an eager ``tf.while_loop`` is a
+        slow Python loop); None traces it afresh.
       report: warn or raise on non-convergence (False leaves it to the caller, who
         can call :func:`report_non_convergence` with the info).
+      arguments: further tensors ``solve`` takes after ``y`` (a conditional block's
+        context). They are arguments of the traced function, never captured by it,
+        so a cached solve serves every value.
 
     Returns:
       ``(x, info)``: ``info`` is None without ``return_info``. Non-convergence is
@@ -326,16 +332,16 @@ def solve_and_report(solve, y, settings, return_info=False, compiled=None, repor
     """
     if tf.executing_eagerly():
         check_finite(y)
-        key = (settings, return_info)
+        key = (settings, return_info, len(arguments))
         cache = compiled if compiled is not None else {}
         if key not in cache:
             cache[key] = graph_function(solve)
-        x, converged, iterations, residual, final = cache[key](y)
+        x, converged, iterations, residual, final = cache[key](y, *arguments)
         if report:
             report_non_convergence(converged, residual, settings.strict, settings.max_iterations)
     else:
         y = check_finite(y)
-        x, converged, iterations, residual, final = solve(y)
+        x, converged, iterations, residual, final = solve(y, *arguments)
         if report:
             reported = report_non_convergence(
                 converged, residual, settings.strict, settings.max_iterations

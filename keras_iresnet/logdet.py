@@ -9,6 +9,13 @@ Every estimator is a callable ``estimator(g, x, seed=None) -> (g(x), log_det)``:
   probes from TensorFlow's global generator.
 - ``log_det``: ``[batch]``, differentiable w.r.t. ``x`` and the variables of ``g``.
 
+``g`` may be evaluated on ``k`` *example-major* copies of each example (``Exact``
+makes ``k = d``: rows ``[e * k, (e + 1) * k)`` are copies of example ``e``); a block
+maps row ``r`` to example ``r // k`` for what is fixed per example -- its dropout
+masks and, in a conditional block, the context. An estimator of your own that
+tiles batch-major (``tf.tile(x, [k, 1])``) would pair rows with the wrong
+examples' masks and contexts: repeat example-major instead.
+
 Estimators (see the table in the README for when to use which):
 
 - :class:`Exact` -- ``log|det(I + J)|`` from the full Jacobian, built by

@@ -21,7 +21,9 @@ Run your own invertible layer through it the same way::
 6. ``forward_and_log_det`` and ``inverse`` give the same values in a
    ``tf.function`` and under XLA (``jit_compile=True``);
 7. one gradient step of ``-mean(log_det)`` under a ``tf.distribute.MirroredStrategy``
-   (if given) is finite and leaves every replica's variables identical.
+   (if given) is finite and leaves every replica's variables identical;
+8. for a conditional layer (``context_shape=``): the checks above at a fixed
+   context, and what the context changes (see :func:`check_invertible_layer`).
 
 Each check raises ``AssertionError`` with what differed; the function returns a
 dict of the measured errors.
@@ -187,6 +189,8 @@ def check_invertible_layer(
     strategy=None,
     tmp_dir=None,
     seed=0,
+    context_shape=None,
+    contexts=None,
 ):
     """Run the invertible-layer contract on ``layer`` (see the module docstring).
 
@@ -204,6 +208,18 @@ def check_invertible_layer(
       strategy: a ``tf.distribute.MirroredStrategy`` for the distributed step.
       tmp_dir: where the ``.keras`` file goes (default: a temporary folder).
       seed: seed of the random inputs.
+      context_shape: a conditional layer's context event shape (default: the
+        layer's ``context_shape``); every check then runs at a fixed context.
+      contexts: a conditional layer: two contexts ``(c1, c2)`` of shape
+        ``[batch, *context_shape]`` (default: standard normal, times 2).
+
+    A conditional layer also passes: two contexts give different outputs; one
+    context without the batch axis equals the tiled context; inverting with the
+    wrong context does not give ``x``; an eager inverse at ``c1`` and then at ``c2``
+    inverts both (the cached solve takes the context as an argument); compiled
+    functions serve both contexts with one trace; a missing context raises
+    ``ValueError``; the ``.keras`` check goes through a two-input functional model
+    ``keras.Model([x, c], layer(x, context=c))``; the distributed step is fed ``(x, c)``.
 
     Returns:
       A dict of the measured maximum differences.
@@ -218,9 +234,23 @@ def check_invertible_layer(
         layer.build((None,) + tuple(input_shape))
     report = {}
     exact = logdet_lib.Exact()
+    conditional = bool(layer.conditional)
+    if conditional:
+        context_shape = tuple(context_shape or getattr(layer, "context_shape", None) or ())
+        if not context_shape:
+            raise ValueError(
+                "a conditional layer needs context_shape= (its context's event shape)."
+            )
+        if contexts is None:
+            contexts = [
+                2.0 * tf.random.stateless_normal((batch,) + context_shape, seed=[seed, 2 + i])
+                for i in range(2)
+            ]
+        c1, c2 = (tf.convert_to_tensor(c, tf.float32) for c in contexts)
+    ctx = {"context": c1} if conditional else {}
 
     # 1. forward and log-det
-    y, log_det = layer.forward_and_log_det(x)
+    y, log_det = layer.forward_and_log_det(x, **ctx)
     if tuple(log_det.shape) != (x.shape[0],):
         raise AssertionError(
             f"log_det must have shape [batch]={(x.shape[0],)}; got {tuple(log_det.shape)}"
@@ -228,38 +258,45 @@ def check_invertible_layer(
     if not np.all(np.isfinite(log_det.numpy())) or not np.all(np.isfinite(y.numpy())):
         raise AssertionError("forward_and_log_det returned non-finite values")
     report["call_vs_forward"] = _assert_close(
-        "call(x) vs forward_and_log_det(x)[0]", layer(x), y, atol
+        "call(x) vs forward_and_log_det(x)[0]", layer(x, **ctx), y, atol
     )
 
     # 2. round trips, the contract of inverse, and through the bijector with the cache defeated
-    report["inverse_forward"] = _assert_close("inverse(forward(x))", layer.inverse(y), x, atol)
-    pair = layer.inverse(y, return_info=True)
+    report["inverse_forward"] = _assert_close(
+        "inverse(forward(x))", layer.inverse(y, **ctx), x, atol
+    )
+    pair = layer.inverse(y, return_info=True, **ctx)
     if not (isinstance(pair, tuple) and len(pair) == 2):
         raise AssertionError("inverse(y, return_info=True) must return (x, info)")
     try:
-        layer.inverse(y, no_such_setting=1)
+        layer.inverse(y, no_such_setting=1, **ctx)
     except TypeError:
         pass
     else:
         raise AssertionError("inverse(y, no_such_setting=1) must raise TypeError")
     if bijective:
         report["forward_inverse"] = _assert_close(
-            "forward(inverse(y))", layer(layer.inverse(y)), y, atol
+            "forward(inverse(y))", layer(layer.inverse(y, **ctx), **ctx), y, atol
         )
-        bijector = IResNetBijector(layer, event_shape=input_shape)
+        tfp_ctx = {"conditional_input": tf.identity(c1)} if conditional else {}
+        bijector = IResNetBijector(
+            layer, event_shape=input_shape, context_shape=context_shape if conditional else None
+        )
         fresh = tf.identity(x) + 0.0
         report["bijector_round_trip"] = _assert_close(
             "bijector.forward(bijector.inverse(x))",
-            bijector.forward(bijector.inverse(fresh) + 0.0),
+            bijector.forward(bijector.inverse(fresh, **tfp_ctx) + 0.0, **tfp_ctx),
             x,
             atol,
         )
 
-    # 3. log-det against slogdet of the full Jacobian
+    # 3. log-det against slogdet of the full Jacobian (in x, at the fixed context)
     event = int(np.prod(input_shape))
     if bijective and event <= max_jacobian_dim:
-        _, exact_log_det = layer.forward_and_log_det(x, logdet=exact)
-        truth = full_jacobian_log_det(lambda t: layer.forward_and_log_det(t, logdet=exact)[0], x)
+        _, exact_log_det = layer.forward_and_log_det(x, logdet=exact, **ctx)
+        truth = full_jacobian_log_det(
+            lambda t: layer.forward_and_log_det(t, logdet=exact, **ctx)[0], x
+        )
         report["log_det_vs_slogdet"] = _assert_close(
             "log_det vs slogdet of the full Jacobian", exact_log_det, truth, log_det_atol, rtol=1e-4
         )
@@ -270,26 +307,35 @@ def check_invertible_layer(
         clone.build((None,) + tuple(input_shape))
     clone.set_weights(layer.get_weights())
     report["config_round_trip"] = _assert_close(
-        "from_config(get_config()) outputs", clone(x), y, atol
+        "from_config(get_config()) outputs", clone(x, **ctx), y, atol
     )
 
-    # 5. .keras save / load
-    model = keras.Sequential([keras.Input(tuple(input_shape)), layer])
+    # 5. .keras save / load (a conditional layer: a two-input functional model)
+    if conditional:
+        x_in, c_in = keras.Input(tuple(input_shape)), keras.Input(context_shape)
+        model = keras.Model([x_in, c_in], layer(x_in, context=c_in))
+        model_inputs = [x, c1]
+    else:
+        model = keras.Sequential([keras.Input(tuple(input_shape)), layer])
+        model_inputs = x
     folder = tmp_dir or tempfile.mkdtemp()
     path = os.path.join(folder, f"{layer.name}_contract.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
     report["keras_file_round_trip"] = _assert_close(
-        ".keras save/load outputs", loaded(x), model(x), atol
+        ".keras save/load outputs", loaded(model_inputs), model(model_inputs), atol
     )
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         _assert_close(".keras save/load weights", b, a, 0.0)
 
-    # 6. tf.function and XLA
+    # 6. tf.function and XLA (a conditional layer: the context is an argument, one trace)
     for jit in (False, True):
+        name = "XLA" if jit else "tf.function"
+        if conditional:
+            _check_compiled_contexts(layer, x, (c1, c2), jit, exact, atol, log_det_atol, report)
+            continue
         forward = tf.function(lambda t: layer.forward_and_log_det(t, logdet=exact), jit_compile=jit)
         compiled_y, compiled_log_det = forward(x)
-        name = "XLA" if jit else "tf.function"
         report[f"{name}_forward"] = _assert_close(f"{name} forward", compiled_y, y, atol)
         if bijective and event <= max_jacobian_dim:
             report[f"{name}_log_det"] = _assert_close(
@@ -300,37 +346,122 @@ def check_invertible_layer(
 
     # 7. a distributed training step
     if strategy is not None:
-        with strategy.scope():
-            replica_layer = clone_layer(layer)
-            if not replica_layer.built:
-                replica_layer.build((None,) + tuple(input_shape))
-            optimizer = keras.optimizers.SGD(1e-3)
-        replica_layer.set_weights(layer.get_weights())
-        variables = replica_layer.trainable_variables
+        report["distributed_step"] = _distributed_step(
+            layer, input_shape, x, c1 if conditional else None, strategy
+        )
 
-        @tf.function
-        def step(t):
-            def replica_step(t):
-                with tf.GradientTape() as tape:
-                    out, ld = replica_layer.forward_and_log_det(t, training=True)
-                    loss = -tf.reduce_mean(ld) + 1e-3 * tf.reduce_mean(tf.square(out))
-                pairs = [
-                    (g, v)
-                    for g, v in zip(tape.gradient(loss, variables), variables)
-                    if g is not None
-                ]
-                if pairs:
-                    optimizer.apply_gradients(pairs)
-                return loss
-
-            return strategy.run(replica_step, args=(t,))
-
-        losses = strategy.experimental_local_results(step(x))
-        if not all(np.isfinite(float(v)) for v in losses):
-            raise AssertionError("distributed step gave a non-finite loss")
-        for variable in replica_layer.variables:
-            values = [v.numpy() for v in strategy.experimental_local_results(variable)]
-            for other in values[1:]:
-                _assert_close(f"replicas of {variable.path}", other, values[0], 0.0)
-        report["distributed_step"] = True
+    # 8. what a context changes
+    if conditional:
+        report.update(_check_contexts(layer, x, y, c1, c2, atol))
     return report
+
+
+def _check_compiled_contexts(layer, x, contexts, jit, exact, atol, log_det_atol, report):
+    """Compiled forward and inverse at two contexts: eager values, and one trace each."""
+    name = "XLA" if jit else "tf.function"
+    forward = tf.function(
+        lambda t, c: layer.forward_and_log_det(t, logdet=exact, context=c), jit_compile=jit
+    )
+    inverse = tf.function(lambda t, c: layer.inverse(t, context=c), jit_compile=jit)
+    for index, c in enumerate(contexts):
+        eager_y, eager_log_det = layer.forward_and_log_det(x, logdet=exact, context=c)
+        compiled_y, compiled_log_det = forward(x, c)
+        report[f"{name}_forward_c{index + 1}"] = _assert_close(
+            f"{name} forward (context {index + 1})", compiled_y, eager_y, atol
+        )
+        report[f"{name}_log_det_c{index + 1}"] = _assert_close(
+            f"{name} log-det (context {index + 1})",
+            compiled_log_det,
+            eager_log_det,
+            log_det_atol,
+            rtol=1e-4,
+        )
+        report[f"{name}_inverse_c{index + 1}"] = _assert_close(
+            f"{name} inverse (context {index + 1})", inverse(eager_y, c), x, atol
+        )
+    traces = (forward.experimental_get_tracing_count(), inverse.experimental_get_tracing_count())
+    if traces != (1, 1):
+        raise AssertionError(
+            f"{name}: two contexts of one shape must share one trace; got {traces} traces "
+            "(forward, inverse)"
+        )
+
+
+def _check_contexts(layer, x, y, c1, c2, atol):
+    """Two contexts differ; a broadcast context equals the tiled one; the wrong context does
+    not invert; an eager inverse at c1 then c2 inverts both; a missing context raises."""
+    report = {}
+    y2 = layer(x, context=c2)
+    report["two_contexts_differ"] = _max_abs(y2, y)
+    if report["two_contexts_differ"] <= 1e-3:
+        raise AssertionError(
+            "two contexts gave the same outputs (max |y1 - y2| = "
+            f"{report['two_contexts_differ']:.2e})"
+        )
+    one = c1[0]
+    tiled = tf.broadcast_to(one[None], tf.shape(c1))
+    report["broadcast_context"] = _assert_close(
+        "one context [*context_shape] vs the tiled context",
+        layer(x, context=one),
+        layer(x, context=tiled),
+        1e-6,
+    )
+    report["wrong_context_inverse"] = _max_abs(layer.inverse(y, context=c2), x)
+    if report["wrong_context_inverse"] <= 1e-3:
+        raise AssertionError("inverting with another context must not give x back")
+    report["inverse_second_context"] = _assert_close(
+        "eager inverse at a second context (after one at the first)",
+        layer.inverse(y2, context=c2),
+        x,
+        atol,
+    )
+    for method, call in (
+        ("call", lambda: layer(x)),
+        ("forward_and_log_det", lambda: layer.forward_and_log_det(x)),
+        ("inverse", lambda: layer.inverse(y)),
+    ):
+        try:
+            call()
+        except ValueError:
+            continue
+        raise AssertionError(f"{method} without a context must raise ValueError")
+    return report
+
+
+def _distributed_step(layer, input_shape, x, context, strategy):
+    """One SGD step of ``-mean(log_det)`` under ``strategy``: finite, replicas identical."""
+    with strategy.scope():
+        replica_layer = clone_layer(layer)
+        if not replica_layer.built:
+            replica_layer.build((None,) + tuple(input_shape))
+        optimizer = keras.optimizers.SGD(1e-3)
+    replica_layer.set_weights(layer.get_weights())
+    variables = replica_layer.trainable_variables
+
+    @tf.function
+    def step(*batch):
+        def replica_step(t, *c):
+            ctx = {"context": c[0]} if c else {}
+            with tf.GradientTape() as tape:
+                out, ld = replica_layer.forward_and_log_det(t, training=True, **ctx)
+                loss = -tf.reduce_mean(ld) + 1e-3 * tf.reduce_mean(tf.square(out))
+            pairs = [
+                (g, v) for g, v in zip(tape.gradient(loss, variables), variables) if g is not None
+            ]
+            if pairs:
+                optimizer.apply_gradients(pairs)
+            return loss
+
+        return strategy.run(replica_step, args=batch)
+
+    losses = strategy.experimental_local_results(step(*((x,) if context is None else (x, context))))
+    if not all(np.isfinite(float(v)) for v in losses):
+        raise AssertionError("distributed step gave a non-finite loss")
+    for variable in replica_layer.variables:
+        # (.value: the distributed variable behind the Keras variable, one value per replica)
+        values = [v.numpy() for v in strategy.experimental_local_results(variable.value)]
+        if len(values) != strategy.num_replicas_in_sync:
+            raise AssertionError(f"{variable.path}: not mirrored over the strategy's replicas")
+        for other in values[1:]:
+            _assert_close(f"replicas of {variable.path}", other, values[0], 0.0)
+    return True

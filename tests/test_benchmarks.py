@@ -59,7 +59,7 @@ def check_goals(report, count):
 def test_every_script_is_documented_smoke_tested_and_free_of_path_patching():
     readme = (BENCHMARKS / "README.md").read_text()
     tested = {name[len("test_") :] for name in globals() if name.startswith("test_")}
-    assert len(SCRIPTS) == 14, SCRIPTS
+    assert len(SCRIPTS) == 15, SCRIPTS
     for name in SCRIPTS:
         doc = importlib.util.find_spec(f"benchmarks.{name}").loader.get_source(f"benchmarks.{name}")
         assert f"python -m benchmarks.{name}" in doc, f"{name}: docstring names no command"
@@ -256,3 +256,26 @@ def test_classification(tmp_path, capsys):
     assert set(rows) == {"c = 0.9", "vanilla"}
     assert all(0.0 <= r["test_accuracy_mean"] <= 1.0 for r in rows.values())
     assert rows["c = 0.9"]["reconstruction_error_max"] < 1e-5  # a contraction inverts
+
+
+@pytest.mark.slow
+def test_conditional(tmp_path, capsys):
+    """Every part, every model: finite numbers; the truth of the closed form is the
+    conditional entropy 0.5 ln det(2 pi e S) of the simulator's posterior covariance."""
+    import numpy as np
+
+    from keras_iresnet import data
+
+    report = run("conditional", tmp_path, capsys, "--seconds", "2")
+    simulator = data.GaussianLinear()
+    covariance = np.asarray(simulator.posterior_covariance, np.float64)
+    truth = 0.5 * np.linalg.slogdet(2 * np.pi * np.e * covariance)[1]
+    assert report["closed_form"]["truth_nll"] == pytest.approx(truth, rel=1e-6)
+    for part, key in (("closed_form", "nll"), ("sbi", "kl_q_p"), ("digits", "bits_per_dim")):
+        rows = report[part]["rows"]
+        assert len(rows) == 3 and all(math.isfinite(row[key]) for row in rows), part
+    for row in report["closed_form"]["rows"]:
+        assert row["gap_to_truth"] == pytest.approx(row["nll"] - truth, abs=1e-9)
+        assert row["steps"] >= 1 and row["parameters"] > 0
+    for row in report["sbi"]["rows"]:
+        assert 0.0 <= row["coverage_50"] <= 1.0 and 0.0 <= row["coverage_90"] <= 1.0

@@ -250,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the draw")
     sample.add_argument(
+        "--label",
+        type=non_negative_int,
+        default=None,
+        help="class-conditional models (e.g. --recipe digits-conditional): draw --n samples of "
+        "this class (default: a grid with a row of --n / classes samples per class)",
+    )
+    sample.add_argument(
         "--out",
         default=None,
         help="PNG path (default: samples_n<N>_t<T>_seed<S>.png beside the model)",

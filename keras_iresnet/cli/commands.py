@@ -293,11 +293,6 @@ def cmd_train(args):
     return 0
 
 
-def _first_inputs(dataset):
-    batch = next(iter(dataset))
-    return batch[0] if isinstance(batch, tuple) else batch
-
-
 def _strict(value):
     return runs.strict_json(value)
 
@@ -378,6 +373,10 @@ def _eval_split(model, record, args):
     _check_data_for_task(task, data)
     _check_data_options(args, data)
     recipe = recipes.get((record or {}).get("recipe") or recipes.for_task(task, data).name)
+    if getattr(model, "conditional", False) and not recipe.context:
+        if _unlabeled(data):
+            raise CLIError(f"this model is class-conditional; --data {data} has no labels")
+        recipe = recipe.replace(context="label")  # a model file without its run record
     split_record = (record or {}).get("split", {})
     split = _load_split(recipe, args, seed=split_record.get("seed", 0), record=split_record)
     if split_record.get("stats") and data == trained_on:
@@ -387,6 +386,10 @@ def _eval_split(model, record, args):
             f"--data {data} has inputs of shape {split.input_shape}; the model takes {model.input_shape_}"
         )
     return split, runs.datasets(recipe, split)[1]
+
+
+def _unlabeled(data):
+    return data in data_lib.DENSITIES_2D or data == "mnist-file"
 
 
 def _limit(dataset, n):
@@ -411,8 +414,11 @@ def cmd_evaluate(args):
 def cmd_invert(args):
     model, record, _ = _model_and_record(args)
     _, test = _eval_split(model, record, args)
-    x = _first_inputs(_limit(test, args.n))
-    report = certify.reconstruction_report(model.trunk, x)
+    batch = next(iter(_limit(test, args.n)))
+    x = batch[0] if isinstance(batch, tuple) else batch
+    conditional = getattr(model, "conditional", False)
+    context = {"context": batch[1]} if conditional and isinstance(batch, tuple) else {}
+    report = certify.reconstruction_report(model.trunk, x, **context)
     print(
         json.dumps(
             _strict(
@@ -427,11 +433,34 @@ def cmd_invert(args):
     return 0
 
 
+def _class_count(model, label):
+    """A class-conditional model's number of classes (its one-hot context); checks ``--label``."""
+    conditional = getattr(model, "conditional", False)
+    if label is not None and not conditional:
+        raise CLIError(
+            "--label applies to class-conditional models (e.g. --recipe digits-conditional); "
+            "this model is unconditional"
+        )
+    if not conditional:
+        return None
+    if len(model.context_shape) != 1:
+        raise CLIError(
+            f"sample draws class-conditional models (a one-hot context); this model's context "
+            f"has shape {model.context_shape}"
+        )
+    classes = int(model.context_shape[0])
+    if label is not None and label >= classes:
+        raise CLIError(f"--label {label} is not a class of this model (0 to {classes - 1})")
+    return classes
+
+
 def cmd_sample(args):
     model, _, path = _model_and_record(args)
     if not isinstance(model, models.IResNetFlow):
         raise CLIError("sample needs a density model (trained with --task density or hybrid)")
-    default = f"samples_n{args.n}_t{args.temperature:g}_seed{args.seed}.png"
+    classes = _class_count(model, args.label)
+    label = "" if args.label is None else f"_label{args.label}"
+    default = f"samples_n{args.n}_t{args.temperature:g}_seed{args.seed}{label}.png"
     out = pathlib.Path(args.out) if args.out else path.with_name(default)
     if out.is_dir():
         raise CLIError(f"--out {out} is a folder; give the PNG file's path")
@@ -439,8 +468,24 @@ def cmd_sample(args):
         raise CLIError(f"{out} exists; pass --overwrite to replace it, or --out FILE")
     if not out.parent.is_dir():
         raise CLIError(f"--out {out}: the folder {out.parent} does not exist")
-    plots.samples_figure(model, args.n, args.temperature, out, seed=args.seed)
-    print(f"saved {args.n} samples (temperature {args.temperature}) to {out}")
+    if classes is None:
+        plots.samples_figure(model, args.n, args.temperature, out, seed=args.seed)
+        print(f"saved {args.n} samples (temperature {args.temperature}) to {out}")
+    elif args.label is not None:
+        plots.class_samples_figure(
+            model, out, [args.label], args.n, args.temperature, seed=args.seed
+        )
+        print(
+            f"saved {args.n} samples of class {args.label} (temperature {args.temperature}) "
+            f"to {out}"
+        )
+    else:
+        per_class = max(1, args.n // classes)
+        plots.class_samples_figure(model, out, None, per_class, args.temperature, seed=args.seed)
+        print(
+            f"saved {per_class} samples of each of the {classes} classes, a row per class "
+            f"(temperature {args.temperature}), to {out}"
+        )
     return 0
 
 
@@ -450,16 +495,22 @@ def cmd_certify(args):
     if not report["blocks"]:
         raise CLIError(f"{path} has no residual blocks to certify")
     for block in report["blocks"]:
+        lipschitz = "Lip_x(g(., c)) for every c" if block["conditional"] else "Lip(g)"
         print(
-            f"{block['name']}: Lip(g) <= {block['lipschitz_bound']:.4f} "
+            f"{block['name']}: {lipschitz} <= {block['lipschitz_bound']:.4f} "
             f"{'contraction' if block['contraction'] else 'NOT a proven contraction'}"
         )
-    print(
-        json.dumps(
-            {"all_contractions": report["all_contractions"], "blocks": len(report["blocks"])}
+    summary = {"all_contractions": report["all_contractions"], "blocks": len(report["blocks"])}
+    check = report.get("inverse_check")
+    if check is not None:
+        print(
+            f"inverse at {check['contexts']} random contexts: max relative error "
+            f"{check['max_relative_error']:.2e} ({'passed' if check['passed'] else 'FAILED'})"
         )
-    )
-    return 0 if report["all_contractions"] else 1
+        summary["inverse_check"] = check
+    print(json.dumps(_strict(summary)))
+    passed = report["all_contractions"] and (check is None or check["passed"])
+    return 0 if passed else 1
 
 
 def cmd_tune(args):

@@ -68,6 +68,42 @@ def samples_figure(model, n, temperature, path, seed=None):
     plt.close(fig)
 
 
+def class_samples_figure(
+    model, path, labels=None, per_class=8, temperature=1.0, seed=None, rows=None
+):
+    """Samples of a class-conditional flow (one-hot contexts): one row per class of ``labels``.
+
+    Args:
+      model: an :class:`~keras_iresnet.models.IResNetFlow` with ``context_shape=(classes,)``.
+      path: the PNG to write.
+      labels: the classes to draw (default: every class, a row each).
+      per_class: samples per class.
+      temperature, seed: of the base's draw.
+      rows: rows of the grid (default: one per class; for one class a square grid).
+    """
+    plt = _pyplot()
+    classes = int(model.context_shape[0])
+    labels = list(range(classes)) if labels is None else [int(k) for k in labels]
+    contexts = np.eye(classes, dtype="float32")[np.repeat(labels, per_class)]
+    samples = model.sample(context=contexts, temperature=temperature, seed=seed).numpy()
+    if rows is None:
+        rows = len(labels) if len(labels) > 1 else max(1, int(np.sqrt(per_class)))
+    names = ", ".join(str(k) for k in labels) if len(labels) <= 3 else "one row per class"
+    cols = int(np.ceil(len(samples) / rows))
+    fig = plt.figure(figsize=(6, max(2.0, 6 * rows / cols)))
+    if samples.ndim == 2:
+        for k in labels:
+            chosen = samples[np.repeat(labels, per_class) == k]
+            plt.scatter(chosen[:, 0], chosen[:, 1], s=2, label=str(k))
+        plt.legend(markerscale=4)
+    else:
+        plt.imshow(_grid(samples, rows), cmap="gray")
+        plt.axis("off")
+    plt.title(f"samples of class {names} (T={temperature})")
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
 def reconstruction_figure(model, x, path):
     """Inputs (top) and reconstructions from the classifier's features (bottom), Figure 3."""
     plt = _pyplot()

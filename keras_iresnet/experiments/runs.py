@@ -44,6 +44,7 @@ __all__ = [
     "compile_model",
     "make_callbacks",
     "fit_arguments",
+    "model_inputs",
     "train",
     "RunFolder",
     "RunFolderError",
@@ -119,6 +120,11 @@ def load_split(
     n_train = recipe.n_train if n_train is None else n_train
     n_test = recipe.n_test if n_test is None else n_test
     if name in data_lib.DENSITIES_2D:
+        if recipe.context:
+            raise ValueError(
+                f"recipe {recipe.name!r} conditions on the {recipe.context}; data {name!r} has "
+                "none."
+            )
         if recipe.task != "density":
             raise ValueError(
                 f"data {name!r} is a 2-D density without labels; it fits task 'density' only."
@@ -134,6 +140,10 @@ def load_split(
     images, labels = data_lib.load_images(name, path=path, data_dir=data_dir, download=download)
     if recipe.task != "density" and labels is None:
         raise ValueError(f"data {name!r} has no labels; use task 'density'.")
+    if recipe.context == "label" and labels is None:
+        raise ValueError(
+            f"recipe {recipe.name!r} conditions on the label; data {name!r} has no labels."
+        )
     total = len(images)
     n_test = validation.positive_int("n_test", int(n_test))
     n_train = (
@@ -163,7 +173,8 @@ def datasets(recipe, split, batch_size=None, seed=None, drop_remainder=False):
 
     2-D: shuffled float batches. Images: :func:`keras_iresnet.data.image_dataset`
     (dequantized for density and hybrid, standardized with the training
-    statistics for classification); the test split is not shuffled.
+    statistics for classification; ``(x, one-hot label)`` pairs for a recipe with
+    ``context="label"``); the test split is not shuffled.
 
     Args:
       recipe, split: the recipe and its data split (:func:`load_split`).
@@ -183,6 +194,7 @@ def datasets(recipe, split, batch_size=None, seed=None, drop_remainder=False):
         return train.prefetch(tf.data.AUTOTUNE), tf.data.Dataset.from_tensor_slices(
             split.x_test
         ).batch(batch)
+    context = dict(context=recipe.context, num_classes=split.num_classes) if recipe.context else {}
     train = data_lib.image_dataset(
         split.x_train,
         split.y_train,
@@ -191,6 +203,7 @@ def datasets(recipe, split, batch_size=None, seed=None, drop_remainder=False):
         seed=seed,
         stats=split.stats,
         drop_remainder=drop_remainder,
+        **context,
     )
     test = data_lib.image_dataset(
         split.x_test,
@@ -200,6 +213,7 @@ def datasets(recipe, split, batch_size=None, seed=None, drop_remainder=False):
         shuffle=False,
         stats=split.stats,
         seed=seed + 1,
+        **context,
     )
     return train, test
 
@@ -238,9 +252,16 @@ def build_model(recipe, split=None, input_shape=None, num_classes=None, **overri
     """The recipe's model (``overrides`` replace model arguments, e.g. ``blocks=``, ``block=``).
 
     Block arguments given directly (``hidden=``, ``coeff=``) complete the recipe's block.
+    A recipe with ``context="label"`` gets ``context_shape=(num_classes,)``.
     """
     input_shape = input_shape or split.input_shape
     arguments = {**dict(recipe.model), **overrides}
+    if recipe.context == "label":
+        if num_classes is None and split is None:
+            raise ValueError(
+                f"recipe {recipe.name!r} conditions on the label: give num_classes= or the split."
+            )
+        arguments.setdefault("context_shape", (num_classes or split.num_classes,))
     if recipe.task == "classify":
         return models.iresnet_classifier(input_shape, num_classes or split.num_classes, **arguments)
     if recipe.task == "hybrid":
@@ -309,11 +330,16 @@ def make_callbacks(recipe, split=None):
         result.append(callbacks_lib.SwapEMAWeights(swap_on_epoch=True))
     if recipe.init_examples and split is not None:
         train, _ = datasets(recipe, split, batch_size=recipe.init_examples)
-        batch = next(iter(train))
-        result.append(
-            callbacks_lib.DataDependentInit(batch[0] if isinstance(batch, tuple) else batch)
-        )
+        result.append(callbacks_lib.DataDependentInit(model_inputs(recipe, next(iter(train)))))
     return result
+
+
+def model_inputs(recipe, batch):
+    """What the recipe's model takes from one batch of its pipelines: ``x``, or ``(x, c)`` for
+    a conditional recipe (the labels of classifiers and hybrids are targets, not inputs)."""
+    if recipe.context:
+        return tuple(batch)
+    return batch[0] if isinstance(batch, tuple) else batch
 
 
 def fit_arguments(recipe, split, epochs=None, batch_size=None, drop_remainder=False):
@@ -580,17 +606,22 @@ def report_training(model, recipe, split, test, folder, epochs):
         "all_blocks_certified_contractions": report["all_contractions"],
     }
     figure = folder / "figure.png"
+    if "inverse_check" in report:
+        metrics["inverse_check_random_contexts"] = report["inverse_check"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InverseConvergenceWarning)
         batch = next(iter(test))
         x_test = batch[0] if isinstance(batch, tuple) else batch
+        context = {"context": batch[1][:16]} if recipe.context else {}
         if not split.is_2d:
-            recon = certify.reconstruction_report(model.trunk, x_test[:16])
+            recon = certify.reconstruction_report(model.trunk, x_test[:16], **context)
             metrics["reconstruction_error"] = {"mean": recon["mean"], "max": recon["max"]}
         if split.is_2d:
             plots.density_2d_figure(model, split.x_test, figure)
         elif recipe.task == "classify":
             plots.reconstruction_figure(model, x_test[:8], figure)
+        elif recipe.context == "label":
+            plots.class_samples_figure(model, figure)
         else:
             plots.image_samples_figure(model, figure, reconstruct=x_test[:8])
     write_json(folder / "metrics.json", metrics)

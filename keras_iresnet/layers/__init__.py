@@ -16,7 +16,12 @@
 
 from keras_iresnet.layers.activations import LipSwish, get_activation
 from keras_iresnet.layers.containers import FactorOut, InvertibleSequential
-from keras_iresnet.layers.distributions import DiagonalGaussian, StandardNormal, get_base
+from keras_iresnet.layers.distributions import (
+    ConditionalDiagonalGaussian,
+    DiagonalGaussian,
+    StandardNormal,
+    get_base,
+)
 from keras_iresnet.layers.heads import ClassifierHead
 from keras_iresnet.layers.invertible import InvertibleLayer, Stackable
 from keras_iresnet.layers.logit import Logit
@@ -28,6 +33,7 @@ from keras_iresnet.layers.spectral import SpectralConv2D, SpectralDense, Spectra
 __all__ = [
     "ActNorm",
     "ClassifierHead",
+    "ConditionalDiagonalGaussian",
     "DiagonalGaussian",
     "FactorOut",
     "FlattenEvent",

@@ -1,7 +1,11 @@
 """Containers of invertible layers: a chain (InvertibleSequential) and multi-scale factor-out.
 
 Both pass ``training``, ``logdet`` and the inverse settings on to every layer
-they hold; their log-dets are sums of their parts'.
+they hold; their log-dets are sums of their parts'. A container is conditional
+if one of its layers is: it then takes ``context=`` and passes the context to its
+conditional layers, each getting the context as the layers before it left it
+(:meth:`~keras_iresnet.layers.InvertibleLayer.context_after`: an image context
+follows every ``Squeeze``); the inverse runs the same contexts in reverse.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import tensorflow as tf
 
 from keras_iresnet import validation
 from keras_iresnet.inverse import merge_infos
-from keras_iresnet.layers.invertible import InvertibleLayer
+from keras_iresnet.layers.invertible import InvertibleLayer, route_context
+from keras_iresnet.layers.reshaping import flatten_context
 
 __all__ = ["InvertibleSequential", "FactorOut"]
 
@@ -28,7 +33,8 @@ class InvertibleSequential(InvertibleLayer):
 
     ``inverse(y, **settings)`` passes the settings to every layer (the solving
     ones apply them); ``forward_and_log_det(x, logdet=...)`` passes the
-    estimator override to every layer.
+    estimator override to every layer. With a conditional layer in the chain,
+    every method takes ``context=`` (see the module docstring).
     """
 
     def __init__(self, layers, **kwargs):
@@ -42,15 +48,32 @@ class InvertibleSequential(InvertibleLayer):
                 )
         self.chain = layers
 
+    @property
+    def conditional(self):
+        return any(layer.conditional for layer in self.chain)
+
+    def context_after(self, context):
+        for layer in self.chain:
+            context = layer.context_after(context)
+        return context
+
+    def _contexts(self, context):
+        """The context each layer sees, in forward order."""
+        contexts = []
+        for layer in self.chain:
+            contexts.append(context)
+            context = None if context is None else layer.context_after(context)
+        return contexts
+
     def build(self, input_shape):
-        shape = tuple(input_shape)
+        shape = self._data_shape(input_shape)
         for layer in self.chain:
             if not layer.built:
                 layer.build(shape)
             shape = tuple(layer.compute_output_shape(shape))
 
     def compute_output_shape(self, input_shape):
-        shape = tuple(input_shape)
+        shape = self._data_shape(input_shape)
         for layer in self.chain:
             shape = tuple(layer.compute_output_shape(shape))
         return shape
@@ -61,33 +84,40 @@ class InvertibleSequential(InvertibleLayer):
             shape = tuple(layer.compute_inverse_shape(shape))
         return shape
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, context=None):
+        inputs, context = self._split_pair(inputs, context)
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
-        for layer in self.chain:
-            x = layer(x, training=training)
+        contexts = self._contexts(self._take_context(context, x))
+        for layer, c in zip(self.chain, contexts):
+            x = layer(x, training=training, **route_context(layer, c))
         return x
 
-    def forward_and_log_det(self, inputs, training=None, logdet=None):
+    def forward_and_log_det(self, inputs, training=None, logdet=None, context=None):
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
+        contexts = self._contexts(self._take_context(context, x))
         total = self._zero_log_det(x)
-        for layer in self.chain:
-            x, log_det = layer.forward_and_log_det(x, training=training, logdet=logdet)
+        for layer, c in zip(self.chain, contexts):
+            x, log_det = layer.forward_and_log_det(
+                x, training=training, logdet=logdet, **route_context(layer, c)
+            )
             total = total + log_det
         return x, total
 
-    def _inverse(self, y, settings):
-        for layer in reversed(self.chain):
-            y = layer.inverse(y, **settings)
-        return y
+    def _inverse(self, y, settings, context=None):
+        return self._inverse_and_info(y, settings, context, with_info=False)[0]
 
-    def _inverse_and_info(self, y, settings):
+    def _inverse_and_info(self, y, settings, context=None, with_info=True):
         infos = []
-        for layer in reversed(self.chain):
-            y, info = layer.inverse(y, return_info=True, **settings)
-            infos.append(info)
-        return y, merge_infos(infos)
+        pairs = list(zip(self.chain, self._contexts(context)))
+        for layer, c in reversed(pairs):
+            if with_info:
+                y, info = layer.inverse(y, return_info=True, **route_context(layer, c), **settings)
+                infos.append(info)
+            else:
+                y = layer.inverse(y, **route_context(layer, c), **settings)
+        return y, merge_infos(infos) if with_info else None
 
     def get_config(self):
         config = super().get_config()
@@ -130,7 +160,24 @@ class FactorOut(InvertibleLayer):
         self.stages = stages
         self.factor = validation.open_unit("factor", factor)
 
+    @property
+    def conditional(self):
+        return any(stage.conditional for stage in self.stages)
+
+    def _contexts(self, context):
+        """The context each stage sees, and the one after the last (image contexts move with the
+        stages' squeezes; the flat output sees an image context flattened)."""
+        contexts = []
+        for stage in self.stages:
+            contexts.append(context)
+            context = None if context is None else stage.context_after(context)
+        return contexts, flatten_context(context)
+
+    def context_after(self, context):
+        return self._contexts(context)[1]
+
     def build(self, input_shape):
+        input_shape = self._data_shape(input_shape)
         validation.input_shape(self, input_shape, (4,))
         shape = tuple(input_shape)
         self.event_shape = tuple(int(d) for d in input_shape[1:])
@@ -153,6 +200,7 @@ class FactorOut(InvertibleLayer):
         self.final_shape = tuple(int(d) for d in shape[1:])
 
     def compute_output_shape(self, input_shape):
+        input_shape = self._data_shape(input_shape)
         return (input_shape[0], int(math.prod(input_shape[1:])))
 
     def compute_inverse_shape(self, output_shape):
@@ -162,15 +210,17 @@ class FactorOut(InvertibleLayer):
     def _flat(t):
         return tf.reshape(t, [tf.shape(t)[0], -1])
 
-    def _run(self, x, training, logdet, with_log_det):
+    def _run(self, x, training, logdet, with_log_det, context=None):
         total = self._zero_log_det(x) if with_log_det else None
         latents = []
-        for index, stage in enumerate(self.stages):
+        for index, (stage, c) in enumerate(zip(self.stages, self._contexts(context)[0])):
             if with_log_det:
-                x, log_det = stage.forward_and_log_det(x, training=training, logdet=logdet)
+                x, log_det = stage.forward_and_log_det(
+                    x, training=training, logdet=logdet, **route_context(stage, c)
+                )
                 total = total + log_det
             else:
-                x = stage(x, training=training)
+                x = stage(x, training=training, **route_context(stage, c))
             if index < len(self.splits):
                 keep = self.splits[index][0]
                 latents.append(self._flat(x[..., keep:]))
@@ -178,14 +228,16 @@ class FactorOut(InvertibleLayer):
         latents.append(self._flat(x))
         return tf.concat(latents, axis=1), total
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, context=None):
         # The output only: no stage estimates a log-det it would throw away.
-        return self._run(inputs, training, None, False)[0]
+        inputs, context = self._split_pair(inputs, context)
+        x = tf.convert_to_tensor(inputs)
+        return self._run(x, training, None, False, self._take_context(context, x))[0]
 
-    def forward_and_log_det(self, inputs, training=None, logdet=None):
+    def forward_and_log_det(self, inputs, training=None, logdet=None, context=None):
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
-        return self._run(x, training, logdet, True)
+        return self._run(x, training, logdet, True, self._take_context(context, x))
 
     def _ensure_built_from_output(self, output_shape):
         if not self.built:
@@ -199,27 +251,29 @@ class FactorOut(InvertibleLayer):
         ]
         return tf.split(z, sizes, axis=1)
 
-    def _run_inverse(self, y, settings, return_info):
+    def _run_inverse(self, y, settings, return_info, context=None):
         pieces = self._pieces(y)
         batch = tf.shape(y)[:1]
         x = tf.reshape(pieces[-1], tf.concat([batch, self.final_shape], 0))
+        contexts = self._contexts(context)[0]
         infos = []
         for index in reversed(range(len(self.stages))):
             if index < len(self.splits):
                 factored = tf.reshape(pieces[index], tf.concat([batch, self.splits[index][1]], 0))
                 x = tf.concat([x, factored], axis=-1)
+            stage, c = self.stages[index], contexts[index]
             if return_info:
-                x, info = self.stages[index].inverse(x, return_info=True, **settings)
+                x, info = stage.inverse(x, return_info=True, **route_context(stage, c), **settings)
                 infos.append(info)
             else:
-                x = self.stages[index].inverse(x, **settings)
+                x = stage.inverse(x, **route_context(stage, c), **settings)
         return x, infos
 
-    def _inverse(self, y, settings):
-        return self._run_inverse(y, settings, False)[0]
+    def _inverse(self, y, settings, context=None):
+        return self._run_inverse(y, settings, False, context)[0]
 
-    def _inverse_and_info(self, y, settings):
-        x, infos = self._run_inverse(y, settings, True)
+    def _inverse_and_info(self, y, settings, context=None):
+        x, infos = self._run_inverse(y, settings, True, context)
         return x, merge_infos(infos)
 
     def get_config(self):

@@ -10,7 +10,16 @@ import tensorflow as tf
 from keras_iresnet import validation
 from keras_iresnet.layers.invertible import InvertibleLayer
 
-__all__ = ["Squeeze", "InjectivePad", "FlattenEvent"]
+__all__ = ["Squeeze", "InjectivePad", "FlattenEvent", "flatten_context"]
+
+
+def flatten_context(context):
+    """An image context ``[batch?, H, W, k]`` flattened as the data is flattened (vectors pass)."""
+    if context is None or context.shape.rank not in (3, 4):
+        return context
+    if context.shape.rank == 3:
+        return tf.reshape(context, [-1])
+    return tf.reshape(context, [tf.shape(context)[0], -1])
 
 
 @keras.saving.register_keras_serializable(package="keras_iresnet")
@@ -46,6 +55,14 @@ class Squeeze(InvertibleLayer):
 
     def _inverse(self, y, settings):
         return tf.nn.depth_to_space(y, self.factor)
+
+    def context_after(self, context):
+        """An image context ``[batch?, H, W, k]`` is squeezed with the data; vectors pass."""
+        if context is None or context.shape.rank not in (3, 4):
+            return context
+        if context.shape.rank == 3:
+            return tf.nn.space_to_depth(context[None], self.factor)[0]
+        return tf.nn.space_to_depth(context, self.factor)
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape
@@ -132,6 +149,10 @@ class FlattenEvent(InvertibleLayer):
             raise ValueError(
                 f"FlattenEvent {self.name!r} must be built before its inverse (event shape unknown)."
             )
+
+    def context_after(self, context):
+        """An image context ``[batch?, H, W, k]`` is flattened with the data; vectors pass."""
+        return flatten_context(context)
 
     def compute_output_shape(self, input_shape):
         size = math.prod(input_shape[1:]) if all(d is not None for d in input_shape[1:]) else None

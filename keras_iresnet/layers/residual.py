@@ -9,6 +9,12 @@ handful of stacked variables instead of hundreds of small ones). Their power
 iterations run as one batched iteration. :class:`InvertibleResidualBlock` is the
 stack of one (unstacked variables). The residual function ``g`` itself -- layers,
 parameters, dropout, Lipschitz bound -- is :mod:`keras_iresnet.layers.residual_function`.
+
+Built with ``context_shape=``, a stack is *conditional*: ``F_i(x, c) = x + g_i(x, c)``
+with the context entering ``g`` through its own projection (the Lipschitz argument
+is in :mod:`keras_iresnet.layers.residual_function`); ``call``, ``forward_and_log_det``,
+``inverse`` (a fixed point in ``x`` for fixed ``c``) and ``residual_function`` then
+take ``context=``, and the log-det estimators see ``x -> g_i(x, c)`` unchanged.
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ from keras_iresnet import inverse as inverse_lib
 from keras_iresnet import logdet as logdet_lib
 from keras_iresnet import validation
 from keras_iresnet._tf import in_xla_context, no_autograph
-from keras_iresnet.layers.invertible import InvertibleLayer, Stackable
+from keras_iresnet.layers.invertible import InvertibleLayer, Stackable, broadcast_context
 from keras_iresnet.layers.normalization import ActNorm
-from keras_iresnet.layers.residual_function import ResidualFunction
+from keras_iresnet.layers.residual_function import CONTEXT_MODES, ResidualFunction
 
 __all__ = ["InvertibleResidualStack", "InvertibleResidualBlock", "ACTNORM_MODES"]
 
@@ -87,8 +93,17 @@ class InvertibleResidualStack(InvertibleLayer):
         :class:`keras_iresnet.inverse.InverseSettings` (None: the package default).
       seed: seed of the log-det probes (each call draws fresh probes from it,
         different on each replica of a strategy and in each block).
+      context_shape: a conditional stack ``x -> F(x, c)``: the context's event
+        shape, ``(k,)`` (a vector; broadcast over the positions of conv blocks) or
+        ``(H, W, k)`` (an image with the blocks' ``H`` and ``W``). None (default):
+        unconditional, with the signatures of every other layer.
+      context_mode: ``"additive"`` (``W_1 x + b_1 + U_i c``) or ``"film"``
+        (``s_i(c) * (W_1 x + b_1) + t_i(c)`` with ``0 < s_i < 1``); see
+        :mod:`keras_iresnet.layers.residual_function` for why both keep ``Lip_x g <= coeff^L``.
+      context_initializer: initializer of the (unnormalized) context kernels.
 
-    Shapes: ``[batch, d]`` or ``[batch, H, W, C]`` -> same; log-det ``[batch]``.
+    Shapes: ``[batch, d]`` or ``[batch, H, W, C]`` -> same; log-det ``[batch]``;
+    a context ``[batch, *context_shape]`` or ``[*context_shape]`` (one for all).
     """
 
     def __init__(
@@ -112,9 +127,17 @@ class InvertibleResidualStack(InvertibleLayer):
         rtol=None,
         strict=None,
         seed=None,
+        context_shape=None,
+        context_mode="additive",
+        context_initializer="glorot_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.context_shape = (
+            None if context_shape is None else validation.shape("context_shape", context_shape)
+        )
+        self.context_mode = validation.one_of("context_mode", context_mode, CONTEXT_MODES)
+        self.context_initializer = keras.initializers.get(context_initializer)
         self.num_blocks = validation.positive_int("num_blocks", num_blocks)
         self.hidden = validation.positive_int("hidden", hidden)
         try:
@@ -150,6 +173,9 @@ class InvertibleResidualStack(InvertibleLayer):
                 power_vectors=self.power_vectors,
             ),
             stack=stack,
+            context_shape=self.context_shape,
+            context_mode=self.context_mode,
+            context_initializer=self.context_initializer,
         )
         # The stack owns g's sublayers (tracked, trained and saved under these names).
         self.activation_fns = self.residual.activation_fns
@@ -176,15 +202,22 @@ class InvertibleResidualStack(InvertibleLayer):
         self._compiled_solvers = {}
 
     @property
+    def conditional(self):
+        """Whether the stack takes a context (built with ``context_shape``)."""
+        return self.context_shape is not None
+
+    @property
     def stack_size(self):
         """``num_blocks`` if the weights are stacked, else None (a single block)."""
         return self.num_blocks if self.num_blocks > 1 else None
 
     # -- build ---------------------------------------------------------------
     def build(self, input_shape):
-        input_shape = validation.input_shape(self, input_shape, (2, 4))
+        input_shape = validation.input_shape(self, self._data_shape(input_shape), (2, 4))
         self.residual.build(input_shape)
         self.linear_layers = list(self.residual.linear_layers)
+        if self.residual.context_projection is not None:
+            self.context_projection = self.residual.context_projection
         if self.actnorm is not None:
             self.actnorm.build(input_shape)
         self.probe_counter = self.add_weight(
@@ -199,17 +232,31 @@ class InvertibleResidualStack(InvertibleLayer):
     def _pick(self, t, index):
         return Stackable.slice_of(t, index, self.stack_size is not None)
 
-    def residual_function(self, training=False, index=0):
+    def residual_function(self, training=False, index=0, context=None):
         """A pure function ``g`` of block ``index`` for this call: kernels normalized once,
-        dropout masks fixed.
+        dropout masks fixed; for a conditional stack ``x -> g(x, c)`` at this ``context``.
 
         With ``training=True`` the spectral layers advance their power iteration
         (once, here), so ``g`` can then be evaluated any number of times (by the
-        log-det estimator or the inverse) without changing state.
+        log-det estimator or the inverse) without changing state. A conditional
+        ``g`` takes inputs of the context's batch (or ``k`` example-major copies
+        of each example, as the log-det estimators make them).
         """
         if not 0 <= int(index) < self.num_blocks:
             raise ValueError(f"index must be in [0, {self.num_blocks}); got index={index!r}.")
-        return self.residual.function(self.residual.parameters(training), int(index), training)
+        if not self.built:
+            raise ValueError(f"{type(self).__name__} {self.name!r} must be built first.")
+        if self.conditional != (context is not None):
+            self._take_context(context, None)  # the sentence for a missing / an unexpected context
+        c = None
+        if context is not None:  # one context, or one per example of the inputs g will take
+            c = tf.cast(tf.convert_to_tensor(context), self.compute_dtype)
+            c = c[None] if c.shape.rank == len(self.context_shape) else c
+            c = broadcast_context(self, c, self.context_shape, c)
+        return self.residual.function(self.residual.parameters(training, c), int(index), training)
+
+    def _shape_context(self, context, x):
+        return broadcast_context(self, context, self.context_shape, x)
 
     def _probe_seed(self):
         """A fresh ``[2]`` seed per call: (user seed + replica id, call counter)."""
@@ -224,9 +271,12 @@ class InvertibleResidualStack(InvertibleLayer):
 
     # -- protocol --------------------------------------------------------------
     @no_autograph
-    def _forward(self, x, training, estimator):
-        """``(y, log_det or None)``; ``estimator=None`` skips the log-det (classifiers)."""
-        parameters = self.residual.parameters(training)
+    def _forward(self, x, training, estimator, context=None):
+        """``(y, log_det or None)``; ``estimator=None`` skips the log-det (classifiers).
+
+        ``context``: ``[batch, *context_shape]`` (checked) for a conditional stack, else None.
+        """
+        parameters = self.residual.parameters(training, context)
         seed = self._probe_seed() if estimator is not None else None
         actnorm = self.actnorm
         if actnorm is not None:
@@ -300,37 +350,46 @@ class InvertibleResidualStack(InvertibleLayer):
             actnorm.store_initialization(bias_stack, log_scale_stack)
         return y, log_det
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, context=None):
+        inputs, context = self._split_pair(inputs, context)
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
-        return self._forward(x, bool(training), None)[0]
+        return self._forward(x, bool(training), None, self._take_context(context, x))[0]
 
-    def forward_and_log_det(self, inputs, training=None, logdet=None):
+    def forward_and_log_det(self, inputs, training=None, logdet=None, context=None):
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
         estimator = self.estimator if logdet is None else logdet_lib.get(logdet)
-        return self._forward(x, bool(training), estimator)
+        return self._forward(x, bool(training), estimator, self._take_context(context, x))
 
-    def _inverse(self, y, settings):
-        return self._solve(y, settings, return_info=False)[0]
+    def _inverse(self, y, settings, context=None):
+        return self._solve(y, settings, False, context)[0]
 
-    def _inverse_and_info(self, y, settings):
-        return self._solve(y, settings, return_info=True)
+    def _inverse_and_info(self, y, settings, context=None):
+        return self._solve(y, settings, True, context)
 
-    def _solve(self, y, overrides, return_info):
+    def _solve(self, y, overrides, return_info, context=None):
         settings = self.inverse_defaults.replace(**overrides)
+        # The context is an argument of the traced solve, never captured: an eager solve
+        # cached per settings must not keep the first call's context (design note, pitfall 2).
         return inverse_lib.solve_and_report(
-            lambda t: self._solve_graph(t, settings, return_info),
+            lambda t, *c: self._solve_graph(t, settings, return_info, *c),
             y,
             settings,
             return_info,
             compiled=self._compiled_solvers,
+            arguments=() if context is None else (context,),
         )
 
     @no_autograph
-    def _solve_graph(self, y, settings, return_info):
-        """Every block's solve, last block first: ``(x, converged, iterations, loop residual, final residual)``."""
-        parameters = self.residual.parameters(False)
+    def _solve_graph(self, y, settings, return_info, context=None):
+        """Every block's solve, last block first.
+
+        Returns ``(x, converged, iterations, loop residual, final residual)``.
+
+        A conditional stack solves ``x + g_i(x, c) = y`` for ``x`` with ``c`` held fixed.
+        """
+        parameters = self.residual.parameters(False, context)
         actnorm = self.actnorm
         if actnorm is not None:
             an_bias, an_log_scale = (
@@ -409,6 +468,12 @@ class InvertibleResidualStack(InvertibleLayer):
             logdet=logdet_lib.serialize(self.estimator),
             seed=self.seed,
         )
+        if self.conditional:
+            config.update(
+                context_shape=list(self.context_shape),
+                context_mode=self.context_mode,
+                context_initializer=keras.initializers.serialize(self.context_initializer),
+            )
         config.update(
             {k: v for k, v in self.inverse_defaults.to_dict().items() if k != "anderson_memory"}
         )

@@ -89,13 +89,14 @@ class IResNetModel(keras.Model):
         is normalized for *its* weights.
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x = check(all_finite(x), NON_FINITE_DATA, x)
+        x, y = self._inputs_and_targets(x, y)
+        x = check(all_finite(*tf.nest.flatten(x)), NON_FINITE_DATA, x)
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(
                 x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
             )
-            track_loss(self, loss, tf.shape(x)[0])
+            track_loss(self, loss, tf.shape(tf.nest.flatten(x)[0])[0])
             scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_weights
         gradients = tape.gradient(scaled, variables)
@@ -118,8 +119,20 @@ class IResNetModel(keras.Model):
     @no_autograph
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x = check(all_finite(x), NON_FINITE_EVAL_DATA, x)
+        x, y = self._inputs_and_targets(x, y)
+        x = check(all_finite(*tf.nest.flatten(x)), NON_FINITE_EVAL_DATA, x)
         return super().test_step(keras.utils.pack_x_y_sample_weight(x, y, sample_weight))
+
+    @no_autograph
+    def predict_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, _ = self._inputs_and_targets(x, y)
+        return self(x, training=False)
+
+    def _inputs_and_targets(self, x, y):
+        """The model's inputs and targets from what Keras unpacked (a conditional flow
+        reads a ``tf.data`` dataset of ``(x, c)`` pairs, unpacked as ``(x, y)``, as inputs)."""
+        return x, y
 
     @no_autograph
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

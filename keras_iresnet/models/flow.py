@@ -18,6 +18,17 @@ For continuous data (``data_8bit=False``, e.g. 2-D densities) it is
 ``-ln p(x) / (D ln 2)``. ``log_prob`` always returns ``ln p(x)`` of the data ``x``
 in nats, including the log-det of a :class:`~keras_iresnet.layers.Logit` first
 layer (so bits/dim keep their meaning with it).
+
+A **conditional** flow ``p(x | c)`` (``context_shape=``) has conditional blocks
+(the context enters every ``g``, :mod:`keras_iresnet.layers.residual_function`)
+and optionally a conditional base (``base="conditional_diagonal"``)::
+
+    ln p(x | c) = ln p_Z(F(x, c) | c) + ln|det J_F(x, c)|      (J: the Jacobian in x)
+
+It trains with ``fit((x, c))``, ``fit({"x": x, "context": c})`` or ``fit`` on a
+``tf.data`` dataset of ``(x, c)`` pairs; ``predict`` and ``evaluate`` take the same
+inputs, ``log_prob(x, context=c)`` and ``sample(n, context=c)`` the context as a
+keyword. Bits/dim count the dimensions of ``x`` only.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import tensorflow as tf
 from keras_iresnet import logdet as logdet_lib
 from keras_iresnet import validation
 from keras_iresnet._tf import graph_function, no_autograph
-from keras_iresnet.bijector import base_distribution, density_model
+from keras_iresnet.bijector import density_model
 from keras_iresnet.layers import InvertibleLayer, get_base
 from keras_iresnet.metrics import MeanWithStandardError
 from keras_iresnet.models import presets
@@ -81,6 +92,15 @@ class IResNetFlow(IResNetModel):
       data_8bit: report bits/dim of 8-bit data (default: True for images).
       trunk: instead of the architecture arguments, any
         :class:`~keras_iresnet.InvertibleLayer` (e.g. just a ``Logit``).
+      context_shape: a conditional flow ``p(x | c)``: the context's event shape,
+        ``(k,)`` (e.g. a one-hot label) or ``(H, W, k)`` (an image with the data's
+        ``H`` and ``W``; it is squeezed with the data). Every residual stack of the
+        trunk is conditional (``block={"context_mode": "film"}`` picks FiLM over
+        the default additive context). None: unconditional.
+
+    With ``base="conditional_diagonal"`` the base is
+    :class:`~keras_iresnet.ConditionalDiagonalGaussian` (a mean and log-std per
+    latent dimension linear in the context, zero-initialized).
     """
 
     def __init__(
@@ -97,10 +117,14 @@ class IResNetFlow(IResNetModel):
         eval_logdet=None,
         data_8bit=None,
         trunk=None,
+        context_shape=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.input_shape_ = validation.shape("input_shape", input_shape)
+        self.context_shape = (
+            None if context_shape is None else validation.shape("context_shape", context_shape)
+        )
         image = len(self.input_shape_) == 3
         defaults = presets.MNIST_FLOW if image else presets.TWO_D_FLOW
         self.event_dims = int(np.prod(self.input_shape_))
@@ -153,12 +177,38 @@ class IResNetFlow(IResNetModel):
             if image:
                 check_squeeze(arch["initial_squeeze"], self.input_shape_, len(arch["blocks"]))
             self.architecture = arch
-            self.trunk = flow_trunk(self.input_shape_, **arch)
-        self.base = get_base(defaults.get("base", "standard") if base is None else base)
+            self.trunk = flow_trunk(self.input_shape_, context_shape=self.context_shape, **arch)
+        self.base = get_base(
+            defaults.get("base", "standard") if base is None else base, self.context_shape
+        )
         self.base_name = base if isinstance(base, str) or base is None else None
+        self._check_conditional()
         self.bits_per_dim_metric = MeanWithStandardError(name="bits_per_dim")
         self._log_prob_functions = {}
         self.finish()
+
+    def _check_conditional(self):
+        if self.context_shape is None:
+            if self.trunk.conditional or self.base.conditional:
+                raise ValueError(
+                    "the trunk or the base is conditional: give the flow its context_shape=."
+                )
+            return
+        if not (self.trunk.conditional or self.base.conditional):
+            raise ValueError(
+                f"context_shape={self.context_shape}: neither the trunk nor the base takes the "
+                "context (give a conditional trunk, or base='conditional_diagonal')."
+            )
+        if self.base.conditional and tuple(self.base.context_shape) != self.context_shape:
+            raise ValueError(
+                f"context_shape={self.context_shape} differs from the base's "
+                f"context_shape={tuple(self.base.context_shape)}."
+            )
+
+    @property
+    def conditional(self):
+        """Whether the flow is ``p(x | c)`` (built with ``context_shape``)."""
+        return self.context_shape is not None
 
     def _build_heads(self, feature_shape):
         if not self.base.built:
@@ -168,30 +218,86 @@ class IResNetFlow(IResNetModel):
     def latent_shape(self):
         return tuple(self.base.latent_shape)
 
+    # -- inputs ------------------------------------------------------------------------
+    def _split_inputs(self, inputs):
+        """``(x, c)`` from ``x``, ``(x, c)`` / ``[x, c]`` or ``{"x": x, "context": c}``."""
+        if isinstance(inputs, dict):
+            if "x" not in inputs or set(inputs) - {"x", "context"}:
+                raise ValueError(
+                    f"{type(self).__name__} takes a dict with the keys 'x' and 'context'; got "
+                    f"keys {sorted(inputs)}."
+                )
+            x, context = inputs["x"], inputs.get("context")
+        elif isinstance(inputs, (tuple, list)) and self.conditional:
+            if len(inputs) != 2:
+                raise ValueError(
+                    f"a conditional {type(self).__name__} takes the pair (x, context); got "
+                    f"{len(inputs)} inputs."
+                )
+            x, context = inputs
+        else:
+            x, context = inputs, None
+        return x, self._context(context)
+
+    def _context(self, context):
+        """The context checked against the flow: required if conditional, refused if not."""
+        if not self.conditional:
+            if context is not None:
+                raise ValueError(
+                    f"this {type(self).__name__} is not conditional (no context_shape): it takes "
+                    "no context."
+                )
+            return None
+        if context is None:
+            dims = ", ".join(str(d) for d in self.context_shape)
+            raise ValueError(
+                f"this {type(self).__name__} is conditional: give the context, as (x, context), "
+                f"{{'x': x, 'context': context}} or context= (shape [batch, {dims}])."
+            )
+        return tf.convert_to_tensor(context)
+
+    def _inputs_and_targets(self, x, y):
+        if self.conditional and y is not None and not isinstance(x, (tuple, list, dict)):
+            return (x, y), None  # a dataset of (x, c) pairs arrives as (x, y)
+        return x, y
+
     # -- density ---------------------------------------------------------------------
-    def _log_prob_graph(self, x, training=False, logdet=None):
-        z, log_det = self.trunk.forward_and_log_det(x, training=training, logdet=logdet)
+    def _log_prob_graph(self, x, training=False, logdet=None, context=None):
+        trunk_context = {"context": context} if self.trunk.conditional else {}
+        z, log_det = self.trunk.forward_and_log_det(
+            x, training=training, logdet=logdet, **trunk_context
+        )
+        if self.base.conditional:
+            return self.base.log_prob(z, context) + log_det, z
         return self.base.log_prob(z) + log_det, z
 
-    def log_prob(self, x, training=False, logdet=None):
-        """``ln p(x)`` in nats per example, ``[batch]`` (change of variables, equation (3)).
+    def log_prob(self, x, training=False, logdet=None, context=None):
+        """``ln p(x)`` (or ``ln p(x | c)``) in nats per example, ``[batch]`` (equation (3)).
 
         Args:
           x: ``[batch, *input_shape]`` (dequantized to ``[0, 1)`` for 8-bit images).
           training: advance power iterations / initialize ActNorm (a training call).
           logdet: estimator for this call (default: ``eval_logdet`` when not
             training, else the blocks' own).
+          context: a conditional flow's context, ``[batch, *context_shape]`` or one
+            ``[*context_shape]`` for the whole batch.
         """
         if logdet is None and not training:
             logdet = self.eval_logdet
+        context = self._context(context)
         if tf.executing_eagerly() and not training:  # one traced graph per estimator, not eager ops
             estimator = None if logdet is None else logdet_lib.get(logdet)
-            if estimator not in self._log_prob_functions:
-                self._log_prob_functions[estimator] = graph_function(
-                    lambda t: self._log_prob_graph(t, False, estimator)[0]
+            key = (estimator, context is None)
+            if key not in self._log_prob_functions:
+                # The context is an argument of the traced function, never captured.
+                self._log_prob_functions[key] = graph_function(
+                    lambda t, *c: self._log_prob_graph(t, False, estimator, *c)[0]
                 )
-            return self._log_prob_functions[estimator](tf.convert_to_tensor(x, tf.float32))
-        return self._log_prob_graph(x, training, logdet)[0]
+            arguments = [tf.convert_to_tensor(x, tf.float32)]
+            if context is not None:
+                arguments.append(tf.cast(context, tf.float32))
+            return self._log_prob_functions[key](*arguments)
+        return self._log_prob_graph(x, training, logdet, context)[0]
 
     def bits_per_dim(self, log_prob):
         """Bits/dim from ``ln p(x)`` (adds ``D ln 256`` for dequantized 8-bit data)."""
@@ -201,28 +307,63 @@ class IResNetFlow(IResNetModel):
         return nll / (self.event_dims * LN2)
 
     @no_autograph
-    def call(self, x, training=None):
-        return self._log_prob_graph(x, bool(training), None if training else self.eval_logdet)[0]
+    def call(self, inputs, training=None):
+        x, context = self._split_inputs(inputs)
+        logdet = None if training else self.eval_logdet
+        return self._log_prob_graph(x, bool(training), logdet, context)[0]
 
     def _loss(self, x, y, y_pred, sample_weight, training):
         bpd = self.bits_per_dim(y_pred)
         self.bits_per_dim_metric.update_state(bpd)
         return scale_for_replicas(tf.reduce_mean(bpd))
 
-    def sample(self, n, temperature=1.0, seed=None, **settings):
+    def sample(self, n=None, temperature=1.0, seed=None, context=None, **settings):
         """``n`` samples ``x = F^{-1}(z)``, ``z`` from the base at ``temperature`` (fixed-point inverse).
 
-        ``settings``: the fields of :class:`keras_iresnet.inverse.InverseSettings`.
-        Returns ``[n, *input_shape]``.
+        Args:
+          n: the number of samples (a conditional flow given one context per
+            sample may leave it None: ``n = len(context)``).
+          temperature: scale of the base's noise.
+          seed: of the base's draw.
+          context: a conditional flow's context: ``[n, *context_shape]`` (one per
+            sample) or ``[*context_shape]`` (one for all ``n``).
+          **settings: the fields of :class:`keras_iresnet.inverse.InverseSettings`.
+
+        Returns ``[n, *input_shape]``; sample ``i`` is drawn from ``p(x | c_i)``.
         """
-        z = self.base.sample(n, temperature=temperature, seed=seed)
-        return self.trunk.inverse(z, **settings)
+        context = self._context(context)
+        if context is not None:
+            context = tf.cast(context, tf.float32)
+            per_sample = context.shape.rank == len(self.context_shape) + 1
+            if per_sample and n is None:
+                n = int(context.shape[0])
+            elif per_sample and int(context.shape[0]) != validation.positive_int("n", n):
+                raise ValueError(
+                    f"sample: context has {int(context.shape[0])} rows for n={n} samples; give "
+                    "one context per sample or one context for all."
+                )
+        if n is None:
+            raise ValueError("sample needs n, the number of samples.")
+        n = validation.positive_int("n", n)
+        if context is not None and context.shape.rank == len(self.context_shape):
+            context = tf.broadcast_to(context, (n,) + self.context_shape)
+        if self.base.conditional:
+            z = self.base.sample(n, temperature=temperature, seed=seed, context=context)
+        else:
+            z = self.base.sample(n, temperature=temperature, seed=seed)
+        trunk_context = {"context": context} if self.trunk.conditional else {}
+        return self.trunk.inverse(z, **trunk_context, **settings)
 
     @property
     def distribution(self):
-        """The model as a TFP ``TransformedDistribution`` (data space, nats)."""
+        """The model as a TFP ``TransformedDistribution`` (data space, nats).
+
+        A conditional flow's takes ``bijector_kwargs={"conditional_input": c}``."""
         return density_model(
-            self.trunk, event_shape=self.input_shape_, base=base_distribution(self.base)
+            self.trunk,
+            event_shape=self.input_shape_,
+            base=self.base,
+            context_shape=self.context_shape,
         )
 
     @property
@@ -239,6 +380,7 @@ class IResNetFlow(IResNetModel):
             else keras.saving.serialize_keras_object(self.base),
             eval_logdet=serialize_logdet(self.eval_logdet),
             data_8bit=self.data_8bit,
+            context_shape=None if self.context_shape is None else list(self.context_shape),
         )
         if self.architecture is None:
             config["trunk"] = keras.saving.serialize_keras_object(self.trunk)

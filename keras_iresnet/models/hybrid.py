@@ -58,6 +58,11 @@ class IResNetHybrid(IResNetFlow):
             raise ValueError(
                 "IResNetHybrid cannot factor out: its head classifies the trunk's final image."
             )
+        if kwargs.get("context_shape") is not None:
+            raise ValueError(
+                "IResNetHybrid is not conditional (its labels are targets); use IResNetFlow("
+                "..., context_shape=...) for a class-conditional density."
+            )
         self.num_classes = validation.positive_int("num_classes", num_classes)
         self.density_weight = validation.non_negative_float(
             "density_weight",

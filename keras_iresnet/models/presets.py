@@ -20,6 +20,7 @@ __all__ = [
     "DIGITS_CLASSIFIER",
     "DIGITS_HYBRID",
     "DIGITS_DENSITY",
+    "DIGITS_CONDITIONAL",
     "MNIST_FLOW",
     "RESFLOW_MNIST",
     "IRESNET_CIFAR10",
@@ -70,6 +71,25 @@ DIGITS_DENSITY = {
     "block": IMAGE_BLOCK,
     "logit": 1e-6,
     "base": "diagonal",
+    "initial_squeeze": True,
+    "factor_out": False,
+    "fc_blocks": 0,
+}
+
+#: Class-conditional image density on digits, p(x | one-hot label): the digits density
+#: architecture with the label added in every block (additive) and a conditional diagonal base.
+#: Chosen at 10 epochs (of the recipe's 30; 1,400 / 397 digits, held-out bits/dim with a 20-term
+#: power series, 4 probes; samples of 20 per class recognised by the digits-classifier recipe at
+#: temperature 0.7): additive 4.323 bits/dim, 75.5 % recognised; FiLM 4.325, 73.5 %; additive
+#: with the unconditional learned diagonal base 4.349, 65 %; the unconditional digits-density
+#: recipe 4.422. A 3 + 3 stack reached 4.283 and 81.5 % at 10 epochs for about 1.5 times the
+#: step; 2 + 2 keeps the digits-density architecture (a like-for-like comparison). At the
+#: recipe's 30 epochs: 4.122 bits/dim, 95.5 % recognised at temperature 1, 99.5 % at 0.7.
+DIGITS_CONDITIONAL = {
+    "blocks": (2, 2),
+    "block": {**IMAGE_BLOCK, "context_mode": "additive"},
+    "logit": 1e-6,
+    "base": "conditional_diagonal",
     "initial_squeeze": True,
     "factor_out": False,
     "fc_blocks": 0,
@@ -145,6 +165,7 @@ PRESETS = {
     "digits_classifier": DIGITS_CLASSIFIER,
     "digits_hybrid": DIGITS_HYBRID,
     "digits_density": DIGITS_DENSITY,
+    "digits_conditional": DIGITS_CONDITIONAL,
     "mnist_flow": MNIST_FLOW,
     "resflow_mnist": RESFLOW_MNIST,
     "iresnet_cifar10": IRESNET_CIFAR10,

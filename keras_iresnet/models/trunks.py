@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import tensorflow as tf
 
 from keras_iresnet import validation
 from keras_iresnet.layers import (
@@ -23,6 +24,7 @@ from keras_iresnet.layers import (
     Logit,
     Squeeze,
 )
+from keras_iresnet.layers.reshaping import flatten_context
 
 __all__ = [
     "block_config",
@@ -56,6 +58,8 @@ BLOCK_ARGUMENTS = frozenset(
         "rtol",
         "strict",
         "seed",
+        "context_mode",
+        "context_initializer",
     ]
 )
 
@@ -87,8 +91,35 @@ def block_config(block=None, **overrides):
     return config
 
 
-def _stack(num_blocks, block, name):
-    return InvertibleResidualStack(num_blocks=num_blocks, name=name, **block)
+def _stack(num_blocks, block, name, context_shape=None):
+    return InvertibleResidualStack(
+        num_blocks=num_blocks, name=name, context_shape=context_shape, **block
+    )
+
+
+class _ContextShapes:
+    """The context's event shape where each layer of a trunk being assembled sees it.
+
+    Follows every layer's :meth:`~keras_iresnet.InvertibleLayer.context_after` on a
+    zero probe (an image context is squeezed and flattened with the data), so the
+    shape rule has one home: the layers'.
+    """
+
+    def __init__(self, context_shape):
+        self.probe = None if context_shape is None else tf.zeros((1,) + tuple(context_shape))
+
+    @property
+    def shape(self):
+        return None if self.probe is None else tuple(int(d) for d in self.probe.shape[1:])
+
+    def after(self, layer):
+        if self.probe is not None:
+            self.probe = layer.context_after(self.probe)
+        return layer
+
+    def flatten(self):
+        """Where the event is flattened (after factor-out): the context follows."""
+        self.probe = flatten_context(self.probe)
 
 
 def _widen(block, index):
@@ -143,6 +174,7 @@ def flow_trunk(
     factor_out=False,
     fc_blocks=0,
     fc_block=None,
+    context_shape=None,
 ):
     """The density trunk ``x -> z`` of :class:`IResNetFlow` (see its arguments).
 
@@ -151,22 +183,25 @@ def flow_trunk(
     leave after every scale but the last (:class:`FactorOut`, latent ``[D]``);
     then ``fc_blocks`` fully connected blocks on the flattened event, each
     followed by an :class:`ActNorm` over all dimensions. Vectors: [ActNorm-free]
-    one stack of ``blocks`` dense blocks.
+    one stack of ``blocks`` dense blocks. With ``context_shape`` every stack is
+    conditional, each built for the context as it reaches it (an image context
+    squeezed with the data).
     """
     image = len(input_shape) == 3
     per_scale = blocks_per_scale(blocks, image)
+    context = _ContextShapes(context_shape)
     layers = [Logit(logit, name="logit")] if logit else []
     if not image:
         if per_scale[0]:
-            layers.append(_stack(per_scale[0], block, "blocks"))
+            layers.append(_stack(per_scale[0], block, "blocks", context.shape))
     else:
         if initial_squeeze:
-            layers.append(Squeeze(name="squeeze_in"))
+            layers.append(context.after(Squeeze(name="squeeze_in")))
         scales = []
         for index, depth in enumerate(per_scale):
-            scale = [Squeeze(name=f"squeeze{index}")] if index > 0 else []
+            scale = [context.after(Squeeze(name=f"squeeze{index}"))] if index > 0 else []
             if depth:
-                scale.append(_stack(depth, _widen(block, index), f"scale{index}"))
+                scale.append(_stack(depth, _widen(block, index), f"scale{index}", context.shape))
             scales.append(scale)
         if factor_out and len(scales) > 1:
             layers.append(
@@ -175,14 +210,15 @@ def flow_trunk(
                     name="multiscale",
                 )
             )
+            context.flatten()  # (the probe went through the scales' squeezes above)
         else:
             layers.extend(layer for scale in scales for layer in scale)
     if fc_blocks:
         if image and not (factor_out and len(per_scale) > 1):
-            layers.append(FlattenEvent(name="flatten"))
+            layers.append(context.after(FlattenEvent(name="flatten")))
         fc = {**block_config(fc_block or {}), "actnorm": False}
         for index in range(fc_blocks):
-            layers.append(_stack(1, fc, f"fc{index}"))
+            layers.append(_stack(1, fc, f"fc{index}", context.shape))
             layers.append(
                 ActNorm(
                     per_position=True,
