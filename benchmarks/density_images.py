@@ -4,7 +4,7 @@ Held-out bits/dim of the i-ResNet image recipe ("mnist" on the MNIST test-images
 file, 9,000 train / the last 1,000 held out; "digits-density" on digits, 1,400 /
 397) against TFP Glow (``tfb.Glow``) and TFP RealNVP (4 couplings of MLPs on the
 flattened image), each trained *alone* for the same wall-clock budget
-(``--minutes`` per model on MNIST, default 20, a quarter of it on digits; building
+(``--minutes`` per model on MNIST, default 10, a quarter of it on digits; building
 and tracing included, evaluation excluded). Every model sees the same split, the
 same dequantization (fresh uniform noise every epoch; one fixed draw for the
 held-out set), the same ``Logit`` and the same learned diagonal Gaussian base;
@@ -13,14 +13,16 @@ with ``model.fit`` and the recipe's callbacks (its held-out bits/dim with a 20-t
 power series and 2 probes; the last point is the EMA weights); the baselines with
 the recipe's optimizer without EMA.
 
-Reported: bits/dim with the standard error over the images at 10, 25, 50 and 100 %
-of the budget, steps taken, parameters, the closed-form "logit + independent
-Gaussian per pixel" baseline, and a PNG of bits/dim against minutes (``--figure``).
+Reported: bits/dim with the standard error over the images at 10, 20, 50 and 100 %
+of the budget (1, 2, 5 and 10 minutes at the default), steps taken, parameters, the
+closed-form "logit + independent Gaussian per pixel" baseline, and a PNG of bits/dim
+against minutes (``--figure``).
 Without the MNIST file (``../shared/data``) only digits runs, and it says so.
 
-Run (training alone: 3 models x 6 minutes on MNIST and 3 x 1.5 minutes on digits)::
+Run (training alone: 3 models x 10 minutes on MNIST and 3 x 2.5 minutes on digits;
+``--models iresnet,glow`` for the two front runners only)::
 
-    python -m benchmarks.density_images --minutes 6 \\
+    python -m benchmarks.density_images \\
         --figure benchmarks/results_density_images.png \\
         --out benchmarks/results_density_images.json
 
@@ -80,7 +82,11 @@ def image_sets(tiny):
     return sets
 
 
-def race(name, recipe, train, test, budget, fractions=(0.1, 0.25, 0.5)):
+#: The models of the race (``--models``).
+MODELS = ("iresnet", "glow", "realnvp")
+
+
+def race(name, recipe, train, test, budget, fractions=(0.1, 0.2, 0.5), models=MODELS):
     """One data set's race: ``(rows, {model: [(minutes, steps, bits/dim, s.e.)]})``.
 
     Every model is evaluated at these ``fractions`` of the ``budget`` (seconds) and at its end.
@@ -139,10 +145,11 @@ def race(name, recipe, train, test, budget, fractions=(0.1, 0.25, 0.5)):
     nvp_hidden = size_to(
         target, lambda h: count_parameters(flattened_realnvp(shape, nvp_couplings, h)[1]), 4, 2048
     )
-    for label, make in (
-        ("TFP Glow", lambda: (glow(shape, glow_blocks, glow_steps, glow_hidden), None)),
-        ("TFP RealNVP", lambda: flattened_realnvp(shape, nvp_couplings, nvp_hidden)),
-    ):
+    baselines = {
+        "glow": ("TFP Glow", lambda: (glow(shape, glow_blocks, glow_steps, glow_hidden), None)),
+        "realnvp": ("TFP RealNVP", lambda: flattened_realnvp(shape, nvp_couplings, nvp_hidden)),
+    }
+    for label, make in (baselines[m] for m in models if m in baselines):
         keras.utils.set_random_seed(0)
         clock = WallClock()
         bijector, variables = make()
@@ -243,18 +250,27 @@ def race_figure(curves, path):
 
 def main(argv=None):
     p = parser(__doc__, full=False)
-    p.add_argument("--minutes", type=float, default=20.0, help="the budget per model on MNIST")
+    p.add_argument("--minutes", type=float, default=10.0, help="the budget per model on MNIST")
+    p.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help=f"comma-separated models to race, of {MODELS} (the i-ResNet always runs)",
+    )
     p.add_argument("--figure", default=None, help="write the bits/dim-vs-minutes PNG here")
     args = p.parse_args(argv)
+    models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        p.error(f"--models must name models of {MODELS}; got {unknown}")
     rows, curves = [], {}
     for name, recipe_name, train, test in image_sets(args.tiny):
         recipe = recipes.get(recipe_name)
         minutes = args.minutes if name == "mnist-file" else args.minutes / 4
-        fractions = (0.1, 0.25, 0.5)
+        fractions = (0.1, 0.2, 0.5)
         if args.tiny:  # the smoke test: one checkpoint before the end
             recipe = recipe.replace(model=tiny_model(recipe), init_examples=0)
             minutes, fractions = 0.02, (0.5,)
-        data_rows, curves[name] = race(name, recipe, train, test, 60.0 * minutes, fractions)
+        data_rows, curves[name] = race(name, recipe, train, test, 60.0 * minutes, fractions, models)
         rows += data_rows
     if args.figure and curves:
         race_figure(curves, args.figure)
