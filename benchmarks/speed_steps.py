@@ -1,4 +1,4 @@
-"""Training steps of the models and the cost of the spectral rule (issues 7, 12; parts a, b, g).
+"""Training steps of the models and the cost of the spectral rule (parts a, b, g).
 
 (a) the classifier's training step with plain convolutions (``vanilla=True``) vs
     spectral-normalized ones (the default rule: a warm-started 8-vector subspace
@@ -10,14 +10,18 @@
     step, with the subspace iterations per layer and step actually taken.
 
 Every step is the model's own ``train_step`` (what ``fit`` runs) in a
-``tf.function``, Adam, on one random batch; all candidates are timed in
-interleaved rounds in this process (median of 15). Default setting: input
+``tf.function``, with ``--optimizer`` (default Adam 1e-4; the price of the every-step
+guarantee grows with how far each update moves the weights: measure Adam 1e-3 and the
+digits-classifier recipe's SGD 0.1 with momentum 0.9 too), on one random batch; all
+candidates are timed in interleaved rounds in this process (median of 15). Default setting: input
 16x16x4, batch 64, 2 stages x 2 blocks (3-1-3 kernels, hidden 32 then 64).
-Also prints the issues' goals read off these ratios.
+Also prints the project's goals read off these ratios.
 
 Run::
 
     python -m benchmarks.speed_steps --out benchmarks/results_speed_steps.json
+    python -m benchmarks.speed_steps --optimizer adam-1e-3 --out ...
+    python -m benchmarks.speed_steps --optimizer sgd-0.1 --out ...
 
 Numbers: benchmarks/README.md, "Speed", sections (a, b) and (g).
 """
@@ -69,14 +73,22 @@ def density_flow(shape, stages, hidden, estimator, **block):
     )
 
 
-def train_step_fn(model, x, y=None):
-    """The model's own compiled ``train_step`` (what ``fit`` runs) on one batch, Adam 1e-4."""
+#: The optimizers of ``--optimizer``.
+OPTIMIZERS = {
+    "adam-1e-4": lambda: keras.optimizers.Adam(1e-4),
+    "adam-1e-3": lambda: keras.optimizers.Adam(1e-3),
+    "sgd-0.1": lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+}
+
+
+def train_step_fn(model, x, y=None, optimizer="adam-1e-4"):
+    """The model's own compiled ``train_step`` (what ``fit`` runs) on one batch."""
     if y is None:
-        model.compile(keras.optimizers.Adam(1e-4))
+        model.compile(OPTIMIZERS[optimizer]())
         data = (x,)
     else:
         model.compile(
-            keras.optimizers.Adam(1e-4),
+            OPTIMIZERS[optimizer](),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
         data = (x, y)
@@ -84,7 +96,7 @@ def train_step_fn(model, x, y=None):
     return lambda: float(step(data)["loss"])
 
 
-def step_rows(shape, batch, stages, hidden, repeats, n_terms=(1, 5, 10)):
+def step_rows(shape, batch, stages, hidden, repeats, n_terms=(1, 5, 10), optimizer="adam-1e-4"):
     """(a), (b) and (g): one interleaved timing of classifier and density steps.
 
     ``n_terms``: the power-series lengths of (b) (5 is needed: (g) compares it).
@@ -99,13 +111,13 @@ def step_rows(shape, batch, stages, hidden, repeats, n_terms=(1, 5, 10)):
     ):
         keras.utils.set_random_seed(0)
         built[label] = classifier(shape, stages, hidden, **kwargs)
-        fns[label] = train_step_fn(built[label], x, y)
+        fns[label] = train_step_fn(built[label], x, y, optimizer)
     estimators = {f"density, power series n={n}": logdet.PowerSeries(n_terms=n) for n in n_terms}
     estimators["density, Russian roulette (unbiased)"] = logdet.RussianRoulette()
     for label, estimator in estimators.items():
         keras.utils.set_random_seed(0)
         built[label] = density_flow(shape, stages, hidden, estimator)
-        fns[label] = train_step_fn(built[label], x)
+        fns[label] = train_step_fn(built[label], x, optimizer=optimizer)
     keras.utils.set_random_seed(0)
     label = "density, power series n=5, paper rule"
     built[label] = density_flow(shape, stages, hidden, logdet.PowerSeries(n_terms=5), **PAPER_RULE)
@@ -123,6 +135,7 @@ def step_rows(shape, batch, stages, hidden, repeats, n_terms=(1, 5, 10)):
                 "ratio_to_plain_classifier": t / plain,
                 "ratio_to_spectral_classifier": t / spectral,
                 "iterations_per_layer_and_step": iterations[name] or 0,
+                "optimizer": optimizer,
             }
         )
     for name, default in (
@@ -136,13 +149,14 @@ def step_rows(shape, batch, stages, hidden, repeats, n_terms=(1, 5, 10)):
                 "step_ms": 1e3 * times[default],
                 "ratio_default_to_paper_rule": times[default] / times[name],
                 "iterations_per_layer_and_step": iterations[default] or 0,
+                "optimizer": optimizer,
             }
         )
     return rows
 
 
 def goals(rows):
-    """The issues' goals, read off the step rows."""
+    """The project's goals, read off the step rows."""
     step = {r["step"]: r for r in rows}
     return goal_rows(
         [
@@ -175,12 +189,14 @@ def goals(rows):
 
 
 def main(argv=None):
-    args = parser(__doc__).parse_args(argv)
+    p = parser(__doc__)
+    p.add_argument("--optimizer", default="adam-1e-4", choices=sorted(OPTIMIZERS))
+    args = p.parse_args(argv)
     shape, batch, stages, hidden = SETTINGS[setting(args)]
     if args.tiny:  # the smoke test: every code path once
-        rows = step_rows(shape, batch, stages, hidden, repeats=3, n_terms=(5,))
+        rows = step_rows(shape, batch, stages, hidden, 3, (5,), args.optimizer)
     else:
-        rows = step_rows(shape, batch, stages, hidden, repeats=15)
+        rows = step_rows(shape, batch, stages, hidden, 15, optimizer=args.optimizer)
     goal = goals(rows)
     print_table(goal, ["goal", "measured", "met"], title="goals")
     print_table(
