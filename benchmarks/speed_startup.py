@@ -158,9 +158,7 @@ def goals(rows):
     for ours in flows:
         theirs = rows[rows.index(ours) + 1]
         if "40 blocks" in ours["model"]:
-            result.append(
-                ("time to first step <= 5 s for 40 blocks", ours["first_step_s"], 5.0)
-            )
+            result.append(("time to first step <= 5 s for 40 blocks", ours["first_step_s"], 5.0))
         result.append(
             (
                 f"steady epoch <= RealNVP's ({ours['model']}), ratio",

@@ -5,12 +5,14 @@ reason it is needed: :func:`graph_function` (TensorFlow's retracing-warning
 switch), :func:`in_xla_context` (TensorFlow's control-flow utilities),
 :func:`track_loss` (Keras' own ``loss`` metric), :func:`sublayers` (Keras' list
 of sublayers in creation order), :func:`tfp_greedy_cache` (TFP's cache for
-bijectors that compute a transform and its log-det together). :func:`check` is the one way a condition on a
-tensor is enforced in eager mode, in a graph and under XLA.
+bijectors that compute a transform and its log-det together). :func:`check` is
+the one way a condition on a tensor is enforced in eager mode, in a graph and
+under XLA.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import tensorflow as tf
@@ -47,10 +49,8 @@ def graph_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     about "excessive retracing" because their code is shared.
     """
     compiled = tf.function(fn, autograph=False)
-    try:
+    with contextlib.suppress(AttributeError):
         compiled._omit_frequent_tracing_warning = True  # noqa: SLF001 - no public switch
-    except AttributeError:  # pragma: no cover
-        pass
     return compiled
 
 

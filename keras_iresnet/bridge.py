@@ -33,7 +33,8 @@ def _backing_variable(keras_variable):
     if isinstance(keras_variable, tf.Variable):
         return keras_variable
     raise TypeError(
-        f"expected a Keras 3 variable of the TensorFlow backend; got {type(keras_variable).__name__}."
+        "expected a Keras 3 variable of the TensorFlow backend; "
+        f"got {type(keras_variable).__name__}."
     )
 
 

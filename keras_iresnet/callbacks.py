@@ -80,9 +80,10 @@ class RefineSpectralNorm(keras.callbacks.Callback):
         self.largest_change = max(changes, default=0.0)
         if self.largest_change > self.warn_above:
             warnings.warn(
-                f"RefineSpectralNorm: a spectral estimate moved by {self.largest_change:.2e} (relative) when "
-                "refined at the end of fit, so the model changed; the per-step power iteration lagged behind "
-                "the updates (set power_tol, or raise power_iterations).",
+                f"RefineSpectralNorm: a spectral estimate moved by {self.largest_change:.2e} "
+                "(relative) when refined at the end of fit, so the model changed; the per-step "
+                "power iteration lagged behind the updates (set power_tol, or raise "
+                "power_iterations).",
                 stacklevel=2,
             )
 
@@ -107,8 +108,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self.model.stop_training = True
             raise NonFiniteLossError(
-                f"fit: the loss is {float(loss)} at batch {batch}: the data contain NaN/Inf values or "
-                "training diverged (lower the learning rate or clip gradients)."
+                f"fit: the loss is {float(loss)} at batch {batch}: the data contain NaN/Inf "
+                "values or training diverged (lower the learning rate or clip gradients)."
             )
 
 

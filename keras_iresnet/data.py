@@ -52,7 +52,9 @@ IMAGE_DATA = ("digits", "mnist-file")
 
 
 def data_sets_for(task):
-    """The embedded / file data set names valid for ``task`` (TFDS data ``tfds:NAME`` come on top)."""
+    """The embedded / file data set names valid for ``task`` (TFDS data ``tfds:NAME``
+    come on top).
+    """
     if task == "density":
         return DENSITIES_2D + IMAGE_DATA
     if task in ("classify", "hybrid"):
@@ -138,7 +140,8 @@ def digits_arrays():
 
 
 def standardization_stats(images):
-    """``(mean, std)`` of 8-bit ``images`` scaled to ``[0, 1]``: the ``stats`` of :func:`image_dataset`.
+    """``(mean, std)`` of 8-bit ``images`` scaled to ``[0, 1]``: the ``stats`` of
+    :func:`image_dataset`.
 
     Compute them on the training split only and pass them to both splits.
     """
@@ -157,8 +160,9 @@ def mnist_file_arrays(path=None):
         raise ValueError(f"MNIST images file: {path} is a folder; pass the .npz file itself.")
     if not path.exists():
         raise FileNotFoundError(
-            f"MNIST images file not found at {path}. Pass path= (or --data-path) pointing to an "
-            ".npz with a uint8 array 'data' of shape [N, 28, 28], or use data='digits' / 'tfds:mnist'."
+            f"MNIST images file not found at {path}. Pass path= (or --data-path) pointing to "
+            "an .npz with a uint8 array 'data' of shape [N, 28, 28], or use data='digits' / "
+            "'tfds:mnist'."
         )
     try:
         archive = np.load(path)
@@ -170,7 +174,8 @@ def mnist_file_arrays(path=None):
         ) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(
-            f"MNIST images file {path} is a single .npy array, not an .npz archive with an array 'data'."
+            f"MNIST images file {path} is a single .npy array, not an .npz archive with an "
+            "array 'data'."
         )
     with archive:
         if "data" not in archive:
@@ -190,7 +195,8 @@ def mnist_file_arrays(path=None):
             raise ValueError(f"{path}: 'data' contains NaN or Inf values; expected 8-bit images.")
         if values.min() < 0 or values.max() > 255 or np.any(values != np.round(values)):
             raise ValueError(
-                f"{path}: 'data' must hold 8-bit pixel values (integers 0..255); got {images.dtype}."
+                f"{path}: 'data' must hold 8-bit pixel values (integers 0..255); "
+                f"got {images.dtype}."
             )
     return images.astype("uint8"), None
 
@@ -221,10 +227,11 @@ def tfds_arrays(name, split="train", data_dir=None, download=False, limit=None):
             ) from None
     elif not builder.is_prepared():
         raise FileNotFoundError(
-            f"TFDS data set {name!r} is not prepared in data_dir={root!r}. Prepare it with --download "
-            f'(download=True) on a machine with a network, or run `python -c "import tensorflow_datasets as tfds; '
-            f"tfds.builder('{name}', data_dir='DIR').download_and_prepare()\"` there and pass DIR as data_dir "
-            "(--data-dir)."
+            f"TFDS data set {name!r} is not prepared in data_dir={root!r}. Prepare it with "
+            "--download (download=True) on a machine with a network, or run "
+            '`python -c "import tensorflow_datasets as tfds; '
+            f"tfds.builder('{name}', data_dir='DIR').download_and_prepare()\"` there and pass "
+            "DIR as data_dir (--data-dir)."
         )
     ds = builder.as_dataset(split=split, as_supervised=True)
     if limit:
@@ -237,7 +244,9 @@ def tfds_arrays(name, split="train", data_dir=None, download=False, limit=None):
 
 
 def load_images(data, path=None, data_dir=None, download=False, split="train", limit=None):
-    """``(images uint8 [n, H, W, C], labels or None)`` for ``digits``, ``mnist-file`` or ``tfds:NAME``."""
+    """``(images uint8 [n, H, W, C], labels or None)`` for ``digits``, ``mnist-file`` or
+    ``tfds:NAME``.
+    """
     if data == "digits":
         return digits_arrays()
     if data == "mnist-file":

@@ -124,7 +124,8 @@ def fit_distributed(
 def evaluate_distributed(
     model: keras.Model, dataset: tf.data.Dataset, strategy: tf.distribute.Strategy | None = None
 ) -> dict[str, float]:
-    """The model's metrics on ``dataset`` (global batches), computed with ``test_step`` under ``strategy``.
+    """The model's metrics on ``dataset`` (global batches), computed with ``test_step``
+    under ``strategy``.
 
     Keras 3's ``evaluate`` fails under ``MultiWorkerMirroredStrategy`` as ``fit``
     does; this is its loop. Returns ``{metric name: float}``.

@@ -67,7 +67,9 @@ EXPLODING_UPDATE = 10.0
 
 
 class NonFiniteLossError(FloatingPointError):
-    """``fit`` met a NaN or Inf loss or gradient, or an exploding update (the weights are restored)."""
+    """``fit`` met a NaN or Inf loss or gradient, or an exploding update (the weights
+    are restored).
+    """
 
 
 def _global_norm(tensors):

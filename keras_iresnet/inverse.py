@@ -107,7 +107,8 @@ class InverseSettings:
 
 
 InverseInfo = collections.namedtuple("InverseInfo", ["iterations", "residual", "converged"])
-InverseInfo.__doc__ = """Convergence report of an inverse, per example (only computed when asked for).
+InverseInfo.__doc__ = """Convergence report of an inverse, per example (only computed when
+asked for).
 
 Fields:
   iterations: ``[batch]`` int32, evaluations of ``g`` the example needed

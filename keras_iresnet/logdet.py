@@ -364,7 +364,8 @@ class RussianRoulette(LogDetEstimator):
         self.max_terms = validation.positive_int("max_terms", max_terms)
         if self.max_terms <= self.n_exact_terms:
             raise ValueError(
-                f"max_terms must exceed n_exact_terms; got max_terms={max_terms}, n_exact_terms={n_exact_terms}."
+                f"max_terms must exceed n_exact_terms; got max_terms={max_terms}, "
+                f"n_exact_terms={n_exact_terms}."
             )
 
     def _inv_survival(self, k):

@@ -232,7 +232,8 @@ def _symmetric_eigh(gram):
 
 
 def dense_singular_vectors(kernel: ArrayLike, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` input-space singular vectors of dense kernel(s) ``[..., in, out]`` (numpy SVD).
+    """Exact top-``k`` input-space singular vectors of dense kernel(s) ``[..., in, out]``
+    (numpy SVD).
 
     For ``y = x @ W`` (rows act on the left), ``W = U S V^T``: the input row
     maximizing ``||x W||`` is ``U[:, 0]^T``. Returns ``(v, sigma)``: ``[..., k, in]``

@@ -43,7 +43,9 @@ def _is_real(value):
 
 
 def coeff(value: float | None, allow_none: bool = True, name: str = "coeff") -> float | None:
-    """The normalization coefficient of equation (2): ``0 < coeff < 1``, or None (no normalization)."""
+    """The normalization coefficient of equation (2): ``0 < coeff < 1``, or None (no
+    normalization).
+    """
     if value is None and allow_none:
         return None
     if not _is_real(value):

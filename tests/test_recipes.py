@@ -68,7 +68,9 @@ def test_recipes_are_copies_and_replace_merges():
 
 def benchmarked_2d_nll(density):
     """The i-ResNet's test NLL on ``density`` at the recipe's budget in the density benchmark
-    (``benchmarks/results_density_2d.json``, table "equal epochs"): ``(mean, std)`` over its seeds."""
+    (``benchmarks/results_density_2d.json``, table "equal epochs"): ``(mean, std)`` over its
+    seeds.
+    """
     results = json.loads((ROOT / "benchmarks" / "results_density_2d.json").read_text())
     (row,) = [
         r

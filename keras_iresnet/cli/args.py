@@ -121,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="iresnet",
         description="Train, evaluate, sample, invert and certify invertible residual networks.",
-        epilog="Errors are one line and exit code 2; IRESNET_DEBUG=1 shows the traceback of an unexpected one.",
+        epilog=(
+            "Errors are one line and exit code 2; IRESNET_DEBUG=1 shows the traceback of an "
+            "unexpected one."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

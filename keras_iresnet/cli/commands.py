@@ -64,7 +64,8 @@ def _recipe_for(args):
     if args.recipe:
         if args.recipe not in recipes.names():
             raise CLIError(
-                f"--recipe {args.recipe!r} is not a recipe; the recipes are {', '.join(recipes.names())}"
+                f"--recipe {args.recipe!r} is not a recipe; the recipes are "
+                f"{', '.join(recipes.names())}"
             )
         recipe = recipes.get(args.recipe)
         if args.task and args.task != recipe.task:
@@ -245,8 +246,8 @@ def cmd_train(args):
     }
     folder.write_record(record)
     print(
-        f"training recipe {recipe.name!r} on {data} ({len(split.x_train)} train / {len(split.x_test)} test) "
-        f"into {out}",
+        f"training recipe {recipe.name!r} on {data} ({len(split.x_train)} train / "
+        f"{len(split.x_test)} test) into {out}",
         flush=True,
     )
     try:
@@ -261,12 +262,12 @@ def cmd_train(args):
     except KeyboardInterrupt:
         if (folder / "backup").is_dir():
             raise CLIError(
-                f"interrupted; {out} keeps the last completed epoch: continue with the same command "
-                "and --resume"
+                f"interrupted; {out} keeps the last completed epoch: continue with the same "
+                "command and --resume"
             ) from None
         raise CLIError(
-            f"interrupted before the first epoch ended; nothing to resume (run again with --out {out} "
-            "--overwrite)"
+            "interrupted before the first epoch ended; nothing to resume (run again with "
+            f"--out {out} --overwrite)"
         ) from None
     model_path = folder / "model.keras"
     model.save(model_path)
@@ -383,7 +384,8 @@ def _eval_split(model, record, args):
         split.stats = tuple(split_record["stats"])
     if split.input_shape != tuple(model.input_shape_):
         raise CLIError(
-            f"--data {data} has inputs of shape {split.input_shape}; the model takes {model.input_shape_}"
+            f"--data {data} has inputs of shape {split.input_shape}; the model takes "
+            f"{model.input_shape_}"
         )
     return split, runs.datasets(recipe, split)[1]
 
@@ -572,8 +574,8 @@ def cmd_tune(args):
     train, valid = runs.datasets(recipe, search_split, args.batch_size)
     print(
         f"tuning around recipe {recipe.name!r}: {len(search_split.x_train)} training / "
-        f"{len(search_split.x_test)} validation examples (the {len(split.x_test)} test examples are used once, "
-        "at the end)",
+        f"{len(search_split.x_test)} validation examples (the {len(split.x_test)} test "
+        "examples are used once, at the end)",
         flush=True,
     )
     try:
@@ -642,7 +644,8 @@ def run(args):
         if os.environ.get("IRESNET_DEBUG"):
             raise
         print(
-            f"iresnet: error: {type(error).__name__}: {_one_line(error)} (IRESNET_DEBUG=1 shows the traceback)",
+            f"iresnet: error: {type(error).__name__}: {_one_line(error)} "
+            "(IRESNET_DEBUG=1 shows the traceback)",
             file=sys.stderr,
         )
         return 2

@@ -72,7 +72,9 @@ class Recipe:
     context: str | None = None
 
     def replace(self, **changes):
-        """A copy with some fields changed (``model`` and ``optimizer`` are merged, not replaced)."""
+        """A copy with some fields changed (``model`` and ``optimizer`` are merged, not
+        replaced).
+        """
         for key in ("model", "optimizer"):
             if key in changes:
                 changes[key] = {**copy.deepcopy(dict(getattr(self, key))), **changes[key]}
@@ -86,20 +88,27 @@ RECIPES = {
             name="2d",
             task="density",
             data="moons",
-            summary="2-D densities: 40 dense blocks of width 18 at coeff 0.99, exact log-det (Figure 2)",
+            summary=(
+                "2-D densities: 40 dense blocks of width 18 at coeff 0.99, exact log-det (Figure 2)"
+            ),
             model=presets.get("two_d_flow"),
             optimizer={"name": "adam", "learning_rate": 3e-3},
             batch_size=256,
             epochs=15,
             n_train=10000,
             n_test=5000,
-            measured="python -m benchmarks.density_2d (configuration sweep in benchmarks/README.md)",
+            measured=(
+                "python -m benchmarks.density_2d (configuration sweep in benchmarks/README.md)"
+            ),
         ),
         Recipe(
             name="digits-classifier",
             task="classify",
             data="digits",
-            summary="the paper's classifier layout on 8x8 digits: squeeze, pad to 16 channels, 2x2 blocks, SGD",
+            summary=(
+                "the paper's classifier layout on 8x8 digits: squeeze, pad to 16 channels, "
+                "2x2 blocks, SGD"
+            ),
             model=presets.get("digits_classifier"),
             optimizer={"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
             batch_size=64,
@@ -112,7 +121,10 @@ RECIPES = {
             name="digits-hybrid",
             task="hybrid",
             data="digits",
-            summary="classifier + density on 8x8 digits: logit, per-pixel ActNorm, learned diagonal base",
+            summary=(
+                "classifier + density on 8x8 digits: logit, per-pixel ActNorm, learned "
+                "diagonal base"
+            ),
             model=presets.get("digits_hybrid"),
             optimizer={"name": "adam", "learning_rate": 3e-3, "clipnorm": 1.0},
             batch_size=64,
@@ -126,7 +138,9 @@ RECIPES = {
             name="digits-density",
             task="density",
             data="digits",
-            summary="image density on 8x8 digits: logit, learned diagonal base, LipSwish blocks, EMA",
+            summary=(
+                "image density on 8x8 digits: logit, learned diagonal base, LipSwish blocks, EMA"
+            ),
             model=presets.get("digits_density"),
             optimizer={
                 "name": "adam",
@@ -171,7 +185,10 @@ RECIPES = {
             name="mnist",
             task="density",
             data="mnist-file",
-            summary="CPU-sized MNIST density: logit, learned diagonal base, 2 scales of LipSwish blocks, EMA",
+            summary=(
+                "CPU-sized MNIST density: logit, learned diagonal base, 2 scales of LipSwish "
+                "blocks, EMA"
+            ),
             model=presets.get("mnist_flow"),
             optimizer={
                 "name": "adam",
@@ -213,7 +230,9 @@ RECIPES = {
             name="cifar10-iresnet",
             task="density",
             data="tfds:cifar10",
-            summary="the official i-ResNet CIFAR-10 density settings (dens_est_cifar.sh; GPU scale)",
+            summary=(
+                "the official i-ResNet CIFAR-10 density settings (dens_est_cifar.sh; GPU scale)"
+            ),
             model=presets.get("iresnet_cifar10"),
             optimizer={"name": "adamax", "learning_rate": 3e-3},
             batch_size=128,

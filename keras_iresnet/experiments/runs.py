@@ -151,7 +151,8 @@ def load_split(
     )
     if n_train + n_test > total:
         raise ValueError(
-            f"data {name!r} has {total} examples; n_train + n_test = {n_train + n_test} is too many."
+            f"data {name!r} has {total} examples; n_train + n_test = {n_train + n_test} is "
+            "too many."
         )
     split = Split(
         name,
@@ -219,7 +220,8 @@ def datasets(recipe, split, batch_size=None, seed=None, drop_remainder=False):
 
 
 def validation_split(split, fraction=0.1):
-    """A :class:`Split` for model selection: the last ``fraction`` of the training examples held out.
+    """A :class:`Split` for model selection: the last ``fraction`` of the training
+    examples held out.
 
     Its ``x_train`` are the first training examples and its ``x_test`` the
     held-out rest of the *training* split (it keeps the training statistics);
@@ -300,7 +302,9 @@ def make_optimizer(recipe, learning_rate=None):
 
 
 def peak_learning_rate(optimizer):
-    """The learning rate an optimizer of :func:`make_optimizer` reaches (after any warm-up), a float."""
+    """The learning rate an optimizer of :func:`make_optimizer` reaches (after any
+    warm-up), a float.
+    """
     rate = optimizer.get_config()["learning_rate"]
     if isinstance(rate, dict):  # a serialized schedule: the warm-up's target
         config = rate.get("config", {})
@@ -422,7 +426,9 @@ def strict_json(value):
 
 
 def write_json(path, value):
-    """Write ``value`` as strict JSON (non-finite floats become ``null``; other objects their ``str``)."""
+    """Write ``value`` as strict JSON (non-finite floats become ``null``; other objects
+    their ``str``).
+    """
     text = json.dumps(strict_json(value), indent=2, allow_nan=False, default=str)
     pathlib.Path(path).write_text(text + "\n", encoding="utf-8")
 
@@ -471,7 +477,9 @@ class RunFolder:
         return self.path.is_dir() and self.read_record() is not None
 
     def prepare(self, overwrite=False, resume=False):
-        """Make the folder ready for a new run (or to continue one); raises :class:`RunFolderError`."""
+        """Make the folder ready for a new run (or to continue one); raises
+        :class:`RunFolderError`.
+        """
         if self.path.exists() and not self.path.is_dir():
             raise RunFolderError(
                 f"{self.path} is a file, not a folder; choose another output folder"
@@ -480,8 +488,8 @@ class RunFolder:
             record = self.read_record()
             if record is None:
                 raise RunFolderError(
-                    f"{self.path} holds files that are not an iresnet run (no run.json of ours); nothing was "
-                    "written or deleted there: choose a new or empty folder"
+                    f"{self.path} holds files that are not an iresnet run (no run.json of ours); "
+                    "nothing was written or deleted there: choose a new or empty folder"
                 )
             kind = record.get("kind", "train")
             if kind != self.kind:

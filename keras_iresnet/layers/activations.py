@@ -41,7 +41,9 @@ REFERENCE_BETA = math.log1p(math.exp(0.5))  # 0.974077...
 
 
 def lipswish(x: tf.Tensor, beta: tf.Tensor | float) -> tf.Tensor:
-    """``x * sigmoid(beta * x) / 1.1`` (Chen et al. 2019, eq. 14), 1-Lipschitz for every ``beta > 0``."""
+    """``x * sigmoid(beta * x) / 1.1`` (Chen et al. 2019, eq. 14), 1-Lipschitz for every
+    ``beta > 0``.
+    """
     return x * tf.sigmoid(beta * x) / 1.1
 
 
@@ -111,7 +113,9 @@ DERIVATIVES = {
 
 
 def derivative(activation: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor) -> tf.Tensor:
-    """``phi'(x)`` of an elementwise activation ``phi`` (a name's closed form, else forward mode)."""
+    """``phi'(x)`` of an elementwise activation ``phi`` (a name's closed form, else
+    forward mode).
+    """
     closed = DERIVATIVES.get(activation)
     if closed is not None:
         return closed(x)
@@ -135,8 +139,9 @@ def get_activation(
             identifier = keras.saving.deserialize_keras_object(identifier)
         except (TypeError, ValueError) as error:
             raise ValueError(
-                f"activation {identifier!r} could not be restored ({error}); register the function with "
-                "@keras.saving.register_keras_serializable(package=...) before loading."
+                f"activation {identifier!r} could not be restored ({error}); register the "
+                "function with @keras.saving.register_keras_serializable(package=...) before "
+                "loading."
             ) from None
     if callable(identifier):
         return identifier

@@ -192,8 +192,9 @@ class FactorOut(InvertibleLayer):
                 leave = int(round(channels * self.factor))
                 if not 0 < leave < channels:
                     raise ValueError(
-                        f"FactorOut: stage {index} outputs {channels} channels; factor={self.factor} "
-                        "must leave at least one channel and keep at least one."
+                        f"FactorOut: stage {index} outputs {channels} channels; "
+                        f"factor={self.factor} must leave at least one channel and keep at least "
+                        "one."
                     )
                 self.splits.append((channels - leave, tuple(shape[1:-1]) + (leave,)))
                 shape = shape[:-1] + (channels - leave,)

@@ -3,9 +3,9 @@
 ::
 
     class InvertibleLayer(keras.layers.Layer):
-        def call(self, x, training=None):                                # y = f(x)
-        def forward_and_log_det(self, x, training=None, logdet=None):    # (y, log|det df/dx|) [batch]
-        def inverse(self, y, return_info=False, **settings)              # x = f^-1(y)
+        def call(self, x, training=None):                              # y = f(x)
+        def forward_and_log_det(self, x, training=None, logdet=None):  # (y, log|det df/dx|) [batch]
+        def inverse(self, y, return_info=False, **settings)            # x = f^-1(y)
 
 Conditional layers (``conditional`` is True: a residual stack built with
 ``context_shape=``, and every container holding one) map ``x -> f(x, c)`` and
@@ -90,7 +90,9 @@ class InvertibleLayer(keras.layers.Layer):
         return self.forward_and_log_det(inputs, training=training)[0]
 
     def forward_and_log_det(self, inputs, training=None, logdet=None):
-        """Return ``(y, log_det)`` with ``log_det`` of shape ``[batch]`` (``logdet``: see the module docstring)."""
+        """Return ``(y, log_det)`` with ``log_det`` of shape ``[batch]`` (``logdet``: see the
+        module docstring).
+        """
         raise NotImplementedError
 
     def inverse(self, outputs, return_info=False, context=None, **settings):

@@ -22,7 +22,8 @@ __all__ = ["Logit"]
 
 @keras.saving.register_keras_serializable(package="keras_iresnet")
 class Logit(InvertibleLayer):
-    """``x in [0, 1) -> logit(alpha + (1 - 2 alpha) x)`` (RealNVP, Dinh et al. 2017; Residual Flows).
+    """``x in [0, 1) -> logit(alpha + (1 - 2 alpha) x)`` (RealNVP, Dinh et al. 2017;
+    Residual Flows).
 
     Maps dequantized images from the unit cube to the real line, where a flow
     with a Gaussian base has a chance: MNIST's flat background becomes a

@@ -39,7 +39,8 @@ class Squeeze(InvertibleLayer):
     def build(self, input_shape):
         if len(input_shape) != 4:
             raise ValueError(
-                f"Squeeze expects image inputs [batch, H, W, C]; got input shape {tuple(input_shape)}."
+                "Squeeze expects image inputs [batch, H, W, C]; "
+                f"got input shape {tuple(input_shape)}."
             )
         for size in input_shape[1:3]:
             if size is not None and size % self.factor:
@@ -147,7 +148,8 @@ class FlattenEvent(InvertibleLayer):
     def _ensure_built_from_output(self, output_shape):
         if not self.built:
             raise ValueError(
-                f"FlattenEvent {self.name!r} must be built before its inverse (event shape unknown)."
+                f"FlattenEvent {self.name!r} must be built before its inverse "
+                "(event shape unknown)."
             )
 
     def context_after(self, context):

@@ -45,7 +45,8 @@ def _actnorm_mode(actnorm):
 
 @keras.saving.register_keras_serializable(package="keras_iresnet")
 class InvertibleResidualStack(InvertibleLayer):
-    """``num_blocks`` invertible residual blocks ``F_i(x) = x + g_i(x)`` applied in turn (section 2).
+    """``num_blocks`` invertible residual blocks ``F_i(x) = x + g_i(x)`` applied in turn
+    (section 2).
 
     Each ``g_i = W_L phi(... W_2 phi(W_1 x))`` is built from spectral-normalized
     layers (equation (2)) and 1-Lipschitz activations, so ``Lip(g_i) <= coeff^L < 1``:

@@ -1,4 +1,5 @@
-"""The residual function ``g`` of invertible residual blocks, with its Lipschitz bound (section 2.1).
+"""The residual function ``g`` of invertible residual blocks, with its Lipschitz bound
+(section 2.1).
 
 ``g_i = W_L phi(... W_2 phi(W_1 x))`` for every block ``i`` of a stack: spectral-
 normalized linear layers (equation (2)), each with ``||W_j|| <= coeff``, and
@@ -353,7 +354,9 @@ class ResidualFunction:
         masks = {}
 
         def activate(j, h, act):
-            """``phi(h)`` before layer ``j`` (with its dropout mask) and the diagonal of its Jacobian."""
+            """``phi(h)`` before layer ``j`` (with its dropout mask) and the diagonal of its
+            Jacobian.
+            """
             if isinstance(act, LipSwish):
                 out, slope = lipswish(h, betas[j]), lambda: lipswish_derivative(h, betas[j])
             else:

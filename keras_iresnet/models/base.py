@@ -165,7 +165,9 @@ class IResNetModel(keras.Model):
         return super().compile(optimizer, *args, jit_compile=jit_compile, **kwargs)
 
     def compile_from_config(self, config):
-        """Compile a loaded model as it was saved (Keras skips models whose ``compile`` is overridden)."""
+        """Compile a loaded model as it was saved (Keras skips models whose ``compile`` is
+        overridden).
+        """
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)

@@ -318,7 +318,8 @@ class IResNetFlow(IResNetModel):
         return scale_for_replicas(tf.reduce_mean(bpd))
 
     def sample(self, n=None, temperature=1.0, seed=None, context=None, **settings):
-        """``n`` samples ``x = F^{-1}(z)``, ``z`` from the base at ``temperature`` (fixed-point inverse).
+        """``n`` samples ``x = F^{-1}(z)``, ``z`` from the base at ``temperature``
+        (fixed-point inverse).
 
         Args:
           n: the number of samples (a conditional flow given one context per

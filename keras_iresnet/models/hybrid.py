@@ -1,4 +1,6 @@
-"""The hybrid model: a shared invertible trunk with a classifier head and a density term (section 6)."""
+"""The hybrid model: a shared invertible trunk with a classifier head and a density term
+(section 6).
+"""
 
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ class IResNetHybrid(IResNetFlow):
     ``fit(x, labels)`` with ``x`` dequantized to ``[0, 1)``; outputs
     ``{"logits", "log_prob"}``; the metrics are ``loss``, ``accuracy``,
     ``bits_per_dim`` (and its standard error). Every argument left None takes
-    the value of the preset :data:`keras_iresnet.models.presets.DIGITS_HYBRID`; the architecture arguments are those of
-    :class:`IResNetFlow` (without ``factor_out``: the head needs the final image).
+    the value of the preset :data:`keras_iresnet.models.presets.DIGITS_HYBRID`; the
+    architecture arguments are those of :class:`IResNetFlow` (without
+    ``factor_out``: the head needs the final image).
 
     Args:
       input_shape: ``(H, W, C)`` (or ``(d,)``).

@@ -86,7 +86,8 @@ def block_config(block=None, **overrides):
     unknown = sorted(set(config) - BLOCK_ARGUMENTS)
     if unknown:
         raise ValueError(
-            f"block: unknown residual-block arguments {unknown}; expected some of {sorted(BLOCK_ARGUMENTS)}."
+            f"block: unknown residual-block arguments {unknown}; "
+            f"expected some of {sorted(BLOCK_ARGUMENTS)}."
         )
     return config
 
@@ -236,7 +237,8 @@ def check_squeeze(initial_squeeze, shape, scales):
     factor = 2 ** (scales - 1 + int(initial_squeeze))
     if shape[0] % factor or shape[1] % factor:
         raise ValueError(
-            f"input_shape={shape!r}: {scales} scale(s){' after an initial squeeze' if initial_squeeze else ''} "
+            f"input_shape={shape!r}: {scales} scale(s)"
+            f"{' after an initial squeeze' if initial_squeeze else ''} "
             f"need H and W divisible by {factor}."
         )
 

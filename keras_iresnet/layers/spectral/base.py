@@ -172,7 +172,9 @@ class SpectralLayerBase(Stackable, keras.layers.Layer):
     def apply_adjoint(
         self, u: tf.Tensor, kernel: tf.Tensor, input_shape: Sequence[int | None] | None = None
     ) -> tf.Tensor:
-        """``u -> W^T u``; ``input_shape`` ([batch,] H, W, C) selects a conv input space other than the built one."""
+        """``u -> W^T u``; ``input_shape`` ([batch,] H, W, C) selects a conv input space other
+        than the built one.
+        """
         return self.adjoint(self.spec(), u, kernel, input_shape)
 
     # -- build / state -------------------------------------------------------
@@ -313,7 +315,9 @@ class SpectralLayerBase(Stackable, keras.layers.Layer):
         return v[:, :1] if self.stack else v[:1]
 
     def sigma_estimate(self) -> tf.Tensor:
-        """Current estimate sigma~ = ||W v_1|| of the *raw* kernel (a lower bound); ``[]`` or ``[stack]``."""
+        """Current estimate sigma~ = ||W v_1|| of the *raw* kernel (a lower bound); ``[]`` or
+        ``[stack]``.
+        """
         kernel = tf.convert_to_tensor(self.kernel)
         operator, _ = self._operator_pair(kernel)
         return spectral._norms(

@@ -1,4 +1,6 @@
-"""The spectral-normalized 2-D convolution: the norm of the convolution *as applied* (section 2.1)."""
+"""The spectral-normalized 2-D convolution: the norm of the convolution *as applied*
+(section 2.1).
+"""
 
 from __future__ import annotations
 
