@@ -2,8 +2,6 @@
 pipelines with training statistics, the optimizer with the given learning rate and the recipe's
 warm-up, training end to end, strict JSON and the run folders of the command line."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -100,54 +98,3 @@ def test_train_runs_a_recipe_end_to_end_with_the_given_learning_rate():
     assert len(history.history["loss"]) == 2 and "val_bits_per_dim" in history.history
     assert model.trunk.chain[0].num_blocks == 2 and split.is_2d and len(split.x_train) == 512
     assert runs.peak_learning_rate(model.optimizer) == pytest.approx(0.0456)
-
-
-def test_strict_json_replaces_non_finite_numbers(tmp_path):
-    value = {"a": [float("nan"), 1.0, float("inf")], 2: np.float32(0.5), "n": np.int64(3)}
-    assert runs.strict_json(value) == {"a": [None, 1.0, None], "2": 0.5, "n": 3}
-    runs.write_json(tmp_path / "x.json", value)
-
-    def refuse(name):
-        raise ValueError(f"{name} is not JSON")
-
-    assert json.loads((tmp_path / "x.json").read_text(), parse_constant=refuse)["a"] == [
-        None,
-        1.0,
-        None,
-    ]
-
-
-def test_run_folder_owns_only_its_files(tmp_path):
-    folder = runs.RunFolder(tmp_path / "run").prepare()
-    folder.write_record({"recipe": "2d"})
-    for name in ("model.keras", "metrics.json"):
-        (folder / name).write_text("x")
-    (folder / "mine.txt").write_text("keep me")
-    assert folder.holds_run() and folder.read_record()["kind"] == "train"
-    with pytest.raises(runs.RunFolderError, match="already holds a run"):
-        runs.RunFolder(tmp_path / "run").prepare()
-    with pytest.raises(runs.RunFolderError, match="no interrupted run"):
-        runs.RunFolder(tmp_path / "run").prepare(resume=True)
-    runs.RunFolder(tmp_path / "run").prepare(overwrite=True)
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["mine.txt"]
-    tuned = runs.RunFolder(tmp_path / "tuned", kind="tune").prepare()
-    tuned.write_record({})
-    with pytest.raises(runs.RunFolderError, match="holds an iresnet tune run, not a train run"):
-        runs.RunFolder(tmp_path / "tuned").prepare(overwrite=True)
-    other = tmp_path / "notes"
-    other.mkdir()
-    (other / "a.txt").write_text("mine")
-    with pytest.raises(runs.RunFolderError, match="not an iresnet run"):
-        runs.RunFolder(other).prepare(overwrite=True)
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(runs.RunFolderError, match="is a file"):
-        runs.RunFolder(tmp_path / "file").prepare()
-
-
-def test_run_folder_history_keeps_the_last_row_of_each_epoch(tmp_path):
-    folder = runs.RunFolder(tmp_path)
-    (tmp_path / "history.csv").write_text(
-        "epoch,loss,val_loss\n0,3.0,3.5\n1,2.5,\n1,2.0,2.4\n2,1.5,2.1\n"
-    )
-    assert folder.history() == {"loss": [3.0, 2.0, 1.5], "val_loss": [3.5, 2.4, 2.1]}
-    assert runs.RunFolder(tmp_path / "none").history() == {}

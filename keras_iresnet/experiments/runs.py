@@ -2,8 +2,9 @@
 
 The command line, the tuner, the notebooks, the benchmarks and the tests all go
 through these functions, so a recipe (:mod:`keras_iresnet.experiments.recipes`)
-means the same thing everywhere; the run folders of the command line
-(:class:`RunFolder`) and what a run writes there live here too::
+means the same thing everywhere; what a run of the command line reports into its
+folder (:func:`report_training`) lives here too (the folders themselves:
+:mod:`keras_iresnet.experiments.folders`)::
 
     from keras_iresnet import recipes, runs
     recipe = recipes.get("2d")
@@ -15,12 +16,8 @@ means the same thing everywhere; the run folders of the command line
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import math
-import pathlib
-import shutil
 import warnings
 
 import keras
@@ -31,6 +28,13 @@ from keras_iresnet import callbacks as callbacks_lib
 from keras_iresnet import certify, distributed, models, validation
 from keras_iresnet import data as data_lib
 from keras_iresnet.experiments import plots
+from keras_iresnet.experiments.folders import (  # re-exported: runs.RunFolder etc. still work
+    RunFolder,
+    RunFolderError,
+    folder_callbacks,
+    strict_json,
+    write_json,
+)
 from keras_iresnet.inverse import InverseConvergenceWarning
 
 __all__ = [
@@ -385,188 +389,6 @@ def train(
 
 def steps_per_epoch(recipe, split, batch_size=None):
     return math.ceil(len(split.x_train) / (batch_size or recipe.batch_size))
-
-
-# -- run folders ------------------------------------------------------------------------
-class RunFolderError(ValueError):
-    """A run folder cannot be used as asked (it holds someone else's files, it is a file, ...)."""
-
-
-#: Written into every run record: how a folder made by this package is recognized.
-RUN_FORMAT = "keras_iresnet run"
-
-#: The files and folders each kind of run writes (and the only ones ``--overwrite`` replaces).
-RUN_FILES = {
-    "train": (
-        "run.json",
-        "model.keras",
-        "best.keras",
-        "metrics.json",
-        "history.csv",
-        "figure.png",
-        "backup",
-    ),
-    "tune": ("run.json", "tuning.json", "best.keras", "search"),
-}
-
-
-def strict_json(value):
-    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN or Infinity)."""
-    if isinstance(value, dict):
-        return {str(k): strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
-def write_json(path, value):
-    """Write ``value`` as strict JSON (non-finite floats become ``null``; other objects
-    their ``str``).
-    """
-    text = json.dumps(strict_json(value), indent=2, allow_nan=False, default=str)
-    pathlib.Path(path).write_text(text + "\n", encoding="utf-8")
-
-
-class RunFolder:
-    """A folder that ``iresnet train`` / ``iresnet tune`` owns: create, record, load, replace.
-
-    A folder is a run if it holds a run record (``run.json``) written by this
-    package. ``prepare`` refuses a path that is a file, and a non-empty folder
-    that is not a run (whatever the flags: its files are not ours to replace);
-    with ``overwrite=True`` it deletes only the files its kind of run writes
-    (:data:`RUN_FILES`) and keeps everything else.
-
-    Args:
-      path: the folder.
-      kind: ``"train"`` or ``"tune"``.
-    """
-
-    def __init__(self, path, kind="train"):
-        self.path = pathlib.Path(path)
-        self.kind = validation.one_of("kind", kind, tuple(RUN_FILES))
-
-    def __truediv__(self, name):
-        return self.path / name
-
-    @property
-    def record_path(self):
-        return self.path / "run.json"
-
-    def read_record(self):
-        """The run record (a dict), or None where the folder holds no record of ours."""
-        try:
-            record = json.loads(self.record_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(record, dict):
-            return None
-        if record.get("format") == RUN_FORMAT:
-            return record
-        if "recipe" in record and "split" in record:  # a run of an earlier version
-            return record
-        return None
-
-    def holds_run(self):
-        """Whether the folder holds a run of this package (of any kind)."""
-        return self.path.is_dir() and self.read_record() is not None
-
-    def prepare(self, overwrite=False, resume=False):
-        """Make the folder ready for a new run (or to continue one); raises
-        :class:`RunFolderError`.
-        """
-        if self.path.exists() and not self.path.is_dir():
-            raise RunFolderError(
-                f"{self.path} is a file, not a folder; choose another output folder"
-            )
-        if self.path.is_dir() and any(self.path.iterdir()):
-            record = self.read_record()
-            if record is None:
-                raise RunFolderError(
-                    f"{self.path} holds files that are not an iresnet run (no run.json of ours); "
-                    "nothing was written or deleted there: choose a new or empty folder"
-                )
-            kind = record.get("kind", "train")
-            if kind != self.kind:
-                raise RunFolderError(
-                    f"{self.path} holds an iresnet {kind} run, not a {self.kind} run; "
-                    "choose another folder"
-                )
-            if resume:
-                if not (self.path / "backup").is_dir():
-                    raise RunFolderError(
-                        f"--resume: {self.path} has no interrupted run to continue (no backup/)"
-                    )
-            elif overwrite:
-                self._remove_own_files()
-            else:
-                raise RunFolderError(
-                    f"{self.path} already holds a run; pass --overwrite to replace it, --resume "
-                    "to continue an interrupted one, or --out DIR"
-                )
-        elif resume:
-            raise RunFolderError(
-                f"--resume: {self.path} has no interrupted run to continue (no run there)"
-            )
-        self.path.mkdir(parents=True, exist_ok=True)
-        return self
-
-    def _remove_own_files(self):
-        for name in RUN_FILES[self.kind]:
-            target = self.path / name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
-
-    def write_record(self, record):
-        """Write the run record (with the format marker and the kind)."""
-        write_json(self.record_path, {"format": RUN_FORMAT, "kind": self.kind, **record})
-
-    def history(self):
-        """The whole per-epoch history from ``history.csv``, ``{metric: [value per epoch]}``.
-
-        The last row of an epoch counts (a resumed run may repeat the epoch it was
-        interrupted in); an empty cell is None.
-        """
-        path = self.path / "history.csv"
-        if not path.is_file():
-            return {}
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = {int(row["epoch"]): row for row in csv.DictReader(handle)}
-        history = {}
-        for epoch in sorted(rows):
-            for key, value in rows[epoch].items():
-                if key != "epoch":
-                    history.setdefault(key, []).append(
-                        float(value) if value not in ("", None) else None
-                    )
-        return history
-
-
-def folder_callbacks(folder, resume=False, logdir=None):
-    """The callbacks of a run in ``folder`` (a :class:`RunFolder`), in the order they must run.
-
-    ``history.csv`` (one row per epoch, appended on ``resume``; written before the
-    epoch's backup, so a resumed run never misses a row), ``backup/`` (Keras'
-    ``BackupAndRestore``), ``best.keras`` (the best validation loss), and TensorBoard
-    logs in ``logdir`` if given.
-    """
-    result = [
-        keras.callbacks.CSVLogger(str(folder / "history.csv"), append=resume),
-        keras.callbacks.BackupAndRestore(str(folder / "backup")),
-        keras.callbacks.ModelCheckpoint(
-            str(folder / "best.keras"), monitor="val_loss", save_best_only=True
-        ),
-    ]
-    if logdir:
-        result.append(keras.callbacks.TensorBoard(log_dir=logdir))
-    return result
 
 
 def fit_multiworker(model, arguments, callbacks, verbose=1):
