@@ -80,6 +80,11 @@ __all__ = ["SpectralLayerBase", "UPDATE_POLICIES", "CONVERGED_ITERATIONS", "CONV
 #: ``operator_norm()`` (conv layers; dense layers use an SVD).
 CONVERGED_ITERATIONS = 1000
 CONVERGED_RTOL = 1e-6
+#: :meth:`SpectralLayerBase.refine` iterates at least this many vectors (the stored ones
+#: plus random ones): with the paper's single vector, a start nearly orthogonal to the top
+#: singular vector converges to the second singular value first, and the stopping rule,
+#: seeing no change, stops there (measured: 0.16 % low on a trained 3x3 convolution).
+REFINE_VECTORS = 8
 
 #: When a training call advances the vectors (see the module docstring).
 UPDATE_POLICIES = ("every_call", "after_update")
@@ -263,7 +268,9 @@ class SpectralLayerBase(Stackable, keras.layers.Layer):
     ) -> np.ndarray | np.floating:
         """Run the iteration to convergence (eagerly) and store the vectors.
 
-        Dense layers (and 1x1 convolutions) use an exact SVD instead. Returns the
+        Convolutions iterate at least :data:`REFINE_VECTORS` vectors (the stored ones and
+        random ones) and keep the top ``vector_count``. Dense layers (and 1x1
+        convolutions) use an exact SVD instead. Returns the
         new estimate(s) sigma~ of the raw kernel (numpy: a float, or ``[stack]``).
         """
         with tf.init_scope():
@@ -271,12 +278,23 @@ class SpectralLayerBase(Stackable, keras.layers.Layer):
             if matrix is not None:
                 v, sigma = spectral.dense_singular_vectors(matrix, self.vector_count)
             else:
+                stored = tf.convert_to_tensor(self.power_v)
+                axis = 1 if self.stack else 0  # the vectors' axis
+                extra = REFINE_VECTORS - self.vector_count
+                start = stored
+                if extra > 0:
+                    shape = stored.shape.as_list()
+                    shape[axis] = extra
+                    noise = tf.random.stateless_normal(shape, seed=[7, 11], dtype=stored.dtype)
+                    start = tf.concat([stored, noise], axis=axis)
                 v, sigma, _, _ = self._compiled_iteration()(
                     tf.convert_to_tensor(self.kernel),
-                    tf.convert_to_tensor(self.power_v),
+                    start,
                     tf.constant(int(max_iterations), tf.int32),
                     tf.constant(float(rtol), self.kernel.dtype),
                 )
+                # Sorted by Ritz value: the first vector_count are the top directions.
+                v = v[:, : self.vector_count] if self.stack else v[: self.vector_count]
                 sigma = sigma.numpy()
             self.power_v.assign(tf.cast(v, self.power_v.dtype))
             self.power_sigma.assign(
