@@ -66,3 +66,66 @@ def test_final_check_warns_and_refines_when_an_estimate_was_stale():
     assert callback.largest_change > 1e-3
     for layer in layers:  # every effective norm is back at coeff (the exact norm, not the estimate)
         assert np.max(layer.operator_norm()) <= 0.9 * (1 + 1e-3)
+
+
+class _FakeClock:
+    """``time.perf_counter`` stand-in: each training step advances it by ``step`` seconds and
+    each validation by ``validation`` seconds (so the tests do not depend on this machine)."""
+
+    def __init__(self, step, validation):
+        self.now, self.step, self.validation = 1000.0, step, validation
+
+    def __call__(self):
+        return self.now
+
+
+class _AdvanceClock(keras.callbacks.Callback):
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.clock.now += self.clock.step
+
+    def on_test_end(self, logs=None):  # validation's time passes before its end is seen
+        self.clock.now += self.clock.validation
+
+
+def test_time_budget_stops_within_one_step_and_does_not_count_validation(monkeypatch):
+    clock = _FakeClock(step=0.3, validation=50.0)
+    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.zeros((64, 2), "float32"), np.zeros((64, 1), "float32")
+    budget = callbacks.TimeBudget(2.0)
+    # The budget callback runs after the clock moved for the step: 0.3 s per step, 8 steps
+    # per epoch, 50 s of validation after every epoch (not counted).
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=100,
+        validation_data=(x, y),
+        verbose=0,
+        callbacks=[_AdvanceClock(clock), budget],
+    )
+    assert budget.stopped
+    assert budget.steps == 7  # 7 x 0.3 = 2.1 s >= 2.0 s; after 6 steps 1.8 s < 2.0 s
+    assert 2.0 <= budget.elapsed < 2.0 + 0.3 + 1e-9  # within one step of the budget
+    assert budget.elapsed == pytest.approx(2.1)  # the validation's 50 s are not counted
+
+
+def test_time_budget_counts_from_a_given_start_and_refuses_bad_budgets(monkeypatch):
+    clock = _FakeClock(step=0.5, validation=0.0)
+    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x = np.zeros((16, 2), "float32")
+    budget = callbacks.TimeBudget(1.0, start=clock.now - 0.9)  # 0.9 s of building already spent
+    model.fit(
+        x, x[:, :1], batch_size=4, epochs=10, verbose=0, callbacks=[_AdvanceClock(clock), budget]
+    )
+    assert budget.steps == 1 and budget.stopped  # 0.9 + 0.5 >= 1.0 after the first step
+    for bad in (0, -1.0, float("nan"), float("inf"), "10"):
+        with pytest.raises(ValueError, match="seconds must be a finite number > 0"):
+            callbacks.TimeBudget(bad)
