@@ -539,3 +539,14 @@ def test_multiworker_training_from_the_command_line(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert len(metrics["history"]["loss"]) == 1 and "val_loss" in metrics["history"]
+
+
+def test_a_folder_that_is_not_a_run_is_named_as_such(tmp_path, capsys):
+    """--run on a folder holding a model.keras but no run record of ours: one line, exit 2."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "model.keras").write_text("my own file")
+    assert cli.main(["evaluate", "--run", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a run folder of 'iresnet train'" in err[0], err
+    assert (folder / "model.keras").read_text() == "my own file"

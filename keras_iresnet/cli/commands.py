@@ -317,8 +317,12 @@ def _model_and_record(args):
                 f"--run {run}: no model.keras there (is it a run folder of 'iresnet train'?)"
             )
         path = run / "model.keras"
-        if (run / "run.json").is_file():
-            record = json.loads((run / "run.json").read_text())
+        record = runs.RunFolder(run).read_record()
+        if record is None:
+            raise CLIError(
+                f"--run {run} is not a run folder of 'iresnet train' (no run.json of ours); "
+                "pass --model FILE for a .keras file"
+            )
     else:
         path = pathlib.Path(args.model)
         if path.is_dir():
