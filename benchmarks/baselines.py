@@ -19,6 +19,7 @@ import tensorflow_probability as tfp
 
 import keras_iresnet as kir
 from benchmarks.common import count_parameters, dequantize
+from keras_iresnet import testing
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 
@@ -142,24 +143,10 @@ def logit_gaussian_bits_per_dim(train, test, alpha, seed=0):
     """Held-out bits/dim of the best model without pixel dependencies in logit space.
 
     ``train``: uint8 images, dequantized here with ``seed``; ``test``: already
-    dequantized to ``[0, 1)``. Per pixel, the maximum-likelihood Gaussian of
-    ``logit(alpha + (1 - 2 alpha) x)`` on the training images; the test density
-    includes the logit's log-det and the ``D ln 256`` of 8-bit data (numpy, float64).
+    dequantized to ``[0, 1)``. The closed form itself is
+    :func:`keras_iresnet.testing.logit_gaussian_bits_per_dim` (the tests use it too).
     """
-    train = dequantize(train, seed)
-
-    def logit(x):
-        s = alpha + (1 - 2 * alpha) * np.asarray(x, np.float64).reshape(len(x), -1)
-        return np.log(s) - np.log1p(-s), np.log1p(-2 * alpha) - np.log(s) - np.log1p(-s)
-
-    y_train, _ = logit(train)
-    y_test, log_det = logit(test)
-    mean, std = y_train.mean(0), y_train.std(0)
-    log_p = (
-        -0.5 * ((y_test - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi) + log_det
-    ).sum(1)
-    dims = y_test.shape[1]
-    return float(np.mean((-log_p + dims * np.log(256.0)) / (dims * np.log(2.0))))
+    return testing.logit_gaussian_bits_per_dim(dequantize(train, seed), test, alpha)
 
 
 # -- PyTorch ------------------------------------------------------------------------------------
