@@ -88,7 +88,10 @@ def class_samples_figure(
     samples = model.sample(context=contexts, temperature=temperature, seed=seed).numpy()
     if rows is None:
         rows = len(labels) if len(labels) > 1 else max(1, int(np.sqrt(per_class)))
-    names = ", ".join(str(k) for k in labels) if len(labels) <= 3 else "one row per class"
+    if len(labels) <= 3:
+        title = f"samples of class {', '.join(str(k) for k in labels)}"
+    else:
+        title = f"samples, one row per class ({labels[0]} to {labels[-1]} from the top)"
     cols = int(np.ceil(len(samples) / rows))
     fig = plt.figure(figsize=(6, max(2.0, 6 * rows / cols)))
     if samples.ndim == 2:
@@ -99,7 +102,7 @@ def class_samples_figure(
     else:
         plt.imshow(_grid(samples, rows), cmap="gray")
         plt.axis("off")
-    plt.title(f"samples of class {names} (T={temperature})")
+    plt.title(f"{title} (T={temperature})")
     fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
 
