@@ -223,9 +223,10 @@ def cmd_train(args):
             model = runs.build_model(recipe, split, **model_overrides)
         except (ValueError, TypeError) as error:
             raise CLIError(_one_line(error)) from None
-        runs.compile_model(model, recipe, args.learning_rate, jit_compile=bool(args.jit))
+        jit = "auto" if args.jit is None else args.jit
+        runs.compile_model(model, recipe, args.learning_rate, jit_compile=jit)
     arguments = runs.fit_arguments(
-        recipe, split, args.epochs, args.batch_size, drop_remainder=bool(args.jit)
+        recipe, split, args.epochs, args.batch_size, drop_remainder=bool(model.jit_compile)
     )
     callbacks = arguments.pop("callbacks") + runs.folder_callbacks(folder, args.resume, args.logdir)
     record = {
@@ -240,7 +241,7 @@ def cmd_train(args):
             "seed": args.seed,
             "strategy": args.strategy,
             "worker": worker,
-            "jit": bool(args.jit),
+            "jit": bool(model.jit_compile),
         },
         "split": split.record(),
     }
@@ -575,7 +576,10 @@ def cmd_tune(args):
             "bayesian": keras_tuner.BayesianOptimization,
         }[args.tuner]
         tuner = tuner_cls(hypermodel, max_trials=args.trials, **common)
-    train, valid = runs.datasets(recipe, search_split, args.batch_size)
+    # vector data trains dense models, which XLA compiles on a CPU too: one static batch size
+    train, valid = runs.datasets(
+        recipe, search_split, args.batch_size, drop_remainder=search_split.is_2d
+    )
     print(
         f"tuning around recipe {recipe.name!r}: {len(search_split.x_train)} training / "
         f"{len(search_split.x_test)} validation examples (the {len(split.x_test)} test "

@@ -381,7 +381,9 @@ def train(
     split = split or load_split(recipe, seed=seed)
     model = model or build_model(recipe, split, **model_overrides)
     compile_model(model, recipe, learning_rate)
-    arguments = fit_arguments(recipe, split, epochs, batch_size)
+    arguments = fit_arguments(
+        recipe, split, epochs, batch_size, drop_remainder=bool(model.jit_compile)
+    )
     arguments["callbacks"] = arguments["callbacks"] + list(callbacks or [])
     history = model.fit(verbose=verbose, **arguments)
     return model, history, split

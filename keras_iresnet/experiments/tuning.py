@@ -303,7 +303,8 @@ class IResNetHyperModel(keras_tuner.HyperModel):
 
         With ``seconds``, training stops once the budget (counted from the trial's
         build) is spent; ``epochs`` is then a cap. A ``batch_size`` hyperparameter
-        re-batches a ``tf.data`` training set.
+        re-batches a ``tf.data`` training set (without partial batches when the model
+        compiles its step with XLA).
         """
         callbacks = list(callbacks or [])
         if self.seconds is not None:
@@ -311,8 +312,9 @@ class IResNetHyperModel(keras_tuner.HyperModel):
         if "batch_size" in hp.values and args:
             data = args[0]
             size = hp.get("batch_size")
-            if hasattr(data, "rebatch"):
-                args = (data.rebatch(size),) + tuple(args[1:])
+            if hasattr(data, "rebatch"):  # XLA compiles one batch size: drop partial batches
+                data = data.rebatch(size, drop_remainder=bool(model.jit_compile))
+                args = (data,) + tuple(args[1:])
         if getattr(model.optimizer, "use_ema", False):
             callbacks.append(callbacks_lib.SwapEMAWeights(swap_on_epoch=True))
         return model.fit(*args, callbacks=callbacks, **kwargs)

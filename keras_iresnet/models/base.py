@@ -32,6 +32,7 @@ from keras_iresnet.divergence import (
     DivergenceGuard,
     NonFiniteLossError,
 )
+from keras_iresnet.layers.spectral import SpectralConv2D
 from keras_iresnet.layers.walk import normalized_layers
 
 __all__ = [
@@ -146,23 +147,39 @@ class IResNetModel(keras.Model):
     def compile(self, optimizer="rmsprop", *args, jit_compile="auto", **kwargs):
         """``keras.Model.compile``; ``jit_compile="auto"`` picks XLA only where it measured faster.
 
-        On a machine without a GPU, ``"auto"`` means no XLA: XLA:CPU runs this
-        package's convolutional training step about 3.5x slower than TensorFlow's
-        own kernels (its convolutions are slower than oneDNN's; ``benchmarks``
-        speed part d), and the dense 2-D step no faster. With a GPU, ``"auto"`` is
-        Keras' choice (XLA if every layer supports it); a training set whose batches
-        vary in size then trains without XLA (XLA compiles one batch shape), with a
-        log message. ``True`` and ``False`` are taken as given. What was chosen is
-        ``model.jit_compile``.
+        On a machine without a GPU, ``"auto"`` means XLA for models without
+        convolutions and no XLA for convolutional ones: XLA:CPU runs this package's
+        convolutional training step about 3.5x slower than TensorFlow's own kernels
+        (its convolutions are slower than oneDNN's; ``benchmarks`` speed part d),
+        while it fuses the many small matrix products of a dense flow (the ``2d``
+        recipe's step: 17 ms with XLA, 38 ms without). With a GPU, ``"auto"`` is
+        Keras' choice (XLA if every layer supports it). Wherever ``"auto"`` picks
+        XLA, a training set whose batches vary in size trains without it (XLA
+        compiles one batch shape), with a log message. ``True`` and ``False`` are
+        taken as given. What was chosen is ``model.jit_compile``.
         """
         self._jit_auto = jit_compile == "auto"
         if self._jit_auto:
-            jit_compile = bool(tf.config.list_physical_devices("GPU")) and "auto"
+            gpu = bool(tf.config.list_physical_devices("GPU"))
+            if gpu:
+                jit_compile = "auto"
+            else:  # Keras' "auto" never picks XLA on a CPU; ours does for dense models
+                jit_compile = not self._has_convolutions() and all(
+                    layer.supports_jit for layer in self._flatten_layers()
+                )
             if not jit_compile:
                 _LOG.info(
-                    "jit_compile='auto': no XLA on this CPU-only machine (XLA:CPU measured slower)."
+                    "jit_compile='auto': no XLA for a convolutional model on this CPU-only "
+                    "machine (XLA:CPU convolutions measured slower)."
                 )
         return super().compile(optimizer, *args, jit_compile=jit_compile, **kwargs)
+
+    def _has_convolutions(self):
+        """Whether any layer of the model (built or not) is a convolution."""
+        return any(
+            isinstance(layer, (SpectralConv2D, keras.layers.Conv2D))
+            for layer in self._flatten_layers(include_self=False, recursive=True)
+        )
 
     def compile_from_config(self, config):
         """Compile a loaded model as it was saved (Keras skips models whose ``compile`` is
