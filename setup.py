@@ -24,7 +24,8 @@ setup(
         "tensorflow-probability>=0.24",
         "tf-keras>=2.16",  # tensorflow-probability imports tf_keras at start-up
         "tensorflow-datasets>=4.9",
-        "importlib_resources",  # TFDS' download path imports it (etils.epath) but does not declare it
+        # TFDS' download path imports it (etils.epath) but does not declare it
+        "importlib_resources",
         "keras-tuner>=1.4",
         "tensorboard>=2.16",  # keras-tuner imports it; TF 2.21 no longer installs it
         "scikit-learn>=1.2",  # the bundled digits data set

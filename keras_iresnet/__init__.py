@@ -21,6 +21,13 @@ import importlib.util
 import os as _os
 import sys as _sys
 
+# typing.TYPE_CHECKING without importing anything at runtime (type checkers know the name);
+# deleted again so that the module's namespace (dir(keras_iresnet)) is unchanged.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+del TYPE_CHECKING
+
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
@@ -101,7 +108,7 @@ def _check_backend():
         )
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _MODULES:
         _check_backend()
         module = importlib.import_module(_MODULES[name])
@@ -114,7 +121,7 @@ def __getattr__(name):
     return module
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_NAMES) | set(_MODULES))
 
 

@@ -46,6 +46,8 @@ to the network as a last step, ``z -> (z - mu(c)) / sigma(c)`` with log-det
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -58,6 +60,12 @@ from keras_iresnet.layers.distributions import (
     StandardNormal,
 )
 from keras_iresnet.layers.invertible import InvertibleLayer
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    from keras_iresnet.logdet import LogDetEstimator
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -103,14 +111,14 @@ class IResNetBijector(tfb.Bijector):
 
     def __init__(
         self,
-        layer,
-        event_shape=None,
-        direction="density",
-        inverse_kwargs=None,
-        validate_args=False,
-        name="iresnet",
-        context_shape=None,
-    ):
+        layer: InvertibleLayer,
+        event_shape: Sequence[int] | None = None,
+        direction: str = "density",
+        inverse_kwargs: Mapping[str, Any] | None = None,
+        validate_args: bool = False,
+        name: str = "iresnet",
+        context_shape: Sequence[int] | None = None,
+    ) -> None:
         parameters = dict(locals())
         if not isinstance(layer, InvertibleLayer):
             raise TypeError(
@@ -163,25 +171,25 @@ class IResNetBijector(tfb.Bijector):
         return dict()
 
     @property
-    def layer(self):
+    def layer(self) -> InvertibleLayer:
         return self._layer
 
     @property
-    def direction(self):
+    def direction(self) -> str:
         return self._direction
 
     @property
-    def context_shape(self):
+    def context_shape(self) -> tuple[int, ...] | None:
         """The event shape of ``conditional_input`` (None: unconditional)."""
         return self._context_shape
 
     @property
-    def event_shape(self):
+    def event_shape(self) -> tf.TensorShape:
         """Event shape of the data ``x`` (the network's input)."""
         return tf.TensorShape(self._event_shape_tuple)
 
     @property
-    def latent_shape(self):
+    def latent_shape(self) -> tf.TensorShape:
         """Event shape of the latent ``z = F(x)`` (differs from the data after ``Squeeze``)."""
         return tf.TensorShape(self._latent_shape_tuple)
 
@@ -305,7 +313,17 @@ def _built_event_shape(layer):
     )
 
 
-def density_model(layer, event_shape=None, base=None, context_shape=None, **bijector_kwargs):
+def density_model(
+    layer: InvertibleLayer,
+    event_shape: Sequence[int] | None = None,
+    base: tfp.distributions.Distribution
+    | StandardNormal
+    | DiagonalGaussian
+    | ConditionalDiagonalGaussian
+    | None = None,
+    context_shape: Sequence[int] | None = None,
+    **bijector_kwargs: Any,
+) -> tfp.distributions.TransformedDistribution:
     """``tfd.TransformedDistribution(base, IResNetBijector(layer))``: the usual flow density.
 
     Args:
@@ -348,27 +366,35 @@ class _WithConditionalBase(InvertibleLayer):
 
     conditional = True
 
-    def __init__(self, network, base, **kwargs):
+    def __init__(
+        self, network: InvertibleLayer, base: ConditionalDiagonalGaussian, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.network = network
         self.base = base
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         if not self.network.built:
             self.network.build(tuple(input_shape))
         if not self.base.built:
             self.base.build(self.network.compute_output_shape(tuple(input_shape)))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return self.network.compute_output_shape(input_shape)
 
-    def compute_inverse_shape(self, output_shape):
+    def compute_inverse_shape(self, output_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return self.network.compute_inverse_shape(output_shape)
 
     def _network_context(self, context):
         return {"context": context} if self.network.conditional else {}
 
-    def forward_and_log_det(self, inputs, training=None, logdet=None, context=None):
+    def forward_and_log_det(
+        self,
+        inputs: tf.Tensor,
+        training: bool | None = None,
+        logdet: str | dict[str, Any] | LogDetEstimator | None = None,
+        context: tf.Tensor | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         x = tf.convert_to_tensor(inputs)
         c = self._take_context(context, x)
         z, log_det = self.network.forward_and_log_det(
@@ -378,7 +404,9 @@ class _WithConditionalBase(InvertibleLayer):
         base_log_det = tf.reduce_sum(tf.reshape(log_scale, [tf.shape(z)[0], -1]), axis=1)
         return (z - loc) * tf.exp(-log_scale), log_det - base_log_det
 
-    def call(self, inputs, training=None, context=None):
+    def call(
+        self, inputs: tf.Tensor, training: bool | None = None, context: tf.Tensor | None = None
+    ) -> tf.Tensor:
         return self.forward_and_log_det(inputs, training=training, context=context)[0]
 
     def _unstandardize(self, y, context):
@@ -396,7 +424,9 @@ class _WithConditionalBase(InvertibleLayer):
         )
 
 
-def base_distribution(base):
+def base_distribution(
+    base: StandardNormal | DiagonalGaussian,
+) -> tfp.distributions.Distribution:
     """The TFP distribution of a base-distribution layer, over its latent event.
 
     ``StandardNormal`` -> ``tfd.Sample(tfd.Normal(0, 1), latent_shape)``;

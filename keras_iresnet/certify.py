@@ -21,11 +21,20 @@ tests it on contexts the model never saw.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import tensorflow as tf
 
 from keras_iresnet.layers.walk import normalized_layers, residual_stacks, spectral_layers
 from keras_iresnet.spectral import conv_singular_values
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    import keras
+
+    from keras_iresnet.layers.invertible import InvertibleLayer
 
 __all__ = [
     "spectral_layers",
@@ -40,7 +49,7 @@ __all__ = [
 INVERSE_CHECK_TOLERANCE = 1e-4
 
 
-def refine(layer_or_model, **kwargs):
+def refine(layer_or_model: keras.layers.Layer, **kwargs: Any) -> int:
     """Run the power iteration of every normalized spectral layer to convergence.
 
     Keyword arguments go to ``SpectralLayerBase.refine`` (``max_iterations``,
@@ -52,7 +61,9 @@ def refine(layer_or_model, **kwargs):
     return len(layers)
 
 
-def certify(model, tolerance=1e-3, contexts=8, seed=0):
+def certify(
+    model: keras.layers.Layer, tolerance: float = 1e-3, contexts: int = 8, seed: int = 0
+) -> dict[str, Any]:
     """Exact per-layer operator norms and per-block Lipschitz bounds.
 
     For every spectral layer: the operator norm of its normalized operator as
@@ -119,7 +130,7 @@ def certify(model, tolerance=1e-3, contexts=8, seed=0):
     return report
 
 
-def inverse_check(model, count=8, seed=0):
+def inverse_check(model: keras.layers.Layer, count: int = 8, seed: int = 0) -> dict[str, Any]:
     """Every conditional block's inverse at ``count`` random contexts ``c ~ N(0, I)``.
 
     The certificate holds for every context, so each block's fixed-point solve must
@@ -154,7 +165,12 @@ def inverse_check(model, count=8, seed=0):
     }
 
 
-def reconstruction_report(trunk, x, context=None, **inverse_settings):
+def reconstruction_report(
+    trunk: InvertibleLayer,
+    x: tf.Tensor | np.ndarray,
+    context: tf.Tensor | None = None,
+    **inverse_settings: Any,
+) -> dict[str, Any]:
     """Relative reconstruction error ``||x - F^{-1}(F(x))|| / ||x||`` per example.
 
     ``context``: the contexts of ``x`` for a conditional model (passed to the trunk

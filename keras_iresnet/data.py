@@ -22,9 +22,13 @@ from __future__ import annotations
 import os
 import pathlib
 import zipfile
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = [
     "DENSITIES_2D",
@@ -51,7 +55,7 @@ DEFAULT_MNIST_FILE = pathlib.Path(__file__).resolve().parents[1].parent / _MNIST
 IMAGE_DATA = ("digits", "mnist-file")
 
 
-def data_sets_for(task):
+def data_sets_for(task: str) -> tuple[str, ...]:
     """The embedded / file data set names valid for ``task`` (TFDS data ``tfds:NAME``
     come on top).
     """
@@ -71,7 +75,7 @@ def _default_mnist_file():
     return DEFAULT_MNIST_FILE
 
 
-def sample_2d(name, n, seed=0):
+def sample_2d(name: str, n: int, seed: int | None = 0) -> np.ndarray:
     """``n`` samples ``[n, 2]`` (float32) of a toy 2-D density (FFJORD / Residual Flows set)."""
     if name not in DENSITIES_2D:
         raise ValueError(f"name must be one of {DENSITIES_2D}; got name={name!r}.")
@@ -117,7 +121,9 @@ def sample_2d(name, n, seed=0):
     return data.astype("float32")
 
 
-def density_2d_dataset(name, n, batch_size=256, seed=0, shuffle=True):
+def density_2d_dataset(
+    name: str, n: int, batch_size: int = 256, seed: int | None = 0, shuffle: bool = True
+) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of batches ``[batch, 2]`` of :func:`sample_2d`."""
     data = sample_2d(name, n, seed)
     ds = tf.data.Dataset.from_tensor_slices(data)
@@ -126,7 +132,7 @@ def density_2d_dataset(name, n, batch_size=256, seed=0, shuffle=True):
     return ds.batch(batch_size)
 
 
-def digits_arrays():
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled 8x8 digits: ``(images uint8-range [n, 8, 8, 1], labels [n])``.
 
     The values (0..16) are rescaled to the 8-bit range 0..255 so that the same
@@ -139,7 +145,7 @@ def digits_arrays():
     return images, bunch.target.astype("int32")
 
 
-def standardization_stats(images):
+def standardization_stats(images: ArrayLike) -> tuple[float, float]:
     """``(mean, std)`` of 8-bit ``images`` scaled to ``[0, 1]``: the ``stats`` of
     :func:`image_dataset`.
 
@@ -149,7 +155,7 @@ def standardization_stats(images):
     return float(scaled.mean()), float(scaled.std())
 
 
-def mnist_file_arrays(path=None):
+def mnist_file_arrays(path: str | os.PathLike[str] | None = None) -> tuple[np.ndarray, None]:
     """The MNIST test images file: ``(images uint8 [10000, 28, 28, 1], None)`` (no labels).
 
     ``path`` defaults to ``$IRESNET_MNIST_FILE``, else ``../shared/data/mnist_test_images.npz``
@@ -201,7 +207,13 @@ def mnist_file_arrays(path=None):
     return images.astype("uint8"), None
 
 
-def tfds_arrays(name, split="train", data_dir=None, download=False, limit=None):
+def tfds_arrays(
+    name: str,
+    split: str = "train",
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    limit: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels of a TFDS data set (``mnist``, ``fashion_mnist``, ``cifar10``, ...).
 
     With ``download=False`` (the default) nothing is fetched and GCS is not
@@ -243,7 +255,14 @@ def tfds_arrays(name, split="train", data_dir=None, download=False, limit=None):
     return np.stack(images).astype("uint8"), np.asarray(labels, "int32")
 
 
-def load_images(data, path=None, data_dir=None, download=False, split="train", limit=None):
+def load_images(
+    data: str,
+    path: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    split: str = "train",
+    limit: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``(images uint8 [n, H, W, C], labels or None)`` for ``digits``, ``mnist-file`` or
     ``tfds:NAME``.
     """
@@ -258,14 +277,14 @@ def load_images(data, path=None, data_dir=None, download=False, split="train", l
     )
 
 
-def dequantize(images, seed=None):
+def dequantize(images: tf.Tensor | np.ndarray, seed: int | None = None) -> tf.Tensor:
     """Uniform dequantization of uint8 images to floats in ``[0, 1)``: ``(x + u) / 256``."""
     x = tf.cast(images, tf.float32)
     noise = tf.random.uniform(tf.shape(x), seed=seed)
     return (x + noise) / 256.0
 
 
-def one_hot_labels(labels, num_classes):
+def one_hot_labels(labels: ArrayLike, num_classes: int) -> np.ndarray:
     """Class labels ``[n]`` as float32 one-hot contexts ``[n, num_classes]`` (refuses labels
     outside ``[0, num_classes)``)."""
     labels = np.asarray(labels).astype("int64")
@@ -278,17 +297,17 @@ def one_hot_labels(labels, num_classes):
 
 
 def image_dataset(
-    images,
-    labels=None,
-    task="density",
-    batch_size=64,
-    shuffle=True,
-    seed=0,
-    stats=None,
-    drop_remainder=False,
-    context=None,
-    num_classes=None,
-):
+    images: ArrayLike,
+    labels: ArrayLike | None = None,
+    task: str = "density",
+    batch_size: int = 64,
+    shuffle: bool = True,
+    seed: int | None = 0,
+    stats: tuple[float, float] | None = None,
+    drop_remainder: bool = False,
+    context: str | None = None,
+    num_classes: int | None = None,
+) -> tf.data.Dataset:
     """A batched ``tf.data.Dataset`` with the paper's preprocessing for ``task``.
 
     - ``"density"``: elements ``x`` dequantized to ``[0, 1)`` (fresh noise each epoch);
@@ -355,7 +374,7 @@ class GaussianLinear:
 
     DEFAULT_MATRIX = ((1.0, 0.8), (0.5, 1.0), (0.8, 0.3))
 
-    def __init__(self, matrix=DEFAULT_MATRIX, noise=0.7):
+    def __init__(self, matrix: ArrayLike = DEFAULT_MATRIX, noise: float = 0.7) -> None:
         self.matrix = np.asarray(matrix, dtype=np.float64)
         if self.matrix.ndim != 2:
             raise ValueError(f"matrix must be [m, k]; got shape {self.matrix.shape}.")
@@ -369,26 +388,26 @@ class GaussianLinear:
         self.posterior_matrix = self.posterior_covariance @ self.matrix.T / self.noise**2
 
     @property
-    def theta_dim(self):
+    def theta_dim(self) -> int:
         return int(self.matrix.shape[1])
 
     @property
-    def x_dim(self):
+    def x_dim(self) -> int:
         return int(self.matrix.shape[0])
 
-    def simulate(self, n, seed=0):
+    def simulate(self, n: int, seed: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
         """``(theta [n, k], x [n, m])`` float32 from the joint."""
         rng = np.random.default_rng(seed)
         theta = rng.standard_normal((n, self.theta_dim))
         x = theta @ self.matrix.T + self.noise * rng.standard_normal((n, self.x_dim))
         return theta.astype("float32"), x.astype("float32")
 
-    def posterior(self, x):
+    def posterior(self, x: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """``(mean [n, k], covariance [k, k])`` of ``theta | x`` for ``x`` ``[n, m]`` or ``[m]``."""
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
         return x @ self.posterior_matrix.T, self.posterior_covariance
 
-    def posterior_log_prob(self, theta, x):
+    def posterior_log_prob(self, theta: ArrayLike, x: ArrayLike) -> np.ndarray:
         """``ln p(theta | x)`` per row (float64 ``[n]``)."""
         mean, cov = self.posterior(x)
         diff = np.atleast_2d(np.asarray(theta, np.float64)) - mean
@@ -396,18 +415,18 @@ class GaussianLinear:
         _, logdet = np.linalg.slogdet(2 * np.pi * cov)
         return -0.5 * (np.sum(diff * solved, axis=1) + logdet)
 
-    def posterior_samples(self, x_obs, n, seed=0):
+    def posterior_samples(self, x_obs: ArrayLike, n: int, seed: int | None = 0) -> np.ndarray:
         """``n`` exact posterior draws of ``theta | x_obs`` (``[n, k]``)."""
         mean, cov = self.posterior(x_obs)
         rng = np.random.default_rng(seed)
         return rng.multivariate_normal(mean[0], cov, size=n).astype("float32")
 
     @property
-    def conditional_entropy(self):
+    def conditional_entropy(self) -> float:
         """``E[-ln p(theta | x)] = 0.5 ln det(2 pi e S)`` nats, the best conditional NLL."""
         return 0.5 * float(np.linalg.slogdet(2 * np.pi * np.e * self.posterior_covariance)[1])
 
     @property
-    def prior_entropy(self):
+    def prior_entropy(self) -> float:
         """``0.5 k ln(2 pi e)`` nats: the best held-out NLL of a model that ignores ``x``."""
         return 0.5 * self.theta_dim * float(np.log(2 * np.pi * np.e))

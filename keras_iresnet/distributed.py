@@ -23,6 +23,7 @@ from keras_iresnet.models.base import IResNetModel
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import Any
 
 __all__ = ["fit_distributed", "evaluate_distributed"]
 
@@ -73,7 +74,7 @@ def fit_distributed(
         model._ensure_divergence_guard()  # noqa: SLF001
 
     @tf.function
-    def train_step(batch):
+    def train_step(batch: Any) -> None:
         strategy.run(model.train_step, args=(batch,))
 
     steps = steps_per_epoch
@@ -133,7 +134,7 @@ def evaluate_distributed(
     strategy = strategy or model.distribute_strategy
 
     @tf.function
-    def test_step(batch):
+    def test_step(batch: Any) -> None:
         strategy.run(model.test_step, args=(batch,))
 
     model.reset_metrics()

@@ -28,11 +28,16 @@ import dataclasses
 import functools
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
 from keras_iresnet import validation
 from keras_iresnet._tf import all_finite, check, graph_function, in_xla_context
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Any
 
 __all__ = [
     "SOLVERS",
@@ -86,10 +91,10 @@ class InverseSettings:
         validation.positive_int("anderson_memory", self.anderson_memory)
 
     @classmethod
-    def names(cls):
+    def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
 
-    def replace(self, **overrides):
+    def replace(self, **overrides: Any) -> InverseSettings:
         """A copy with ``overrides`` applied (``None`` values keep the current setting).
 
         Raises ``TypeError`` for a name that is not a setting.
@@ -102,7 +107,7 @@ class InverseSettings:
         given = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(self, **given) if given else self
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -119,7 +124,7 @@ Fields:
 """
 
 
-def merge_infos(infos):
+def merge_infos(infos: Iterable[InverseInfo | None]) -> InverseInfo | None:
     """One :class:`InverseInfo` for blocks solved one after the other (``None`` entries skipped)."""
     infos = [info for info in infos if info is not None]
     if not infos:
@@ -144,7 +149,7 @@ def _flat_norm(t):
     return tf.norm(tf.reshape(t, [tf.shape(t)[0], -1]), axis=1)
 
 
-def check_finite(y):
+def check_finite(y: tf.Tensor) -> tf.Tensor:
     """``y`` behind the check that it is finite (eager: ``ValueError``; graph: an assertion)."""
     return check(
         all_finite(y), "inverse(y): y contains NaN or Inf values; expected finite inputs.", y
@@ -154,7 +159,9 @@ def check_finite(y):
 def _fixed_point(g, y, tol, max_iterations):
     batch = tf.shape(y)[0]
 
-    def body(k, x, converged, iterations, residual):
+    def body(
+        k: tf.Tensor, x: tf.Tensor, converged: tf.Tensor, iterations: tf.Tensor, residual: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         x_new = y - g(x)
         res = _flat_norm(x_new - x)
         newly = res <= tol
@@ -164,7 +171,9 @@ def _fixed_point(g, y, tol, max_iterations):
         residual = tf.where(converged, residual, res)
         return k + 1, x, tf.logical_or(converged, newly), iterations, residual
 
-    def cond(k, x, converged, iterations, residual):
+    def cond(
+        k: tf.Tensor, x: tf.Tensor, converged: tf.Tensor, iterations: tf.Tensor, residual: tf.Tensor
+    ) -> tf.Tensor:
         return tf.logical_not(tf.reduce_all(converged))
 
     state = (
@@ -190,10 +199,18 @@ def _anderson(g, y, tol, max_iterations, memory, beta=1.0, regularization=1e-10)
     y_flat = tf.reshape(y, [batch, -1])
     dim = tf.shape(y_flat)[1]
 
-    def f(x_flat):
+    def f(x_flat: tf.Tensor) -> tf.Tensor:
         return y_flat - tf.reshape(g(tf.reshape(x_flat, shape)), [batch, -1])
 
-    def body(k, x, xs, fs, converged, iterations, residual):
+    def body(
+        k: tf.Tensor,
+        x: tf.Tensor,
+        xs: tf.Tensor,
+        fs: tf.Tensor,
+        converged: tf.Tensor,
+        iterations: tf.Tensor,
+        residual: tf.Tensor,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         fx = f(x)
         r = fx - x
         res = tf.norm(r, axis=1)
@@ -228,7 +245,15 @@ def _anderson(g, y, tol, max_iterations, memory, beta=1.0, regularization=1e-10)
         residual = tf.where(converged, residual, res)
         return k + 1, x, xs, fs, tf.logical_or(converged, newly), iterations, residual
 
-    def cond(k, x, xs, fs, converged, iterations, residual):
+    def cond(
+        k: tf.Tensor,
+        x: tf.Tensor,
+        xs: tf.Tensor,
+        fs: tf.Tensor,
+        converged: tf.Tensor,
+        iterations: tf.Tensor,
+        residual: tf.Tensor,
+    ) -> tf.Tensor:
         return tf.logical_not(tf.reduce_all(converged))
 
     zeros = tf.zeros(tf.stack([batch, memory, dim]), y.dtype)
@@ -247,7 +272,9 @@ def _anderson(g, y, tol, max_iterations, memory, beta=1.0, regularization=1e-10)
     return tf.reshape(x, shape), converged, iterations, residual
 
 
-def report_non_convergence(converged, residual_rel, strict, max_iterations):
+def report_non_convergence(
+    converged: tf.Tensor, residual_rel: tf.Tensor, strict: bool, max_iterations: int
+) -> tf.Operation | None:
     """Never silent: warn (default) or raise (strict) when some example did not converge."""
     if tf.executing_eagerly():
         if not bool(tf.reduce_all(converged)):
@@ -279,7 +306,9 @@ def report_non_convergence(converged, residual_rel, strict, max_iterations):
     )
 
 
-def run_solver(g, y, settings):
+def run_solver(
+    g: Callable[[tf.Tensor], tf.Tensor], y: tf.Tensor, settings: InverseSettings
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """The solve without any reporting: ``(x, converged, iterations, loop_residual)``.
 
     ``loop_residual`` is the relative fixed-point residual the loop measured last
@@ -299,15 +328,27 @@ def run_solver(g, y, settings):
     return x, converged, iterations, residual / (y_norm + 1e-30)
 
 
-def final_info(g, x, y, converged, iterations):
+def final_info(
+    g: Callable[[tf.Tensor], tf.Tensor],
+    x: tf.Tensor,
+    y: tf.Tensor,
+    converged: tf.Tensor,
+    iterations: tf.Tensor,
+) -> InverseInfo:
     """The :class:`InverseInfo` of a solve, with the final residual (one evaluation of ``g``)."""
     final = _flat_norm(x + g(x) - y) / (_flat_norm(y) + 1e-30)
     return InverseInfo(iterations=iterations, residual=final, converged=converged)
 
 
 def solve_and_report(
-    solve, y, settings, return_info=False, compiled=None, report=True, arguments=()
-):
+    solve: Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]],
+    y: tf.Tensor,
+    settings: InverseSettings,
+    return_info: bool = False,
+    compiled: dict[tuple[InverseSettings, bool, int], Callable[..., Any]] | None = None,
+    report: bool = True,
+    arguments: Sequence[tf.Tensor] = (),
+) -> tuple[tf.Tensor, InverseInfo | None]:
     """The one solve path of every inverse: check ``y`` -> solve -> report -> info.
 
     Args:
@@ -353,7 +394,13 @@ def solve_and_report(
     return x, info
 
 
-def solve_inverse(g, y, settings=None, return_info=False, report=True):
+def solve_inverse(
+    g: Callable[[tf.Tensor], tf.Tensor],
+    y: tf.Tensor,
+    settings: InverseSettings | None = None,
+    return_info: bool = False,
+    report: bool = True,
+) -> tf.Tensor | tuple[tf.Tensor, InverseInfo | None]:
     """Solve ``x + g(x) = y`` for ``x`` (Algorithm 1, or Anderson acceleration).
 
     Args:
@@ -370,7 +417,7 @@ def solve_inverse(g, y, settings=None, return_info=False, report=True):
     if not isinstance(settings, InverseSettings):
         raise TypeError(f"settings must be an InverseSettings; got {type(settings).__name__}.")
 
-    def solve(t):
+    def solve(t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         x, converged, iterations, residual = run_solver(g, t, settings)
         final = final_info(g, x, t, converged, iterations).residual if return_info else residual
         return x, converged, iterations, residual, final

@@ -37,13 +37,19 @@ Estimators (see the table in the README for when to use which):
 
 from __future__ import annotations
 
+import json
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
 
 from keras_iresnet import validation
 from keras_iresnet._tf import in_xla_context
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = [
     "LogDetEstimator",
@@ -60,7 +66,7 @@ __all__ = [
 PROBES = ("gaussian", "rademacher")
 
 
-def event_size(x):
+def event_size(x: tf.Tensor) -> int:
     """Number of dimensions of one example of ``x`` (static)."""
     size = 1
     for dim in x.shape[1:]:
@@ -90,7 +96,7 @@ def _probe(shape, dtype, kind, seed):
 def _vjp_function(tape, target, source):
     """``w -> w^T d target / d source`` from a recorded tape (zeros where unconnected)."""
 
-    def vjp(w):
+    def vjp(w: tf.Tensor) -> tf.Tensor:
         return tape.gradient(
             target, source, output_gradients=w, unconnected_gradients=tf.UnconnectedGradients.ZERO
         )
@@ -104,7 +110,7 @@ def _fold_seed(seed, salt):
     return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), salt)
 
 
-def truncation_bound(lipschitz, dim, n_terms):
+def truncation_bound(lipschitz: float, dim: int, n_terms: int) -> float:
     """Theorem 3: ``|PS(J_g, n) - ln det(I + J_g)| <= -d (ln(1 - L) + sum_{k<=n} L^k / k)``.
 
     Args:
@@ -132,14 +138,16 @@ class LogDetEstimator:
     use it save to and load from ``.keras`` files (as every estimator here is).
     """
 
-    def __call__(self, g, x, seed=None):
+    def __call__(
+        self, g: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor, seed: tf.Tensor | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         raise NotImplementedError
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> LogDetEstimator:
         return cls(**config)
 
     def __repr__(self):
@@ -149,8 +157,8 @@ class LogDetEstimator:
     def __eq__(self, other):
         return type(self) is type(other) and self.get_config() == other.get_config()
 
-    def __hash__(self):
-        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
+    def __hash__(self):  # configs may nest (Auto holds its series): hash their canonical JSON
+        return hash((type(self).__name__, json.dumps(self.get_config(), sort_keys=True)))
 
 
 def _log_abs_det(matrices):
@@ -190,10 +198,12 @@ class Exact(LogDetEstimator):
     is d evaluations of ``g`` and O(d^3) per example.
     """
 
-    def __init__(self, max_dim=256):
+    def __init__(self, max_dim: int = 256) -> None:
         self.max_dim = validation.positive_int("max_dim", max_dim)
 
-    def __call__(self, g, x, seed=None):
+    def __call__(
+        self, g: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor, seed: tf.Tensor | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         x = tf.convert_to_tensor(x)
         d = event_size(x)
         if d > self.max_dim:
@@ -229,7 +239,7 @@ class Exact(LogDetEstimator):
         gx = tf.reshape(g_copies, tf.concat([[batch, d], tf.shape(x)[1:]], 0))[:, 0]
         return gx, _log_abs_det(tf.eye(d, dtype=x.dtype) + jac_t)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"max_dim": self.max_dim}
 
 
@@ -254,13 +264,21 @@ class PowerSeries(LogDetEstimator):
     Algorithm 2 taken literally).
     """
 
-    def __init__(self, n_terms=5, n_samples=1, probe="gaussian", neumann_gradient=True):
+    def __init__(
+        self,
+        n_terms: int = 5,
+        n_samples: int = 1,
+        probe: str = "gaussian",
+        neumann_gradient: bool = True,
+    ) -> None:
         self.n_terms = validation.positive_int("n_terms", n_terms)
         self.n_samples = validation.positive_int("n_samples", n_samples)
         self.probe = validation.one_of("probe", probe, PROBES)
         self.neumann_gradient = bool(neumann_gradient)
 
-    def __call__(self, g, x, seed=None):
+    def __call__(
+        self, g: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor, seed: tf.Tensor | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         x = tf.convert_to_tensor(x)
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(x)
@@ -280,7 +298,7 @@ class PowerSeries(LogDetEstimator):
         del tape
         return gx, total / self.n_samples
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "n_terms": self.n_terms,
             "n_samples": self.n_samples,
@@ -314,7 +332,9 @@ def _neumann_series(vjp, v, n_terms, inv_survival):
     v = tf.stop_gradient(v)
     n_float = tf.cast(tf.maximum(n_terms, 1), dtype)
 
-    def body(k, w, estimate, neumann):  # term k >= 1 (k < n)
+    def body(
+        k: tf.Tensor, w: tf.Tensor, estimate: tf.Tensor, neumann: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:  # term k >= 1 (k < n)
         w = tf.stop_gradient(vjp(w))
         k_float = tf.cast(k, dtype)
         sign = tf.cast(1 - 2 * tf.math.floormod(k, 2), dtype)  # (-1)^k
@@ -356,7 +376,14 @@ class RussianRoulette(LogDetEstimator):
     of terms: n VJPs per call in all, ``n_exact_terms + (1-p)/p`` on average.
     """
 
-    def __init__(self, n_exact_terms=2, p=0.5, n_samples=1, probe="gaussian", max_terms=64):
+    def __init__(
+        self,
+        n_exact_terms: int = 2,
+        p: float = 0.5,
+        n_samples: int = 1,
+        probe: str = "gaussian",
+        max_terms: int = 64,
+    ) -> None:
         self.p = validation.open_unit("p", p)
         self.n_exact_terms = validation.non_negative_int("n_exact_terms", n_exact_terms)
         self.n_samples = validation.positive_int("n_samples", n_samples)
@@ -383,7 +410,9 @@ class RussianRoulette(LogDetEstimator):
         n = self.n_exact_terms + tf.cast(extra, tf.int32)
         return tf.minimum(n, self.max_terms)
 
-    def __call__(self, g, x, seed=None):
+    def __call__(
+        self, g: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor, seed: tf.Tensor | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         x = tf.convert_to_tensor(x)
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(x)
@@ -398,7 +427,7 @@ class RussianRoulette(LogDetEstimator):
         del tape
         return gx, total / self.n_samples
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "n_exact_terms": self.n_exact_terms,
             "p": self.p,
@@ -412,18 +441,24 @@ class RussianRoulette(LogDetEstimator):
 class Auto(LogDetEstimator):
     """:class:`Exact` for events of at most ``max_exact_dim`` dimensions, else ``series``."""
 
-    def __init__(self, max_exact_dim=16, series=None):
+    def __init__(
+        self,
+        max_exact_dim: int = 16,
+        series: str | dict[str, Any] | LogDetEstimator | None = None,
+    ) -> None:
         self.max_exact_dim = validation.non_negative_int("max_exact_dim", max_exact_dim)
         self.series = get(series) if series is not None else PowerSeries()
         self._exact = Exact(max_dim=max(self.max_exact_dim, 1))
 
-    def choose(self, x):
+    def choose(self, x: tf.Tensor) -> LogDetEstimator:
         return self._exact if event_size(x) <= self.max_exact_dim else self.series
 
-    def __call__(self, g, x, seed=None):
+    def __call__(
+        self, g: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor, seed: tf.Tensor | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         return self.choose(x)(g, x, seed=seed)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"max_exact_dim": self.max_exact_dim, "series": serialize(self.series)}
 
 
@@ -436,7 +471,7 @@ NAMES = {
 }
 
 
-def serialize(estimator):
+def serialize(estimator: str | dict[str, Any] | LogDetEstimator) -> dict[str, Any]:
     """An estimator as Keras serializes objects (``keras.saving.serialize_keras_object``).
 
     Works for any registered :class:`LogDetEstimator` subclass, the user's included.
@@ -444,7 +479,7 @@ def serialize(estimator):
     return keras.saving.serialize_keras_object(get(estimator))
 
 
-def get(identifier):
+def get(identifier: str | dict[str, Any] | LogDetEstimator) -> LogDetEstimator:
     """An estimator from a short name (:data:`NAMES`), a serialized dict, or an instance."""
     if isinstance(identifier, LogDetEstimator):
         return identifier

@@ -175,10 +175,24 @@ def subspace_iteration(
     else:
         start_sigma = tf.cast(tf.reshape(previous_sigma, batch_shape), dtype)
 
-    def cond(i, q, sigma, change, rate, predicted):
+    def cond(
+        i: tf.Tensor,
+        q: tf.Tensor,
+        sigma: tf.Tensor,
+        change: tf.Tensor,
+        rate: tf.Tensor,
+        predicted: tf.Tensor,
+    ) -> tf.Tensor:
         return tf.logical_and(i < max_iterations, tf.reduce_any(predicted > rtol_t))
 
-    def body(i, q, sigma, change, rate, predicted):
+    def body(
+        i: tf.Tensor,
+        q: tf.Tensor,
+        sigma: tf.Tensor,
+        change: tf.Tensor,
+        rate: tf.Tensor,
+        predicted: tf.Tensor,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         w = _flatten_vectors(adjoint(operator(tf.reshape(q, shape))), batch_dims)  # rows of A^T A Q
         gram = tf.matmul(q, w, transpose_b=True)  # Q^T A^T A Q, [*batch, k, k]
         gram = 0.5 * (gram + tf.linalg.matrix_transpose(gram))

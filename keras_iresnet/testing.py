@@ -41,6 +41,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from typing import TYPE_CHECKING, TypeVar
 
 import keras
 import numpy as np
@@ -51,6 +52,14 @@ from keras_iresnet.bijector import IResNetBijector
 from keras_iresnet.certify import refine
 from keras_iresnet.layers import InvertibleLayer, InvertibleResidualBlock
 from keras_iresnet.layers.walk import spectral_layers
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from numpy.typing import ArrayLike
+
+_LayerT = TypeVar("_LayerT", bound=keras.layers.Layer)
 
 __all__ = [
     "check_invertible_layer",
@@ -65,12 +74,14 @@ __all__ = [
 ]
 
 
-def clone_layer(layer):
+def clone_layer(layer: _LayerT) -> _LayerT:
     """A fresh, unbuilt layer from ``layer``'s configuration (Keras' serialization path)."""
     return keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
 
 
-def full_jacobian_log_det(fn, x):
+def full_jacobian_log_det(
+    fn: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor | np.ndarray
+) -> np.ndarray:
     """``log|det(d fn / dx)|`` per example from the full Jacobian (float64 numpy ``[batch]``)."""
     x = tf.convert_to_tensor(x)
     with tf.GradientTape(persistent=True) as tape:
@@ -85,7 +96,9 @@ def full_jacobian_log_det(fn, x):
     return np.linalg.slogdet(matrix)[1]
 
 
-def explicit_matrix(fn, input_shape, dtype=tf.float64):
+def explicit_matrix(
+    fn: Callable[[tf.Tensor], tf.Tensor], input_shape: Sequence[int], dtype: tf.DType = tf.float64
+) -> np.ndarray:
     """The matrix ``[out_dim, in_dim]`` of a linear map ``fn`` on inputs of ``input_shape``
     (batch 1), from its Jacobian (numpy)."""
     x = tf.zeros((1,) + tuple(input_shape), dtype)
@@ -96,12 +109,12 @@ def explicit_matrix(fn, input_shape, dtype=tf.float64):
     return np.reshape(jacobian.numpy(), (int(np.prod(y.shape[1:])), int(np.prod(input_shape))))
 
 
-def top_singular_value(matrix):
+def top_singular_value(matrix: ArrayLike) -> float:
     """``||matrix||_2`` by numpy's SVD (float)."""
     return float(np.linalg.svd(matrix, compute_uv=False)[0])
 
 
-def saturate(layer, scale=5.0, **refine_kwargs):
+def saturate(layer: _LayerT, scale: float = 5.0, **refine_kwargs: Any) -> _LayerT:
     """Scale every spectral kernel inside ``layer`` by ``scale`` so that the normalization is
     active at ``coeff`` (the trained regime), then run every estimate to convergence."""
     for sub in spectral_layers(layer):
@@ -110,7 +123,13 @@ def saturate(layer, scale=5.0, **refine_kwargs):
     return layer
 
 
-def saturated_block(shape, coeff=0.9, hidden=32, scale=5.0, **kwargs):
+def saturated_block(
+    shape: Sequence[int],
+    coeff: float | None = 0.9,
+    hidden: int = 32,
+    scale: float = 5.0,
+    **kwargs: Any,
+) -> InvertibleResidualBlock:
     """A built :class:`~keras_iresnet.InvertibleResidualBlock` on events of ``shape``,
     saturated (see :func:`saturate`; estimates to a relative 1e-7)."""
     block = InvertibleResidualBlock(hidden=hidden, coeff=coeff, **kwargs)
@@ -118,7 +137,7 @@ def saturated_block(shape, coeff=0.9, hidden=32, scale=5.0, **kwargs):
     return saturate(block, scale, max_iterations=3000, rtol=1e-7)
 
 
-def logit_gaussian_bits_per_dim(train, test, alpha):
+def logit_gaussian_bits_per_dim(train: ArrayLike, test: ArrayLike, alpha: float) -> float:
     """Held-out bits/dim of the best image density without pixel dependencies (numpy, float64).
 
     Per pixel, the maximum-likelihood Gaussian of ``logit(alpha + (1 - 2 alpha) x)``
@@ -134,7 +153,7 @@ def logit_gaussian_bits_per_dim(train, test, alpha):
       alpha: the logit's ``alpha``.
     """
 
-    def logit(x):
+    def logit(x: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, np.float64).reshape(len(x), -1)
         s = alpha + (1 - 2 * alpha) * x
         return np.log(s) - np.log1p(-s), np.log1p(-2 * alpha) - np.log(s) - np.log1p(-s)
@@ -149,7 +168,7 @@ def logit_gaussian_bits_per_dim(train, test, alpha):
     return float(np.mean((-log_p + dims * np.log(256.0)) / (dims * np.log(2.0))))
 
 
-def free_ports(n):
+def free_ports(n: int) -> list[int]:
     """``n`` free TCP ports on 127.0.0.1 (for local multi-worker clusters)."""
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:
@@ -178,20 +197,20 @@ def _assert_close(name, actual, expected, atol, rtol=0.0):
 
 
 def check_invertible_layer(
-    layer,
-    input_shape,
-    inputs=None,
-    batch=3,
-    bijective=True,
-    atol=1e-4,
-    log_det_atol=1e-3,
-    max_jacobian_dim=256,
-    strategy=None,
-    tmp_dir=None,
-    seed=0,
-    context_shape=None,
-    contexts=None,
-):
+    layer: InvertibleLayer,
+    input_shape: Sequence[int],
+    inputs: tf.Tensor | np.ndarray | None = None,
+    batch: int = 3,
+    bijective: bool = True,
+    atol: float = 1e-4,
+    log_det_atol: float = 1e-3,
+    max_jacobian_dim: int = 256,
+    strategy: tf.distribute.Strategy | None = None,
+    tmp_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    context_shape: Sequence[int] | None = None,
+    contexts: Sequence[tf.Tensor | np.ndarray] | None = None,
+) -> dict[str, float]:
     """Run the invertible-layer contract on ``layer`` (see the module docstring).
 
     Args:

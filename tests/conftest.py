@@ -99,3 +99,48 @@ def trained_2d_flow():
         before=before,
         after=after,
     )
+
+
+#: Epochs of the shared digits-density training (the recipe trains 30): enough for the
+#: conditional recipe's comparison (same epochs) and the EMA / closed-form checks.
+DIGITS_DENSITY_EPOCHS = 15
+
+#: Seeds and epochs of the shared digits-classifier trainings (i-ResNet and vanilla twin).
+DIGITS_CLASSIFIER_SEEDS = (0, 1, 2)
+DIGITS_CLASSIFIER_EPOCHS = 6
+
+
+@pytest.fixture(scope="session")
+def digits_density_run():
+    """The digits-density recipe trained once for DIGITS_DENSITY_EPOCHS (seed 0):
+    ``(model, split)``. Users may re-compile the model with another evaluation estimator
+    (the same optimizer object, so the EMA slots stay)."""
+    from keras_iresnet import recipes, runs
+
+    model, _, split = runs.train(
+        recipes.get("digits-density"), epochs=DIGITS_DENSITY_EPOCHS, verbose=0
+    )
+    return model, split
+
+
+@pytest.fixture(scope="session")
+def digits_classifiers():
+    """The digits-classifier recipe trained once per seed of DIGITS_CLASSIFIER_SEEDS for
+    DIGITS_CLASSIFIER_EPOCHS, with and without normalization (the vanilla twin), on one split:
+    ``{"split": split, "test": test pipeline, (seed, vanilla): model}``."""
+    from keras_iresnet import recipes, runs
+
+    recipe = recipes.get("digits-classifier")
+    split = runs.load_split(recipe)
+    trained = {"split": split, "test": runs.datasets(recipe, split)[1]}
+    for seed in DIGITS_CLASSIFIER_SEEDS:
+        for vanilla in (False, True):
+            trained[seed, vanilla], _, _ = runs.train(
+                recipe,
+                split=split,
+                epochs=DIGITS_CLASSIFIER_EPOCHS,
+                verbose=0,
+                seed=seed,
+                vanilla=vanilla,
+            )
+    return trained

@@ -6,25 +6,20 @@ import warnings
 import numpy as np
 import pytest
 
-from keras_iresnet import certify, recipes, runs
-
-DIGITS_SEEDS = (0, 1, 2)
+from keras_iresnet import certify
+from tests.conftest import DIGITS_CLASSIFIER_SEEDS
 
 
 @pytest.fixture(scope="module")
-def digits_results():
-    """Test accuracy per seed of the recipe's i-ResNet and its vanilla twin (6 epochs), and the
-    i-ResNet's reconstruction errors."""
-    recipe = recipes.get("digits-classifier")
-    split = runs.load_split(recipe)
-    _, test = runs.datasets(recipe, split)
+def digits_results(digits_classifiers):
+    """Test accuracy per seed of the recipe's i-ResNet and its vanilla twin
+    (DIGITS_CLASSIFIER_EPOCHS epochs), and the i-ResNet's reconstruction errors."""
+    test = digits_classifiers["test"]
     x = next(iter(test))[0][:32]
     results = {"iresnet": {"accuracy": [], "error": []}, "vanilla": {"accuracy": [], "error": []}}
-    for seed in DIGITS_SEEDS:
+    for seed in DIGITS_CLASSIFIER_SEEDS:
         for vanilla in (False, True):
-            model, _, _ = runs.train(
-                recipe, split=split, epochs=6, verbose=0, seed=seed, vanilla=vanilla
-            )
+            model = digits_classifiers[seed, vanilla]
             entry = results["vanilla" if vanilla else "iresnet"]
             entry["accuracy"].append(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
             with warnings.catch_warnings():

@@ -18,6 +18,7 @@ from keras.src.testing import TestCase
 import keras_iresnet as kir
 from keras_iresnet import certify, data, logdet, models, recipes, runs, testing
 from keras_iresnet.cli import main as cli_main
+from tests.conftest import DIGITS_DENSITY_EPOCHS
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 
@@ -728,18 +729,19 @@ def test_sbi_posterior_at_an_observation_and_calibration(posterior_flows):
 
 
 # -- trained: the digits-conditional recipe ------------------------------------------------------
-#: Epochs of the digits runs here (the recipes train 30). At 10 epochs the samples were
-#: recognised 75 % of the time (T=0.7; notes in models/presets.py), below the 80 % asked;
-#: at 15 (measured here, 2 loaded cores): 95.0 % recognised, held-out 4.216 (conditional)
-#: against 4.313 bits/dim (digits-density), the three trainings about 3 minutes.
-DIGITS_EPOCHS = 15
+#: Epochs of the digits runs here (the recipes train 30), those of the shared digits-density
+#: training. At 10 epochs the samples were recognised 75 % of the time (T=0.7; notes in
+#: models/presets.py), below the 80 % asked; at 15 (measured here, 2 loaded cores): 95.0 %
+#: recognised, held-out 4.216 (conditional) against 4.313 bits/dim (digits-density).
+DIGITS_EPOCHS = DIGITS_DENSITY_EPOCHS
 
 
 @pytest.fixture(scope="module")
-def digits_runs(tmp_path_factory):
+def digits_runs(tmp_path_factory, digits_density_run, digits_classifiers):
     """``iresnet train --recipe digits-conditional`` and, for comparison, the digits-density
-    recipe, both for DIGITS_EPOCHS; the digits-classifier recipe as it is. Held-out bits/dim
-    with a 20-term power series, 4 probes (as benchmarks/README.md)."""
+    recipe (the shared training), both for DIGITS_EPOCHS; the shared digits-classifier (seed 0,
+    no vanilla twin). Held-out bits/dim with a 20-term power series, 4 probes (as
+    benchmarks/README.md)."""
     out = tmp_path_factory.mktemp("digits") / "run"
     code = cli_main(
         [
@@ -756,7 +758,7 @@ def digits_runs(tmp_path_factory):
     assert code == 0
     conditional = keras.models.load_model(out / "model.keras")
     density_recipe = recipes.get("digits-density")
-    unconditional, _, split = runs.train(density_recipe, epochs=DIGITS_EPOCHS, verbose=0)
+    unconditional, split = digits_density_run
     conditional_recipe = recipes.get("digits-conditional")
     trained = {"run": out}
     for name, model, recipe in (
@@ -767,8 +769,7 @@ def digits_runs(tmp_path_factory):
         model.compile(model.optimizer or "adam")
         test = runs.datasets(recipe, split)[1]
         trained[name] = (model, model.evaluate(test, verbose=0, return_dict=True)["bits_per_dim"])
-    classifier, _, classifier_split = runs.train(recipes.get("digits-classifier"), verbose=0)
-    trained["classifier"] = (classifier, classifier_split.stats)
+    trained["classifier"] = (digits_classifiers[0, False], digits_classifiers["split"].stats)
     return trained
 
 

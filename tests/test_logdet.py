@@ -346,6 +346,20 @@ def test_auto_chooses_by_dimension():
     np.testing.assert_array_equal(auto(g, x)[1].numpy(), logdet.Exact()(g, x)[1].numpy())
 
 
+def test_estimators_hash_by_config_and_auto_works_in_an_eager_log_prob():
+    """Estimators are dict keys (the eager log_prob caches its function per estimator); Auto's
+    config nests its series, which must not make it unhashable."""
+    assert hash(logdet.Auto()) == hash(logdet.get("auto"))
+    assert hash(logdet.PowerSeries(5)) == hash(logdet.PowerSeries(n_terms=5))
+    assert logdet.PowerSeries(5) != logdet.PowerSeries(6)
+    assert len({logdet.Auto(), logdet.Auto(max_exact_dim=2), logdet.Auto()}) == 2
+    flow = kir.models.IResNetFlow((2,), blocks=1, block={"hidden": 4})
+    x = tf.random.stateless_normal((3, 2), seed=[4, 0])
+    np.testing.assert_allclose(
+        flow.log_prob(x, logdet="auto").numpy(), flow.log_prob(x, logdet="exact").numpy()
+    )
+
+
 def test_estimator_argument_errors():
     with pytest.raises(ValueError, match="exceed max_dim"):
         logdet.Exact(max_dim=4)(lambda t: t, tf.zeros([1, 5]))

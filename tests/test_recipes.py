@@ -117,11 +117,13 @@ def test_the_hybrid_recipe_learns_both():
 
 
 @pytest.mark.slow
-def test_the_image_recipe_learns_dependencies_and_keeps_the_ema_weights(tmp_path):
-    """A few epochs of "digits-density": below the closed form of independent pixels; the EMA
-    weights are the ones in the model (evaluated and saved)."""
+def test_the_image_recipe_learns_dependencies_and_keeps_the_ema_weights(
+    tmp_path, digits_density_run
+):
+    """Half the epochs of "digits-density" (the shared training): below the closed form of
+    independent pixels; the EMA weights are the ones in the model (evaluated and saved)."""
     recipe = recipes.get("digits-density")
-    model, _, split = runs.train(recipe, epochs=6, verbose=0)
+    model, split = digits_density_run
     results = model.evaluate(runs.datasets(recipe, split)[1], verbose=0, return_dict=True)
     rng = np.random.default_rng(0)
     train = (split.x_train.astype("float64") + rng.uniform(size=split.x_train.shape)) / 256.0

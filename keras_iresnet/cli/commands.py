@@ -31,6 +31,7 @@ import pathlib
 import sys
 import warnings
 import zipfile
+from typing import TYPE_CHECKING
 
 import keras
 import keras_tuner
@@ -43,6 +44,9 @@ from keras_iresnet import data as data_lib
 from keras_iresnet.cli.args import CLIError
 from keras_iresnet.divergence import NonFiniteLossError
 from keras_iresnet.experiments import plots, recipes, runs, tuning
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["run", "COMMANDS"]
 
@@ -204,7 +208,7 @@ def _load_split(recipe, args, seed=0, n_train=None, record=None):
     return split
 
 
-def cmd_train(args):
+def cmd_train(args: argparse.Namespace) -> int:
     recipe = _recipe_for(args)
     data = args.data or recipe.data
     _check_data_for_task(recipe.task, data)
@@ -403,7 +407,7 @@ def _limit(dataset, n):
     return dataset.unbatch().take(n).batch(n) if n else dataset
 
 
-def cmd_evaluate(args):
+def cmd_evaluate(args: argparse.Namespace) -> int:
     model, record, _ = _model_and_record(args)
     _, test = _eval_split(model, record, args)
     if args.terms is not None:
@@ -418,7 +422,7 @@ def cmd_evaluate(args):
     return 0
 
 
-def cmd_invert(args):
+def cmd_invert(args: argparse.Namespace) -> int:
     model, record, _ = _model_and_record(args)
     _, test = _eval_split(model, record, args)
     batch = next(iter(_limit(test, args.n)))
@@ -461,7 +465,7 @@ def _class_count(model, label):
     return classes
 
 
-def cmd_sample(args):
+def cmd_sample(args: argparse.Namespace) -> int:
     model, _, path = _model_and_record(args)
     if not isinstance(model, models.IResNetFlow):
         raise CLIError("sample needs a density model (trained with --task density or hybrid)")
@@ -496,7 +500,7 @@ def cmd_sample(args):
     return 0
 
 
-def cmd_certify(args):
+def cmd_certify(args: argparse.Namespace) -> int:
     model, _, path = _model_and_record(args)
     report = certify.certify(model)
     if not report["blocks"]:
@@ -520,7 +524,7 @@ def cmd_certify(args):
     return 0 if passed else 1
 
 
-def cmd_tune(args):
+def cmd_tune(args: argparse.Namespace) -> int:
     data = args.data or ("moons" if args.task == "density" else "digits")
     _check_data_for_task(args.task, data)
     _check_data_options(args, data)
@@ -617,7 +621,7 @@ def cmd_tune(args):
     return 0
 
 
-def cmd_recipes(args):
+def cmd_recipes(args: argparse.Namespace) -> int:
     for name in recipes.names():
         recipe = recipes.get(name)
         print(f"{name:18s} {recipe.task:9s} {recipe.data:12s} {recipe.device}  {recipe.summary}")
@@ -635,7 +639,7 @@ COMMANDS = {
 }
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     """Run parsed arguments; errors become one line and exit code 2.
 
     Set ``IRESNET_DEBUG=1`` to see the traceback of an unexpected error instead.

@@ -16,11 +16,16 @@ import json
 import math
 import pathlib
 import shutil
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 
 from keras_iresnet import validation
+
+if TYPE_CHECKING:
+    import os
+    from typing import Any
 
 __all__ = [
     "RunFolder",
@@ -55,7 +60,7 @@ RUN_FILES = {
 }
 
 
-def strict_json(value):
+def strict_json(value: Any) -> Any:
     """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN or Infinity)."""
     if isinstance(value, dict):
         return {str(k): strict_json(v) for k, v in value.items()}
@@ -70,7 +75,7 @@ def strict_json(value):
     return value
 
 
-def write_json(path, value):
+def write_json(path: str | os.PathLike[str], value: Any) -> None:
     """Write ``value`` as strict JSON (non-finite floats become ``null``; other objects
     their ``str``).
     """
@@ -92,18 +97,18 @@ class RunFolder:
       kind: ``"train"`` or ``"tune"``.
     """
 
-    def __init__(self, path, kind="train"):
+    def __init__(self, path: str | os.PathLike[str], kind: str = "train") -> None:
         self.path = pathlib.Path(path)
         self.kind = validation.one_of("kind", kind, tuple(RUN_FILES))
 
-    def __truediv__(self, name):
+    def __truediv__(self, name: str | os.PathLike[str]) -> pathlib.Path:
         return self.path / name
 
     @property
-    def record_path(self):
+    def record_path(self) -> pathlib.Path:
         return self.path / "run.json"
 
-    def read_record(self):
+    def read_record(self) -> dict[str, Any] | None:
         """The run record (a dict), or None where the folder holds no record of ours."""
         try:
             record = json.loads(self.record_path.read_text(encoding="utf-8"))
@@ -117,11 +122,11 @@ class RunFolder:
             return record
         return None
 
-    def holds_run(self):
+    def holds_run(self) -> bool:
         """Whether the folder holds a run of this package (of any kind)."""
         return self.path.is_dir() and self.read_record() is not None
 
-    def prepare(self, overwrite=False, resume=False):
+    def prepare(self, overwrite: bool = False, resume: bool = False) -> RunFolder:
         """Make the folder ready for a new run (or to continue one); raises
         :class:`RunFolderError`.
         """
@@ -169,11 +174,11 @@ class RunFolder:
             elif target.exists() or target.is_symlink():
                 target.unlink()
 
-    def write_record(self, record):
+    def write_record(self, record: dict[str, Any]) -> None:
         """Write the run record (with the format marker and the kind)."""
         write_json(self.record_path, {"format": RUN_FORMAT, "kind": self.kind, **record})
 
-    def history(self):
+    def history(self) -> dict[str, list[float | None]]:
         """The whole per-epoch history from ``history.csv``, ``{metric: [value per epoch]}``.
 
         The last row of an epoch counts (a resumed run may repeat the epoch it was
@@ -194,7 +199,11 @@ class RunFolder:
         return history
 
 
-def folder_callbacks(folder, resume=False, logdir=None):
+def folder_callbacks(
+    folder: RunFolder | pathlib.Path,
+    resume: bool = False,
+    logdir: str | os.PathLike[str] | None = None,
+) -> list[keras.callbacks.Callback]:
     """The callbacks of a run in ``folder`` (a :class:`RunFolder`), in the order they must run.
 
     ``history.csv`` (one row per epoch, appended on ``resume``; written before the

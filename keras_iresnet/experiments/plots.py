@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Sequence
+
+    import tensorflow as tf
+
+    from keras_iresnet.models.base import IResNetModel
+    from keras_iresnet.models.flow import IResNetFlow
 
 
 def _pyplot():
@@ -14,7 +25,13 @@ def _pyplot():
     return plt
 
 
-def density_2d_figure(model, data, path, grid_size=200, n_samples=2000):
+def density_2d_figure(
+    model: IResNetFlow,
+    data: np.ndarray,
+    path: str | os.PathLike[str],
+    grid_size: int = 200,
+    n_samples: int = 2000,
+) -> None:
     """Data, learned density heat map and model samples of a 2-D flow, side by side."""
     plt = _pyplot()
     low, high = np.percentile(data, 0.5, axis=0) - 0.5, np.percentile(data, 99.5, axis=0) + 0.5
@@ -53,7 +70,13 @@ def _grid(images, rows):
     return canvas
 
 
-def samples_figure(model, n, temperature, path, seed=None):
+def samples_figure(
+    model: IResNetFlow,
+    n: int,
+    temperature: float,
+    path: str | os.PathLike[str],
+    seed: int | None = None,
+) -> None:
     """A grid of samples of a density model (images) or a scatter plot (2-D)."""
     plt = _pyplot()
     samples = model.sample(n, temperature=temperature, seed=seed).numpy()
@@ -69,8 +92,14 @@ def samples_figure(model, n, temperature, path, seed=None):
 
 
 def class_samples_figure(
-    model, path, labels=None, per_class=8, temperature=1.0, seed=None, rows=None
-):
+    model: IResNetFlow,
+    path: str | os.PathLike[str],
+    labels: Sequence[int] | None = None,
+    per_class: int = 8,
+    temperature: float = 1.0,
+    seed: int | None = None,
+    rows: int | None = None,
+) -> None:
     """Samples of a class-conditional flow (one-hot contexts): one row per class of ``labels``.
 
     Args:
@@ -107,7 +136,9 @@ def class_samples_figure(
     plt.close(fig)
 
 
-def reconstruction_figure(model, x, path):
+def reconstruction_figure(
+    model: IResNetModel, x: tf.Tensor | np.ndarray, path: str | os.PathLike[str]
+) -> None:
     """Inputs (top) and reconstructions from the classifier's features (bottom), Figure 3."""
     plt = _pyplot()
     x = np.asarray(x)
@@ -123,7 +154,12 @@ def reconstruction_figure(model, x, path):
     plt.close(fig)
 
 
-def image_samples_figure(model, path, reconstruct=None, n=32):
+def image_samples_figure(
+    model: IResNetFlow,
+    path: str | os.PathLike[str],
+    reconstruct: tf.Tensor | np.ndarray | None = None,
+    n: int = 32,
+) -> None:
     """Samples of an image density model, with reconstructions of real images below."""
     plt = _pyplot()
     samples = model.sample(n).numpy()

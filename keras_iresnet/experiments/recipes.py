@@ -71,7 +71,7 @@ class Recipe:
     measured: str = ""
     context: str | None = None
 
-    def replace(self, **changes):
+    def replace(self, **changes: Any) -> Recipe:
         """A copy with some fields changed (``model`` and ``optimizer`` are merged, not
         replaced).
         """
@@ -247,19 +247,19 @@ RECIPES = {
 }
 
 
-def names():
+def names() -> tuple[str, ...]:
     """The recipe names."""
     return tuple(RECIPES)
 
 
-def get(name):
+def get(name: str) -> Recipe:
     """A deep copy of recipe ``name`` (so callers may change it freely)."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; the recipes are {names()}.")
     return copy.deepcopy(RECIPES[name])
 
 
-def for_task(task, data):
+def for_task(task: str, data: str) -> Recipe:
     """The recipe for ``task`` on ``data``: an exact match, else the task's CPU recipe of that kind
     (never a conditional one: those are asked for by name)."""
     exact = [r for r in RECIPES.values() if r.task == task and r.data == data and r.context is None]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -36,6 +37,15 @@ from keras_iresnet.experiments.folders import (  # re-exported: runs.RunFolder e
     write_json,
 )
 from keras_iresnet.inverse import InverseConvergenceWarning
+
+if TYPE_CHECKING:
+    import os
+    import pathlib
+    from collections.abc import Sequence
+    from typing import Any
+
+    from keras_iresnet.experiments.recipes import Recipe
+    from keras_iresnet.models.base import IResNetModel
 
 __all__ = [
     "Split",
@@ -85,20 +95,20 @@ class Split:
     source: dict = dataclasses.field(default_factory=dict)
 
     @property
-    def is_2d(self):
+    def is_2d(self) -> bool:
         return self.x_train.ndim == 2
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self.x_train.shape[1:])
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int | None:
         if self.y_train is None:
             return None
         return int(max(np.max(self.y_train), np.max(self.y_test)) + 1)
 
-    def record(self):
+    def record(self) -> dict[str, Any]:
         """JSON-serializable description (what ``iresnet evaluate`` etc. reload)."""
         return {
             "data": self.data,
@@ -112,8 +122,15 @@ class Split:
 
 
 def load_split(
-    recipe, data=None, path=None, data_dir=None, download=False, seed=0, n_train=None, n_test=None
-):
+    recipe: Recipe,
+    data: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    seed: int = 0,
+    n_train: int | None = None,
+    n_test: int | None = None,
+) -> Split:
     """The recipe's data split (``data``, ``n_train``, ``n_test`` override the recipe's).
 
     2-D densities: ``n_train`` points drawn with ``seed`` and ``n_test`` with
@@ -173,7 +190,13 @@ def load_split(
     return split
 
 
-def datasets(recipe, split, batch_size=None, seed=None, drop_remainder=False):
+def datasets(
+    recipe: Recipe,
+    split: Split,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    drop_remainder: bool = False,
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """``(train, test)`` ``tf.data`` pipelines with the task's preprocessing.
 
     2-D: shuffled float batches. Images: :func:`keras_iresnet.data.image_dataset`
@@ -223,7 +246,7 @@ def datasets(recipe, split, batch_size=None, seed=None, drop_remainder=False):
     return train, test
 
 
-def validation_split(split, fraction=0.1):
+def validation_split(split: Split, fraction: float = 0.1) -> Split:
     """A :class:`Split` for model selection: the last ``fraction`` of the training
     examples held out.
 
@@ -254,7 +277,13 @@ def validation_split(split, fraction=0.1):
     )
 
 
-def build_model(recipe, split=None, input_shape=None, num_classes=None, **overrides):
+def build_model(
+    recipe: Recipe,
+    split: Split | None = None,
+    input_shape: Sequence[int] | None = None,
+    num_classes: int | None = None,
+    **overrides: Any,
+) -> IResNetModel:
     """The recipe's model (``overrides`` replace model arguments, e.g. ``blocks=``, ``block=``).
 
     Block arguments given directly (``hidden=``, ``coeff=``) complete the recipe's block.
@@ -275,7 +304,9 @@ def build_model(recipe, split=None, input_shape=None, num_classes=None, **overri
     return models.iresnet_flow(input_shape, **arguments)
 
 
-def make_optimizer(recipe, learning_rate=None):
+def make_optimizer(
+    recipe: Recipe, learning_rate: float | None = None
+) -> keras.optimizers.Optimizer:
     """The recipe's Keras optimizer: the one place a recipe plus overrides becomes an optimizer.
 
     Args:
@@ -305,7 +336,7 @@ def make_optimizer(recipe, learning_rate=None):
     return keras.optimizers.get({"class_name": name, "config": {**config, "learning_rate": rate}})
 
 
-def peak_learning_rate(optimizer):
+def peak_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
     """The learning rate an optimizer of :func:`make_optimizer` reaches (after any
     warm-up), a float.
     """
@@ -316,7 +347,12 @@ def peak_learning_rate(optimizer):
     return float(rate)
 
 
-def compile_model(model, recipe, learning_rate=None, jit_compile="auto"):
+def compile_model(
+    model: keras.Model,
+    recipe: Recipe,
+    learning_rate: float | None = None,
+    jit_compile: bool | str = "auto",
+) -> keras.Model:
     """``model.compile`` with the recipe's optimizer (and loss/metrics for classifiers)."""
     optimizer = make_optimizer(recipe, learning_rate)
     if recipe.task == "classify":
@@ -331,7 +367,7 @@ def compile_model(model, recipe, learning_rate=None, jit_compile="auto"):
     return model
 
 
-def make_callbacks(recipe, split=None):
+def make_callbacks(recipe: Recipe, split: Split | None = None) -> list[keras.callbacks.Callback]:
     """The recipe's callbacks: EMA swapping (if the optimizer keeps an EMA), ActNorm init batch."""
     result = []
     if recipe.optimizer.get("use_ema"):
@@ -342,7 +378,9 @@ def make_callbacks(recipe, split=None):
     return result
 
 
-def model_inputs(recipe, batch):
+def model_inputs(
+    recipe: Recipe, batch: tf.Tensor | tuple[tf.Tensor, ...]
+) -> tf.Tensor | tuple[tf.Tensor, ...]:
     """What the recipe's model takes from one batch of its pipelines: ``x``, or ``(x, c)`` for
     a conditional recipe (the labels of classifiers and hybrids are targets, not inputs)."""
     if recipe.context:
@@ -350,7 +388,13 @@ def model_inputs(recipe, batch):
     return batch[0] if isinstance(batch, tuple) else batch
 
 
-def fit_arguments(recipe, split, epochs=None, batch_size=None, drop_remainder=False):
+def fit_arguments(
+    recipe: Recipe,
+    split: Split,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    drop_remainder: bool = False,
+) -> dict[str, Any]:
     """``(train, epochs, validation_data, callbacks)`` keyword-ready for ``model.fit``.
 
     ``drop_remainder``: see :func:`datasets` (needed under ``jit_compile=True``).
@@ -365,17 +409,17 @@ def fit_arguments(recipe, split, epochs=None, batch_size=None, drop_remainder=Fa
 
 
 def train(
-    recipe,
-    split=None,
-    epochs=None,
-    batch_size=None,
-    learning_rate=None,
-    verbose=1,
-    callbacks=None,
-    seed=0,
-    model=None,
-    **model_overrides,
-):
+    recipe: Recipe,
+    split: Split | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    verbose: int | str = 1,
+    callbacks: Sequence[keras.callbacks.Callback] | None = None,
+    seed: int = 0,
+    model: IResNetModel | None = None,
+    **model_overrides: Any,
+) -> tuple[IResNetModel, keras.callbacks.History, Split]:
     """Build, compile and fit the recipe's model: returns ``(model, history, split)``."""
     keras.utils.set_random_seed(seed)
     split = split or load_split(recipe, seed=seed)
@@ -389,11 +433,16 @@ def train(
     return model, history, split
 
 
-def steps_per_epoch(recipe, split, batch_size=None):
+def steps_per_epoch(recipe: Recipe, split: Split, batch_size: int | None = None) -> int:
     return math.ceil(len(split.x_train) / (batch_size or recipe.batch_size))
 
 
-def fit_multiworker(model, arguments, callbacks, verbose=1):
+def fit_multiworker(
+    model: keras.Model,
+    arguments: dict[str, Any],
+    callbacks: Sequence[keras.callbacks.Callback] | None,
+    verbose: int = 1,
+) -> keras.callbacks.History:
     """Train under ``MultiWorkerMirroredStrategy``, where Keras 3's ``fit`` fails.
 
     Runs :func:`keras_iresnet.distributed.fit_distributed` on the pipelines of
@@ -412,7 +461,14 @@ def fit_multiworker(model, arguments, callbacks, verbose=1):
     )
 
 
-def report_training(model, recipe, split, test, folder, epochs):
+def report_training(
+    model: IResNetModel,
+    recipe: Recipe,
+    split: Split,
+    test: tf.data.Dataset,
+    folder: RunFolder,
+    epochs: int,
+) -> tuple[dict[str, Any], pathlib.Path, bool]:
     """After training: test metrics, certificate, reconstructions, figure, ``metrics.json``.
 
     Args:

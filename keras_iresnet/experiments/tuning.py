@@ -41,6 +41,7 @@ import time
 from typing import TYPE_CHECKING
 
 import keras_tuner
+import tensorflow as tf
 
 from keras_iresnet import callbacks as callbacks_lib
 from keras_iresnet import logdet as logdet_lib
@@ -143,6 +144,7 @@ class IResNetHyperModel(keras_tuner.HyperModel):
             eval_logdet = accurate_eval_logdet(self.input_shape)
         self.eval_logdet = None if eval_logdet is None else logdet_lib.get(eval_logdet)
         self._trial_start = None
+        self._examples = None  # (training set, its number of examples)
 
     @property
     def objective(self) -> keras_tuner.Objective:
@@ -307,14 +309,26 @@ class IResNetHyperModel(keras_tuner.HyperModel):
         compiles its step with XLA).
         """
         callbacks = list(callbacks or [])
+        if "batch_size" in hp.values and args and isinstance(args[0], tf.data.Dataset):
+            counting = time.perf_counter()
+            args = (self._rebatch(args[0], hp.get("batch_size"), model),) + tuple(args[1:])
+            if self._trial_start is not None:  # counting the examples is not the trial's work
+                self._trial_start += time.perf_counter() - counting
         if self.seconds is not None:
             callbacks.append(callbacks_lib.TimeBudget(self.seconds, start=self._trial_start))
-        if "batch_size" in hp.values and args:
-            data = args[0]
-            size = hp.get("batch_size")
-            if hasattr(data, "rebatch"):  # XLA compiles one batch size: drop partial batches
-                data = data.rebatch(size, drop_remainder=bool(model.jit_compile))
-                args = (data,) + tuple(args[1:])
         if getattr(model.optimizer, "use_ema", False):
             callbacks.append(callbacks_lib.SwapEMAWeights(swap_on_epoch=True))
         return model.fit(*args, callbacks=callbacks, **kwargs)
+
+    def _rebatch(self, data: tf.data.Dataset, size: int, model: keras.Model) -> tf.data.Dataset:
+        """``data`` in batches of ``size`` (none partial when the model compiles with XLA, which
+        compiles one batch size), with its number of batches declared: Keras warns that the
+        input "ran out of data" after the first epoch of a dataset of unknown length, which
+        ``rebatch`` makes it. The examples are counted once per training set."""
+        if self._examples is None or self._examples[0] is not data:
+            self._examples = (data, sum(int(tf.shape(tf.nest.flatten(b)[0])[0]) for b in data))
+        examples, drop = self._examples[1], bool(model.jit_compile)
+        batches = examples // size if drop else -(-examples // size)
+        return data.rebatch(size, drop_remainder=drop).apply(
+            tf.data.experimental.assert_cardinality(batches)
+        )

@@ -11,6 +11,7 @@ follows every ``Squeeze``); the inverse runs the same contexts in reverse.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
@@ -19,6 +20,12 @@ from keras_iresnet import validation
 from keras_iresnet.inverse import merge_infos
 from keras_iresnet.layers.invertible import InvertibleLayer, route_context
 from keras_iresnet.layers.reshaping import flatten_context
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any
+
+    from keras_iresnet.logdet import LogDetEstimator
 
 __all__ = ["InvertibleSequential", "FactorOut"]
 
@@ -37,7 +44,7 @@ class InvertibleSequential(InvertibleLayer):
     every method takes ``context=`` (see the module docstring).
     """
 
-    def __init__(self, layers, **kwargs):
+    def __init__(self, layers: Iterable[InvertibleLayer], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         layers = list(layers)
         for layer in layers:
@@ -49,10 +56,10 @@ class InvertibleSequential(InvertibleLayer):
         self.chain = layers
 
     @property
-    def conditional(self):
+    def conditional(self) -> bool:
         return any(layer.conditional for layer in self.chain)
 
-    def context_after(self, context):
+    def context_after(self, context: tf.Tensor | None) -> tf.Tensor | None:
         for layer in self.chain:
             context = layer.context_after(context)
         return context
@@ -65,26 +72,33 @@ class InvertibleSequential(InvertibleLayer):
             context = None if context is None else layer.context_after(context)
         return contexts
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None] | Sequence[Sequence[int | None]]) -> None:
         shape = self._data_shape(input_shape)
         for layer in self.chain:
             if not layer.built:
                 layer.build(shape)
             shape = tuple(layer.compute_output_shape(shape))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(
+        self, input_shape: Sequence[int | None] | Sequence[Sequence[int | None]]
+    ) -> tuple[int | None, ...]:
         shape = self._data_shape(input_shape)
         for layer in self.chain:
             shape = tuple(layer.compute_output_shape(shape))
         return shape
 
-    def compute_inverse_shape(self, output_shape):
+    def compute_inverse_shape(self, output_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         shape = tuple(output_shape)
         for layer in reversed(self.chain):
             shape = tuple(layer.compute_inverse_shape(shape))
         return shape
 
-    def call(self, inputs, training=None, context=None):
+    def call(
+        self,
+        inputs: tf.Tensor | Sequence[tf.Tensor],
+        training: bool | None = None,
+        context: tf.Tensor | None = None,
+    ) -> tf.Tensor:
         inputs, context = self._split_pair(inputs, context)
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
@@ -93,7 +107,13 @@ class InvertibleSequential(InvertibleLayer):
             x = layer(x, training=training, **route_context(layer, c))
         return x
 
-    def forward_and_log_det(self, inputs, training=None, logdet=None, context=None):
+    def forward_and_log_det(
+        self,
+        inputs: tf.Tensor,
+        training: bool | None = None,
+        logdet: str | dict[str, Any] | LogDetEstimator | None = None,
+        context: tf.Tensor | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
         contexts = self._contexts(self._take_context(context, x))
@@ -119,13 +139,13 @@ class InvertibleSequential(InvertibleLayer):
                 y = layer.inverse(y, **route_context(layer, c), **settings)
         return y, merge_infos(infos) if with_info else None
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["layers"] = [keras.saving.serialize_keras_object(layer) for layer in self.chain]
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> InvertibleSequential:
         config = dict(config)
         config["layers"] = [keras.saving.deserialize_keras_object(c) for c in config["layers"]]
         return cls(**config)
@@ -152,7 +172,9 @@ class FactorOut(InvertibleLayer):
     Shapes: ``[batch, H, W, C] -> [batch, H * W * C]``.
     """
 
-    def __init__(self, stages, factor=0.5, **kwargs):
+    def __init__(
+        self, stages: Iterable[InvertibleLayer], factor: float = 0.5, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         stages = list(stages)
         if not stages or not all(isinstance(stage, InvertibleLayer) for stage in stages):
@@ -161,7 +183,7 @@ class FactorOut(InvertibleLayer):
         self.factor = validation.open_unit("factor", factor)
 
     @property
-    def conditional(self):
+    def conditional(self) -> bool:
         return any(stage.conditional for stage in self.stages)
 
     def _contexts(self, context):
@@ -173,10 +195,10 @@ class FactorOut(InvertibleLayer):
             context = None if context is None else stage.context_after(context)
         return contexts, flatten_context(context)
 
-    def context_after(self, context):
+    def context_after(self, context: tf.Tensor | None) -> tf.Tensor | None:
         return self._contexts(context)[1]
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None] | Sequence[Sequence[int | None]]) -> None:
         input_shape = self._data_shape(input_shape)
         validation.input_shape(self, input_shape, (4,))
         shape = tuple(input_shape)
@@ -200,11 +222,13 @@ class FactorOut(InvertibleLayer):
                 shape = shape[:-1] + (channels - leave,)
         self.final_shape = tuple(int(d) for d in shape[1:])
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(
+        self, input_shape: Sequence[int | None] | Sequence[Sequence[int | None]]
+    ) -> tuple[int | None, ...]:
         input_shape = self._data_shape(input_shape)
         return (input_shape[0], int(math.prod(input_shape[1:])))
 
-    def compute_inverse_shape(self, output_shape):
+    def compute_inverse_shape(self, output_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return (output_shape[0],) + self.event_shape
 
     @staticmethod
@@ -229,13 +253,24 @@ class FactorOut(InvertibleLayer):
         latents.append(self._flat(x))
         return tf.concat(latents, axis=1), total
 
-    def call(self, inputs, training=None, context=None):
+    def call(
+        self,
+        inputs: tf.Tensor | Sequence[tf.Tensor],
+        training: bool | None = None,
+        context: tf.Tensor | None = None,
+    ) -> tf.Tensor:
         # The output only: no stage estimates a log-det it would throw away.
         inputs, context = self._split_pair(inputs, context)
         x = tf.convert_to_tensor(inputs)
         return self._run(x, training, None, False, self._take_context(context, x))[0]
 
-    def forward_and_log_det(self, inputs, training=None, logdet=None, context=None):
+    def forward_and_log_det(
+        self,
+        inputs: tf.Tensor,
+        training: bool | None = None,
+        logdet: str | dict[str, Any] | LogDetEstimator | None = None,
+        context: tf.Tensor | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
         return self._run(x, training, logdet, True, self._take_context(context, x))
@@ -277,7 +312,7 @@ class FactorOut(InvertibleLayer):
         x, infos = self._run_inverse(y, settings, True, context)
         return x, merge_infos(infos)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             stages=[keras.saving.serialize_keras_object(stage) for stage in self.stages],
@@ -286,7 +321,7 @@ class FactorOut(InvertibleLayer):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> FactorOut:
         config = dict(config)
         config["stages"] = [keras.saving.deserialize_keras_object(c) for c in config["stages"]]
         return cls(**config)

@@ -22,12 +22,17 @@ imports no TFP).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
 
 from keras_iresnet import validation
 from keras_iresnet.layers.invertible import broadcast_context
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 __all__ = [
     "StandardNormal",
@@ -46,16 +51,16 @@ class _Base(keras.layers.Layer):
     #: Whether ``log_prob`` and ``sample`` take a context.
     conditional = False
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         self._set_latent_shape(input_shape)
 
     def _set_latent_shape(self, input_shape):
         self.latent_shape = tuple(int(d) for d in input_shape[1:])
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         return self.log_prob(inputs)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None]:
         return (input_shape[0],)
 
     def _noise(self, n, temperature, seed):
@@ -72,11 +77,11 @@ class _Base(keras.layers.Layer):
 class StandardNormal(_Base):
     """``N(0, I)`` over the latent event. Shapes: ``log_prob``: ``[batch, ...] -> [batch]``."""
 
-    def log_prob(self, z):
+    def log_prob(self, z: tf.Tensor) -> tf.Tensor:
         z = tf.convert_to_tensor(z)
         return self._sum_event(-0.5 * tf.square(z) - 0.5 * _LOG_2PI)
 
-    def sample(self, n, temperature=1.0, seed=None):
+    def sample(self, n: int, temperature: float = 1.0, seed: int | None = None) -> tf.Tensor:
         """``n`` latents ``T * eps``, ``eps ~ N(0, I)``: ``[n, *latent_shape]``."""
         return self._noise(n, temperature, seed)
 
@@ -88,20 +93,20 @@ class DiagonalGaussian(_Base):
     Both start at zero (a standard normal). Shapes: ``log_prob``: ``[batch, ...] -> [batch]``.
     """
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         self._set_latent_shape(input_shape)  # (not super().build: Keras would lock the layer)
         self.loc = self.add_weight(name="loc", shape=self.latent_shape, initializer="zeros")
         self.log_scale = self.add_weight(
             name="log_scale", shape=self.latent_shape, initializer="zeros"
         )
 
-    def log_prob(self, z):
+    def log_prob(self, z: tf.Tensor) -> tf.Tensor:
         z = tf.convert_to_tensor(z)
         log_scale = tf.convert_to_tensor(self.log_scale)
         standardized = (z - self.loc) * tf.exp(-log_scale)
         return self._sum_event(-0.5 * tf.square(standardized) - log_scale - 0.5 * _LOG_2PI)
 
-    def sample(self, n, temperature=1.0, seed=None):
+    def sample(self, n: int, temperature: float = 1.0, seed: int | None = None) -> tf.Tensor:
         """``n`` latents ``mu + T * sigma * eps``: ``[n, *latent_shape]``."""
         return self.loc + tf.exp(tf.convert_to_tensor(self.log_scale)) * self._noise(
             n, temperature, seed
@@ -127,7 +132,7 @@ class ConditionalDiagonalGaussian(_Base):
 
     conditional = True
 
-    def __init__(self, context_shape, **kwargs):
+    def __init__(self, context_shape: Sequence[int], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.context_shape = validation.shape("context_shape", context_shape)
 
@@ -137,7 +142,7 @@ class ConditionalDiagonalGaussian(_Base):
         first = tuple(shape)[0] if len(tuple(shape)) else None
         return tuple(first) if isinstance(first, (list, tuple)) else tuple(shape)
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None] | Sequence[Sequence[int | None]]) -> None:
         self._set_latent_shape(self._z_shape(input_shape))  # (not super().build: Keras locks it)
         size = int(math.prod(self.latent_shape))
         self.kernel = self.add_weight(
@@ -147,16 +152,20 @@ class ConditionalDiagonalGaussian(_Base):
         )
         self.bias = self.add_weight(name="bias", shape=(2 * size,), initializer="zeros")
 
-    def call(self, inputs, context=None):
+    def call(
+        self, inputs: tf.Tensor | Sequence[tf.Tensor], context: tf.Tensor | None = None
+    ) -> tf.Tensor:
         """``log_prob(z, context)``; also ``call([z, c])`` (Keras' multi-input idiom)."""
         if context is None and isinstance(inputs, (list, tuple)):
             inputs, context = inputs
         return self.log_prob(inputs, context)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(
+        self, input_shape: Sequence[int | None] | Sequence[Sequence[int | None]]
+    ) -> tuple[int | None]:
         return (self._z_shape(input_shape)[0],)
 
-    def loc_and_log_scale(self, context, like):
+    def loc_and_log_scale(self, context: tf.Tensor, like: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """``(mu(c), log sigma(c))``, each ``[batch, *latent_shape]``, for inputs ``like``."""
         c = tf.cast(tf.convert_to_tensor(context), like.dtype)
         c = broadcast_context(self, c, self.context_shape, like)
@@ -166,14 +175,20 @@ class ConditionalDiagonalGaussian(_Base):
         shape = tf.concat([tf.shape(c)[:1], self.latent_shape], 0)
         return tf.reshape(loc, shape), tf.reshape(log_scale, shape)
 
-    def log_prob(self, z, context=None):
+    def log_prob(self, z: tf.Tensor, context: tf.Tensor | None = None) -> tf.Tensor:
         z = tf.convert_to_tensor(z)
         self._require(context)
         loc, log_scale = self.loc_and_log_scale(context, z)
         standardized = (z - loc) * tf.exp(-log_scale)
         return self._sum_event(-0.5 * tf.square(standardized) - log_scale - 0.5 * _LOG_2PI)
 
-    def sample(self, n, temperature=1.0, seed=None, context=None):
+    def sample(
+        self,
+        n: int,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        context: tf.Tensor | None = None,
+    ) -> tf.Tensor:
         """``n`` latents ``mu(c) + T * sigma(c) * eps``: ``[n, *latent_shape]``; ``context``
         ``[n, *context_shape]`` (one per latent) or ``[*context_shape]`` (one for all)."""
         self._require(context)
@@ -188,7 +203,7 @@ class ConditionalDiagonalGaussian(_Base):
                 f"{', '.join(str(d) for d in self.context_shape)}])."
             )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["context_shape"] = list(self.context_shape)
         return config
@@ -201,7 +216,9 @@ BASES = {
 }
 
 
-def get_base(identifier, context_shape=None):
+def get_base(
+    identifier: str | dict[str, Any] | _Base, context_shape: Sequence[int] | None = None
+) -> _Base:
     """A base layer from ``"standard"``, ``"diagonal"``, ``"conditional_diagonal"`` (needs
     ``context_shape``), a serialized layer or a layer instance."""
     if isinstance(identifier, _Base):

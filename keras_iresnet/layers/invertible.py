@@ -61,11 +61,20 @@ LipSwish use it).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import tensorflow as tf
 
 from keras_iresnet import validation
 from keras_iresnet.inverse import InverseSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from keras_iresnet.inverse import InverseInfo
+    from keras_iresnet.logdet import LogDetEstimator
 
 __all__ = ["InvertibleLayer", "Stackable", "broadcast_context", "route_context", "CONTEXT_RANKS"]
 
@@ -86,16 +95,27 @@ class InvertibleLayer(keras.layers.Layer):
     #: Whether the layer maps ``x -> f(x, c)`` and needs a context (see the module docstring).
     conditional = False
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         return self.forward_and_log_det(inputs, training=training)[0]
 
-    def forward_and_log_det(self, inputs, training=None, logdet=None):
+    def forward_and_log_det(
+        self,
+        inputs: tf.Tensor,
+        training: bool | None = None,
+        logdet: str | dict[str, Any] | LogDetEstimator | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """Return ``(y, log_det)`` with ``log_det`` of shape ``[batch]`` (``logdet``: see the
         module docstring).
         """
         raise NotImplementedError
 
-    def inverse(self, outputs, return_info=False, context=None, **settings):
+    def inverse(
+        self,
+        outputs: tf.Tensor,
+        return_info: bool = False,
+        context: tf.Tensor | None = None,
+        **settings: Any,
+    ) -> tf.Tensor | tuple[tf.Tensor, InverseInfo | None]:
         """``x`` with ``f(x) = outputs`` (``[batch, ...]``); see the module docstring.
 
         Args:
@@ -128,7 +148,7 @@ class InvertibleLayer(keras.layers.Layer):
         return self._inverse(y, settings, **context), None
 
     # -- the context -------------------------------------------------------------
-    def context_after(self, context):
+    def context_after(self, context: tf.Tensor | None) -> tf.Tensor | None:
         """The context that this layer's output sees (``None`` stays ``None``).
 
         The identity; layers that move positions (``Squeeze``, ``FlattenEvent``)
@@ -187,11 +207,13 @@ class InvertibleLayer(keras.layers.Layer):
                 return tuple(first)
         return tuple(input_shape)
 
-    def compute_inverse_shape(self, output_shape):
+    def compute_inverse_shape(self, output_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         """Input shape that produces ``output_shape`` (identity unless overridden)."""
         return tuple(output_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(
+        self, input_shape: Sequence[int | None] | Sequence[Sequence[int | None]]
+    ) -> tuple[int | None, ...]:
         return self._data_shape(input_shape)
 
     # -- helpers -------------------------------------------------------------
@@ -213,7 +235,7 @@ class InvertibleLayer(keras.layers.Layer):
             )
 
     @property
-    def built_input_shape(self):
+    def built_input_shape(self) -> tuple[int | None, ...] | None:
         """The input shape ``(batch, ...)`` of ``x`` the layer was built for (None: unbuilt)."""
         return self._built_input_shape()
 
@@ -240,7 +262,9 @@ class InvertibleLayer(keras.layers.Layer):
         return tf.zeros(tf.shape(x)[:1], dtype=x.dtype)
 
 
-def broadcast_context(layer, context, context_shape, x):
+def broadcast_context(
+    layer: keras.layers.Layer, context: tf.Tensor, context_shape: Sequence[int], x: tf.Tensor
+) -> tf.Tensor:
     """``context`` as ``[batch, *context_shape]`` for inputs ``x`` (one home for the shape rule).
 
     A context without the batch axis (``[*context_shape]``, or a batch of one) is
@@ -274,7 +298,7 @@ def broadcast_context(layer, context, context_shape, x):
     return tf.broadcast_to(context, tf.concat([batch, context_shape], 0))
 
 
-def route_context(layer, context):
+def route_context(layer: InvertibleLayer, context: tf.Tensor | None) -> dict[str, tf.Tensor]:
     """Keyword arguments that pass ``context`` to ``layer`` if it is conditional (containers)."""
     return {"context": context} if layer.conditional and context is not None else {}
 
@@ -290,15 +314,17 @@ class Stackable:
 
     stack = None
 
-    def set_stack(self, stack):
+    def set_stack(self, stack: int | None) -> None:
         """Validate and store ``stack`` (None: one parameter set)."""
         self.stack = None if stack is None else validation.positive_int("stack", stack)
 
-    def stacked_shape(self, shape):
+    def stacked_shape(self, shape: Sequence[int | None]) -> tuple[int | None, ...]:
         """``shape`` with the stack axis in front (unchanged without a stack)."""
         return ((self.stack,) if self.stack else ()) + tuple(shape)
 
-    def per_slice(self, initializer):
+    def per_slice(
+        self, initializer: keras.initializers.Initializer
+    ) -> keras.initializers.Initializer | Callable[..., tf.Tensor]:
         """An initializer that initializes every slice as a single parameter set.
 
         Fans come from the slice's shape, not the stacked one (which would shrink
@@ -309,7 +335,7 @@ class Stackable:
         if not self.stack:
             return initializer
 
-        def slice_initializer(index):
+        def slice_initializer(index: int) -> keras.initializers.Initializer:
             seed = getattr(initializer, "seed", None)
             if not isinstance(seed, int) or isinstance(seed, bool):
                 return initializer
@@ -317,17 +343,17 @@ class Stackable:
             config["seed"] = seed + index
             return type(initializer).from_config(config)
 
-        def initialize(shape, dtype=None):
+        def initialize(shape: Sequence[int], dtype: Any = None) -> tf.Tensor:
             return tf.stack([slice_initializer(i)(shape[1:], dtype=dtype) for i in range(shape[0])])
 
         return initialize
 
     @staticmethod
-    def slice_of(t, index, stacked):
+    def slice_of(t: tf.Tensor | None, index: int | tf.Tensor, stacked: bool) -> tf.Tensor | None:
         """Slice ``index`` of a stacked tensor (``t`` itself when not ``stacked`` or None)."""
         return t if t is None or not stacked else t[index]
 
-    def refuse_if_stacked(self, what="parameter sets"):
+    def refuse_if_stacked(self, what: str = "parameter sets") -> None:
         """A stacked layer is applied slice by slice by its residual stack, never called itself."""
         if self.stack:
             raise ValueError(

@@ -19,6 +19,8 @@ take ``context=``, and the log-det estimators see ``x -> g_i(x, c)`` unchanged.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import tensorflow as tf
 
@@ -29,6 +31,12 @@ from keras_iresnet._tf import in_xla_context, no_autograph
 from keras_iresnet.layers.invertible import InvertibleLayer, Stackable, broadcast_context
 from keras_iresnet.layers.normalization import ActNorm
 from keras_iresnet.layers.residual_function import CONTEXT_MODES, ResidualFunction
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, TypeAlias
+
+    _InitializerLike: TypeAlias = str | dict[str, Any] | keras.initializers.Initializer
 
 __all__ = ["InvertibleResidualStack", "InvertibleResidualBlock", "ACTNORM_MODES"]
 
@@ -109,30 +117,30 @@ class InvertibleResidualStack(InvertibleLayer):
 
     def __init__(
         self,
-        num_blocks=1,
-        hidden=64,
-        kernel_sizes=(3, 1, 3),
-        coeff=0.97,
-        activation="elu",
-        power_iterations=50,
-        power_tol=1e-4,
-        power_vectors=8,
-        dropout=0.0,
-        preactivation=False,
-        actnorm=False,
-        actnorm_variance_floor=0.0,
-        logdet="auto",
-        solver=None,
-        max_iterations=None,
-        atol=None,
-        rtol=None,
-        strict=None,
-        seed=None,
-        context_shape=None,
-        context_mode="additive",
-        context_initializer="glorot_uniform",
-        **kwargs,
-    ):
+        num_blocks: int = 1,
+        hidden: int = 64,
+        kernel_sizes: Sequence[int] = (3, 1, 3),
+        coeff: float | None = 0.97,
+        activation: str | dict[str, Any] | Callable[[tf.Tensor], tf.Tensor] = "elu",
+        power_iterations: int = 50,
+        power_tol: float | None = 1e-4,
+        power_vectors: int = 8,
+        dropout: float = 0.0,
+        preactivation: bool = False,
+        actnorm: bool | str | None = False,
+        actnorm_variance_floor: float = 0.0,
+        logdet: str | dict[str, Any] | logdet_lib.LogDetEstimator = "auto",
+        solver: str | None = None,
+        max_iterations: int | None = None,
+        atol: float | None = None,
+        rtol: float | None = None,
+        strict: bool | None = None,
+        seed: int | None = None,
+        context_shape: Sequence[int] | None = None,
+        context_mode: str = "additive",
+        context_initializer: _InitializerLike = "glorot_uniform",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.context_shape = (
             None if context_shape is None else validation.shape("context_shape", context_shape)
@@ -203,17 +211,17 @@ class InvertibleResidualStack(InvertibleLayer):
         self._compiled_solvers = {}
 
     @property
-    def conditional(self):
+    def conditional(self) -> bool:
         """Whether the stack takes a context (built with ``context_shape``)."""
         return self.context_shape is not None
 
     @property
-    def stack_size(self):
+    def stack_size(self) -> int | None:
         """``num_blocks`` if the weights are stacked, else None (a single block)."""
         return self.num_blocks if self.num_blocks > 1 else None
 
     # -- build ---------------------------------------------------------------
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None] | Sequence[Sequence[int | None]]) -> None:
         input_shape = validation.input_shape(self, self._data_shape(input_shape), (2, 4))
         self.residual.build(input_shape)
         self.linear_layers = list(self.residual.linear_layers)
@@ -233,7 +241,9 @@ class InvertibleResidualStack(InvertibleLayer):
     def _pick(self, t, index):
         return Stackable.slice_of(t, index, self.stack_size is not None)
 
-    def residual_function(self, training=False, index=0, context=None):
+    def residual_function(
+        self, training: bool = False, index: int = 0, context: tf.Tensor | None = None
+    ) -> Callable[[tf.Tensor], tf.Tensor]:
         """A pure function ``g`` of block ``index`` for this call: kernels normalized once,
         dropout masks fixed; for a conditional stack ``x -> g(x, c)`` at this ``context``.
 
@@ -286,7 +296,9 @@ class InvertibleResidualStack(InvertibleLayer):
                 tf.convert_to_tensor(actnorm.log_scale),
             )
 
-        def block(index, x):
+        def block(
+            index: int | tf.Tensor, x: tf.Tensor
+        ) -> tuple[tf.Tensor, tf.Tensor, tuple[tf.Tensor, tf.Tensor] | None]:
             log_det = self._zero_log_det(x)
             used = None
             if actnorm is not None:
@@ -320,7 +332,13 @@ class InvertibleResidualStack(InvertibleLayer):
                 actnorm.store_initialization(*(tf.stack(u) for u in zip(*used_per_block)))
             return x, log_det
 
-        def body(index, x, log_det, bias_stack, log_scale_stack):
+        def body(
+            index: tf.Tensor,
+            x: tf.Tensor,
+            log_det: tf.Tensor,
+            bias_stack: tf.Tensor,
+            log_scale_stack: tf.Tensor,
+        ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
             y, block_log_det, used = block(index, x)
             if initialize:  # collect the initial values (nothing to do once initialized)
                 bias_stack, log_scale_stack = tf.cond(
@@ -351,13 +369,24 @@ class InvertibleResidualStack(InvertibleLayer):
             actnorm.store_initialization(bias_stack, log_scale_stack)
         return y, log_det
 
-    def call(self, inputs, training=None, context=None):
+    def call(
+        self,
+        inputs: tf.Tensor | Sequence[tf.Tensor],
+        training: bool | None = None,
+        context: tf.Tensor | None = None,
+    ) -> tf.Tensor:
         inputs, context = self._split_pair(inputs, context)
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
         return self._forward(x, bool(training), None, self._take_context(context, x))[0]
 
-    def forward_and_log_det(self, inputs, training=None, logdet=None, context=None):
+    def forward_and_log_det(
+        self,
+        inputs: tf.Tensor,
+        training: bool | None = None,
+        logdet: str | dict[str, Any] | logdet_lib.LogDetEstimator | None = None,
+        context: tf.Tensor | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         x = tf.convert_to_tensor(inputs)
         self._ensure_built(x.shape)
         estimator = self.estimator if logdet is None else logdet_lib.get(logdet)
@@ -398,7 +427,9 @@ class InvertibleResidualStack(InvertibleLayer):
                 tf.convert_to_tensor(actnorm.log_scale),
             )
 
-        def block(index, y):
+        def block(
+            index: int | tf.Tensor, y: tf.Tensor
+        ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
             g = self.residual.function(parameters, index, False)
             x, converged, iterations, residual = inverse_lib.run_solver(g, y, settings)
             if return_info:
@@ -414,7 +445,14 @@ class InvertibleResidualStack(InvertibleLayer):
         if self.stack_size is None:
             return block(0, y)
 
-        def body(index, y, converged, iterations, residual, final):
+        def body(
+            index: tf.Tensor,
+            y: tf.Tensor,
+            converged: tf.Tensor,
+            iterations: tf.Tensor,
+            residual: tf.Tensor,
+            final: tf.Tensor,
+        ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
             x, c, it, r, f = block(index, y)
             return (
                 index - 1,
@@ -439,7 +477,7 @@ class InvertibleResidualStack(InvertibleLayer):
         )
         return x, converged, iterations, residual, final
 
-    def lipschitz_bounds(self, norms=None):
+    def lipschitz_bounds(self, norms: Sequence[float | list[float]] | None = None) -> list[float]:
         """Certified upper bound on ``Lip(g_i)`` of every block: products of exact operator norms.
 
         Uses ``operator_norm()`` of each layer as applied (activations are
@@ -448,7 +486,7 @@ class InvertibleResidualStack(InvertibleLayer):
         """
         return self.residual.lipschitz_bounds(norms)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         activation = self.activation
         if callable(activation):
@@ -481,7 +519,7 @@ class InvertibleResidualStack(InvertibleLayer):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> InvertibleResidualStack:
         config = dict(config)
         activation = config.get("activation")
         if isinstance(activation, dict):
@@ -499,18 +537,18 @@ class InvertibleResidualBlock(InvertibleResidualStack):
     much faster than a chain of single blocks.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         if kwargs.pop("num_blocks", 1) != 1:
             raise ValueError(
                 "InvertibleResidualBlock is one block; use InvertibleResidualStack(num_blocks=...)."
             )
         super().__init__(num_blocks=1, **kwargs)
 
-    def lipschitz_bound(self):
+    def lipschitz_bound(self) -> float:
         """Certified upper bound on ``Lip(g)`` (see :meth:`lipschitz_bounds`)."""
         return self.lipschitz_bounds()[0]
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.pop("num_blocks")
         return config

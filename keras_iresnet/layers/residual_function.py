@@ -58,6 +58,8 @@ gathers the context projection (like the dropout masks) by that rule
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import tensorflow as tf
 
@@ -72,6 +74,16 @@ from keras_iresnet.layers.activations import (
 from keras_iresnet.layers.invertible import Stackable
 from keras_iresnet.layers.spectral import SpectralConv2D, SpectralDense
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any, TypeAlias
+
+    _InitializerLike: TypeAlias = str | dict[str, Any] | keras.initializers.Initializer
+    #: Every block's parameters for one call (:meth:`ResidualFunction.parameters`).
+    _Parameters: TypeAlias = tuple[
+        list[tf.Tensor], list[tf.Tensor | None], list[tf.Tensor | None], tf.Tensor | None
+    ]
+
 __all__ = ["ResidualFunction", "ContextProjection", "CONTEXT_MODES", "rows_of_examples"]
 
 CONTEXT_MODES = ("additive", "film")
@@ -80,7 +92,7 @@ CONTEXT_MODES = ("additive", "film")
 FILM_SCALE_LOGIT = 3.0
 
 
-def rows_of_examples(t, rows):
+def rows_of_examples(t: tf.Tensor, rows: tf.Tensor | int) -> tf.Tensor:
     """``t[r // k]`` for ``r < rows``: a per-example tensor ``[batch, ...]`` for
     ``rows = k * batch`` example-major copies (``k = 1``: ``t`` itself). A gather, not
     ``tf.repeat``, whose broadcast XLA cannot shape inside a loop."""
@@ -105,13 +117,13 @@ class ContextProjection(Stackable, keras.layers.Layer):
 
     def __init__(
         self,
-        context_shape,
-        width,
-        mode="additive",
-        initializer="glorot_uniform",
-        stack=None,
-        **kwargs,
-    ):
+        context_shape: Sequence[int],
+        width: int,
+        mode: str = "additive",
+        initializer: _InitializerLike = "glorot_uniform",
+        stack: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.context_shape = validation.shape("context_shape", context_shape)
         self.width = validation.positive_int("width", width)
@@ -120,10 +132,10 @@ class ContextProjection(Stackable, keras.layers.Layer):
         self.set_stack(stack)
 
     @property
-    def channels(self):
+    def channels(self) -> int:
         return self.width * (2 if self.mode == "film" else 1)
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: Sequence[int | None] | None = None) -> None:
         k = self.context_shape[-1]
         self.kernel = self.add_weight(
             name="kernel",
@@ -134,14 +146,14 @@ class ContextProjection(Stackable, keras.layers.Layer):
         if self.mode == "film":
             start = [FILM_SCALE_LOGIT] * self.width + [0.0] * self.width
 
-            def film_bias(shape, dtype=None):
+            def film_bias(shape: Sequence[int], dtype: Any = None) -> tf.Tensor:
                 return tf.broadcast_to(tf.constant(start, dtype=dtype or "float32"), shape)
 
             self.bias = self.add_weight(
                 name="bias", shape=self.stacked_shape((self.channels,)), initializer=film_bias
             )
 
-    def project(self, context, image):
+    def project(self, context: tf.Tensor, image: bool) -> tf.Tensor:
         """Every block's projection: ``[stack?, batch, m]``, or ``[stack?, batch, 1, 1, m]``
         for a vector context of a conv block, or ``[stack?, batch, H, W, m]`` for an image context.
 
@@ -162,29 +174,29 @@ class ContextProjection(Stackable, keras.layers.Layer):
             p = p[..., None, None, :]
         return p
 
-    def scale(self, projection):
+    def scale(self, projection: tf.Tensor) -> tf.Tensor | None:
         """The FiLM scale ``s_i(c)`` in ``(0, 1)`` of these projection rows (None: additive,
         whose ``d h_1 / d h`` is the identity)."""
         if self.mode == "film":
             return tf.sigmoid(projection[..., : self.width])
         return None
 
-    def apply(self, h, projection):
+    def apply(self, h: tf.Tensor, projection: tf.Tensor) -> tf.Tensor:
         """``h_1`` of the module docstring from ``h = W_1 x + b_1`` and this block's projection
         rows (already gathered to the rows of ``h``)."""
         if self.mode == "film":
             return self.scale(projection) * h + projection[..., self.width :]
         return h + projection
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         """Every block's projection of a vector context: ``[stack?, batch, m]``
         (:meth:`project`)."""
         return self.project(inputs, image=False)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return self.stacked_shape(tuple(input_shape[:-1]) + (self.channels,))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             context_shape=list(self.context_shape),
@@ -220,19 +232,19 @@ class ResidualFunction:
 
     def __init__(
         self,
-        name,
-        hidden,
-        kernel_sizes,
-        coeff,
-        activation,
-        preactivation,
-        dropout,
-        spectral,
-        stack=None,
-        context_shape=None,
-        context_mode="additive",
-        context_initializer="glorot_uniform",
-    ):
+        name: str,
+        hidden: int,
+        kernel_sizes: Sequence[int],
+        coeff: float | None,
+        activation: str | dict[str, Any] | Callable[[tf.Tensor], tf.Tensor],
+        preactivation: bool,
+        dropout: float,
+        spectral: Mapping[str, Any],
+        stack: int | None = None,
+        context_shape: Sequence[int] | None = None,
+        context_mode: str = "additive",
+        context_initializer: _InitializerLike = "glorot_uniform",
+    ) -> None:
         self.name = name
         self.context_shape = (
             None if context_shape is None else validation.shape("context_shape", context_shape)
@@ -255,7 +267,7 @@ class ResidualFunction:
         ]
         self.linear_layers = []
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         """Make and build the spectral layers for inputs ``[batch, d]`` or ``[batch, H, W, C]``."""
         channels = int(input_shape[-1])
         widths = [self.hidden] * (len(self.kernel_sizes) - 1) + [channels]
@@ -301,7 +313,7 @@ class ResidualFunction:
                 "broadcast over positions instead)."
             )
 
-    def parameters(self, training, context=None):
+    def parameters(self, training: bool, context: tf.Tensor | None = None) -> _Parameters:
         """Every block's parameters for this call: ``(kernels, biases, betas, projection)``,
         stacked if a stack.
 
@@ -330,7 +342,13 @@ class ResidualFunction:
             raise ValueError(f"the residual function of {self.name!r} takes no context.")
         return kernels, biases, betas, projection
 
-    def function(self, parameters, index, training, batch=None):
+    def function(
+        self,
+        parameters: _Parameters,
+        index: int | tf.Tensor,
+        training: bool,
+        batch: tf.Tensor | None = None,
+    ) -> Callable[[tf.Tensor], tf.Tensor]:
         """``g`` of block ``index``: a pure function ``[batch, ...] -> [batch, ...]``.
 
         With dropout (training only), one mask per example of a batch of ``batch``
@@ -353,7 +371,9 @@ class ResidualFunction:
         use_dropout = bool(training) and self.dropout > 0
         masks = {}
 
-        def activate(j, h, act):
+        def activate(
+            j: int, h: tf.Tensor, act: Callable[[tf.Tensor], tf.Tensor]
+        ) -> tuple[tf.Tensor, Callable[[], tf.Tensor]]:
             """``phi(h)`` before layer ``j`` (with its dropout mask) and the diagonal of its
             Jacobian.
             """
@@ -372,7 +392,7 @@ class ResidualFunction:
             mask = rows_of_examples(masks[j], tf.shape(h)[0])
             return out * mask, lambda: slope() * mask
 
-        def g(x):
+        def g(x: tf.Tensor) -> tf.Tensor:
             h = x
             for j, (layer, act) in enumerate(zip(self.linear_layers, self.activation_fns)):
                 if act is not None:
@@ -388,7 +408,7 @@ class ResidualFunction:
 
         if self.linear_layers and self.linear_layers[0].operator_rank == 2:
 
-            def value_and_jacobian(x):
+            def value_and_jacobian(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
                 """``(g(x), M)`` with ``g(x + dx) ~= g(x) + dx M``, ``M`` ``[batch, d, d]``:
                 ``M = D_0 W_1 D_1 W_2 ... W_L`` with ``D_j`` the activation derivatives
                 (the chain rule for rows ``h_j = phi(h_{j-1}) W_j + b_j``; ``det(I + M)`` is
@@ -424,7 +444,7 @@ class ResidualFunction:
             g.value_and_jacobian = value_and_jacobian
         return g
 
-    def lipschitz_bounds(self, norms=None):
+    def lipschitz_bounds(self, norms: Sequence[float | list[float]] | None = None) -> list[float]:
         """Certified ``Lip(g_i) <= prod_j ||W~_j||`` of every block (activations are 1-Lipschitz).
 
         For a conditional ``g`` it bounds ``Lip_x g_i(., c)`` for every context ``c``

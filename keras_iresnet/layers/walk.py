@@ -19,7 +19,7 @@ def _walk(layer, cls):
     reverses the sublayers of every nested layer)."""
     found, seen = [], set()
 
-    def visit(sub):
+    def visit(sub: keras.layers.Layer) -> None:
         if id(sub) in seen:
             return
         seen.add(id(sub))

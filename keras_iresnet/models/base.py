@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -34,6 +35,10 @@ from keras_iresnet.divergence import (
 )
 from keras_iresnet.layers.spectral import SpectralConv2D
 from keras_iresnet.layers.walk import normalized_layers
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 __all__ = [
     "IResNetModel",
@@ -60,7 +65,7 @@ class IResNetModel(keras.Model):
 
     _divergence_guard = None
 
-    def finish(self):
+    def finish(self) -> None:
         """Build, and give every spectral layer the models' update policy: ``"after_update"``.
 
         The training step re-tracks every layer right after the optimizer update,
@@ -70,7 +75,7 @@ class IResNetModel(keras.Model):
         for layer in normalized_layers(self.trunk):
             layer.update_policy = "after_update"
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         # Keras calls build again when loading a model (build_from_config); the
         # sublayers are built once.
         if not self.trunk.built:
@@ -81,7 +86,7 @@ class IResNetModel(keras.Model):
         pass
 
     @no_autograph
-    def train_step(self, data):
+    def train_step(self, data: Any) -> dict[str, Any]:
         """One step: data check, loss, gradients, divergence check, update, spectral tracking.
 
         The update is applied only if the loss and every gradient are finite
@@ -118,14 +123,14 @@ class IResNetModel(keras.Model):
             return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     @no_autograph
-    def test_step(self, data):
+    def test_step(self, data: Any) -> dict[str, Any]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, y = self._inputs_and_targets(x, y)
         x = check(all_finite(*tf.nest.flatten(x)), NON_FINITE_EVAL_DATA, x)
         return super().test_step(keras.utils.pack_x_y_sample_weight(x, y, sample_weight))
 
     @no_autograph
-    def predict_step(self, data):
+    def predict_step(self, data: Any) -> tf.Tensor | dict[str, tf.Tensor]:
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         x, _ = self._inputs_and_targets(x, y)
         return self(x, training=False)
@@ -136,7 +141,14 @@ class IResNetModel(keras.Model):
         return x, y
 
     @no_autograph
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> tf.Tensor:
         return self._loss(x, y, y_pred, sample_weight, training)
 
     def _loss(self, x, y, y_pred, sample_weight, training):
@@ -144,7 +156,13 @@ class IResNetModel(keras.Model):
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
         )
 
-    def compile(self, optimizer="rmsprop", *args, jit_compile="auto", **kwargs):
+    def compile(
+        self,
+        optimizer: str | keras.optimizers.Optimizer = "rmsprop",
+        *args: Any,
+        jit_compile: bool | str = "auto",
+        **kwargs: Any,
+    ) -> None:
         """``keras.Model.compile``; ``jit_compile="auto"`` picks XLA only where it measured faster.
 
         On a machine without a GPU, ``"auto"`` means XLA for models without
@@ -181,7 +199,7 @@ class IResNetModel(keras.Model):
             for layer in self._flatten_layers(include_self=False, recursive=True)
         )
 
-    def compile_from_config(self, config):
+    def compile_from_config(self, config: dict[str, Any]) -> None:
         """Compile a loaded model as it was saved (Keras skips models whose ``compile`` is
         overridden).
         """
@@ -190,8 +208,15 @@ class IResNetModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def fit(
-        self, x=None, y=None, batch_size=None, *args, callbacks=None, validation_split=0.0, **kwargs
-    ):
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int | None = None,
+        *args: Any,
+        callbacks: Sequence[keras.callbacks.Callback] | None = None,
+        validation_split: float = 0.0,
+        **kwargs: Any,
+    ) -> keras.callbacks.History:
         """``keras.Model.fit`` with the models' callbacks, the divergence guard and clear errors.
 
         Adds :class:`~keras_iresnet.callbacks.RefineSpectralNorm` and
@@ -233,7 +258,7 @@ class IResNetModel(keras.Model):
                 **kwargs,
             )
 
-    def evaluate(self, *args, **kwargs):
+    def evaluate(self, *args: Any, **kwargs: Any) -> float | list[float] | dict[str, float]:
         with self._clean_errors("evaluate"):
             return super().evaluate(*args, **kwargs)
 
@@ -282,17 +307,19 @@ class IResNetModel(keras.Model):
             "learning rate or clip the gradients (e.g. clipnorm=1.0)."
         )
 
-    def features(self, x, training=None):
+    def features(
+        self, x: tf.Tensor | Sequence[tf.Tensor], training: bool | None = None
+    ) -> tf.Tensor:
         """The trunk's output ``F(x)``."""
         return self.trunk(x, training=training)
 
-    def invert(self, features, **settings):
+    def invert(self, features: tf.Tensor, **settings: Any) -> tf.Tensor:
         """Inputs from trunk outputs (Algorithm 1 through every block); ``settings``: the
         fields of :class:`keras_iresnet.inverse.InverseSettings`."""
         return self.trunk.inverse(features, **settings)
 
 
-def check_static_batches(x, batch_size, validation_split):
+def check_static_batches(x: Any, batch_size: int | None, validation_split: float) -> None:
     """Under XLA the training batches must have one static size; refuse data that would not."""
     if isinstance(x, tf.data.Dataset):
         first = tf.nest.flatten(x.element_spec)[0]
@@ -317,12 +344,14 @@ def check_static_batches(x, batch_size, validation_split):
             )
 
 
-def serialize_logdet(value):
+def serialize_logdet(
+    value: str | dict[str, Any] | logdet_lib.LogDetEstimator | None,
+) -> dict[str, Any] | None:
     """An estimator as a model config stores it (None stays None)."""
     return None if value is None else logdet_lib.serialize(value)
 
 
-def scale_for_replicas(loss):
+def scale_for_replicas(loss: tf.Tensor) -> tf.Tensor:
     """Divide a per-replica mean loss by the number of replicas (gradients are summed across them).
 
     Keras applies this to compiled losses; a ``compute_loss`` override must do it too.

@@ -34,6 +34,7 @@ keyword. Bits/dim count the dimensions of ``x`` only.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -55,6 +56,15 @@ from keras_iresnet.models.trunks import (
     flow_trunk,
     with_default_block,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    import tensorflow_probability as tfp
+
+    from keras_iresnet.bijector import IResNetBijector
+    from keras_iresnet.layers import InvertibleResidualStack
 
 __all__ = ["IResNetFlow", "iresnet_flow"]
 
@@ -105,21 +115,21 @@ class IResNetFlow(IResNetModel):
 
     def __init__(
         self,
-        input_shape,
-        blocks=None,
-        block=None,
-        logit=None,
-        base=None,
-        initial_squeeze=None,
-        factor_out=None,
-        fc_blocks=None,
-        fc_block=None,
-        eval_logdet=None,
-        data_8bit=None,
-        trunk=None,
-        context_shape=None,
-        **kwargs,
-    ):
+        input_shape: Sequence[int],
+        blocks: int | Sequence[int] | None = None,
+        block: dict[str, Any] | InvertibleResidualStack | None = None,
+        logit: float | None = None,
+        base: str | dict[str, Any] | keras.layers.Layer | None = None,
+        initial_squeeze: bool | None = None,
+        factor_out: bool | None = None,
+        fc_blocks: int | None = None,
+        fc_block: dict[str, Any] | InvertibleResidualStack | None = None,
+        eval_logdet: str | dict[str, Any] | logdet_lib.LogDetEstimator | None = None,
+        data_8bit: bool | None = None,
+        trunk: InvertibleLayer | dict[str, Any] | None = None,
+        context_shape: Sequence[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.input_shape_ = validation.shape("input_shape", input_shape)
         self.context_shape = (
@@ -206,7 +216,7 @@ class IResNetFlow(IResNetModel):
             )
 
     @property
-    def conditional(self):
+    def conditional(self) -> bool:
         """Whether the flow is ``p(x | c)`` (built with ``context_shape``)."""
         return self.context_shape is not None
 
@@ -215,7 +225,7 @@ class IResNetFlow(IResNetModel):
             self.base.build(feature_shape)
 
     @property
-    def latent_shape(self):
+    def latent_shape(self) -> tuple[int, ...]:
         return tuple(self.base.latent_shape)
 
     # -- inputs ------------------------------------------------------------------------
@@ -271,7 +281,13 @@ class IResNetFlow(IResNetModel):
             return self.base.log_prob(z, context) + log_det, z
         return self.base.log_prob(z) + log_det, z
 
-    def log_prob(self, x, training=False, logdet=None, context=None):
+    def log_prob(
+        self,
+        x: tf.Tensor | np.ndarray,
+        training: bool = False,
+        logdet: str | dict[str, Any] | logdet_lib.LogDetEstimator | None = None,
+        context: tf.Tensor | np.ndarray | None = None,
+    ) -> tf.Tensor:
         """``ln p(x)`` (or ``ln p(x | c)``) in nats per example, ``[batch]`` (equation (3)).
 
         Args:
@@ -299,7 +315,7 @@ class IResNetFlow(IResNetModel):
             return self._log_prob_functions[key](*arguments)
         return self._log_prob_graph(x, training, logdet, context)[0]
 
-    def bits_per_dim(self, log_prob):
+    def bits_per_dim(self, log_prob: tf.Tensor) -> tf.Tensor:
         """Bits/dim from ``ln p(x)`` (adds ``D ln 256`` for dequantized 8-bit data)."""
         nll = -log_prob
         if self.data_8bit:
@@ -307,7 +323,11 @@ class IResNetFlow(IResNetModel):
         return nll / (self.event_dims * LN2)
 
     @no_autograph
-    def call(self, inputs, training=None):
+    def call(
+        self,
+        inputs: tf.Tensor | Sequence[tf.Tensor] | dict[str, tf.Tensor],
+        training: bool | None = None,
+    ) -> tf.Tensor:
         x, context = self._split_inputs(inputs)
         logdet = None if training else self.eval_logdet
         return self._log_prob_graph(x, bool(training), logdet, context)[0]
@@ -317,7 +337,14 @@ class IResNetFlow(IResNetModel):
         self.bits_per_dim_metric.update_state(bpd)
         return scale_for_replicas(tf.reduce_mean(bpd))
 
-    def sample(self, n=None, temperature=1.0, seed=None, context=None, **settings):
+    def sample(
+        self,
+        n: int | None = None,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        context: tf.Tensor | np.ndarray | None = None,
+        **settings: Any,
+    ) -> tf.Tensor:
         """``n`` samples ``x = F^{-1}(z)``, ``z`` from the base at ``temperature``
         (fixed-point inverse).
 
@@ -356,7 +383,7 @@ class IResNetFlow(IResNetModel):
         return self.trunk.inverse(z, **trunk_context, **settings)
 
     @property
-    def distribution(self):
+    def distribution(self) -> tfp.distributions.TransformedDistribution:
         """The model as a TFP ``TransformedDistribution`` (data space, nats).
 
         A conditional flow's takes ``bijector_kwargs={"conditional_input": c}``."""
@@ -368,11 +395,11 @@ class IResNetFlow(IResNetModel):
         )
 
     @property
-    def bijector(self):
+    def bijector(self) -> IResNetBijector:
         """The :class:`keras_iresnet.IResNetBijector` of the trunk (density layout)."""
         return self.distribution.bijector
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             input_shape=self.input_shape_,
@@ -390,7 +417,7 @@ class IResNetFlow(IResNetModel):
         return config
 
 
-def iresnet_flow(input_shape, **kwargs):
+def iresnet_flow(input_shape: Sequence[int], **kwargs: Any) -> IResNetFlow:
     """Build an :class:`IResNetFlow` density model; block arguments (``hidden=``,
     ``coeff=``, ``logdet=``, ...) may be given directly and complete the default block.
 

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import tensorflow as tf
 
@@ -14,6 +16,10 @@ from keras_iresnet.models import presets
 from keras_iresnet.models.base import scale_for_replicas
 from keras_iresnet.models.flow import IResNetFlow
 from keras_iresnet.models.trunks import with_default_block
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 __all__ = ["IResNetHybrid", "iresnet_hybrid"]
 
@@ -40,11 +46,11 @@ class IResNetHybrid(IResNetFlow):
 
     def __init__(
         self,
-        input_shape,
-        num_classes,
-        density_weight=presets.DIGITS_HYBRID["density_weight"],
-        **kwargs,
-    ):
+        input_shape: Sequence[int],
+        num_classes: int,
+        density_weight: float | None = presets.DIGITS_HYBRID["density_weight"],
+        **kwargs: Any,
+    ) -> None:
         defaults = presets.DIGITS_HYBRID
         for key in (
             "blocks",
@@ -82,7 +88,7 @@ class IResNetHybrid(IResNetFlow):
             self.head.build(feature_shape)
 
     @no_autograph
-    def call(self, x, training=None):
+    def call(self, x: tf.Tensor, training: bool | None = None) -> dict[str, tf.Tensor]:
         log_prob, z = self._log_prob_graph(
             x, bool(training), None if training else self.eval_logdet
         )
@@ -95,13 +101,13 @@ class IResNetHybrid(IResNetFlow):
         loss = self.cross_entropy(y, y_pred["logits"]) + self.density_weight * tf.reduce_mean(bpd)
         return scale_for_replicas(loss)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(num_classes=self.num_classes, density_weight=self.density_weight)
         return config
 
 
-def iresnet_hybrid(input_shape, num_classes, **kwargs):
+def iresnet_hybrid(input_shape: Sequence[int], num_classes: int, **kwargs: Any) -> IResNetHybrid:
     """Build an :class:`IResNetHybrid` classifier + density model; block arguments may be
     given directly and complete the default block. See :class:`IResNetHybrid`."""
     kwargs = with_default_block(kwargs, presets.DIGITS_HYBRID["block"])

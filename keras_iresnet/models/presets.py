@@ -12,6 +12,10 @@ Treat them as read-only: :func:`get` returns a deep copy to change.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "TWO_D_BLOCK",
@@ -172,7 +176,7 @@ PRESETS = {
 }
 
 
-def get(name):
+def get(name: str) -> dict[str, Any]:
     """A deep copy of preset ``name`` (a key of :data:`PRESETS`)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; the presets are {tuple(PRESETS)}.")

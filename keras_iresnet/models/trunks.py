@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -25,6 +26,12 @@ from keras_iresnet.layers import (
     Squeeze,
 )
 from keras_iresnet.layers.reshaping import flatten_context
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from keras_iresnet.layers import InvertibleLayer
 
 __all__ = [
     "block_config",
@@ -65,7 +72,9 @@ BLOCK_ARGUMENTS = frozenset(
 
 
 # -- architecture ----------------------------------------------------------------
-def block_config(block=None, **overrides):
+def block_config(
+    block: dict[str, Any] | InvertibleResidualStack | None = None, **overrides: Any
+) -> dict[str, Any]:
     """A residual-block configuration: a dict of :class:`InvertibleResidualStack` arguments.
 
     Args:
@@ -106,19 +115,19 @@ class _ContextShapes:
     shape rule has one home: the layers'.
     """
 
-    def __init__(self, context_shape):
+    def __init__(self, context_shape: Sequence[int] | None) -> None:
         self.probe = None if context_shape is None else tf.zeros((1,) + tuple(context_shape))
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...] | None:
         return None if self.probe is None else tuple(int(d) for d in self.probe.shape[1:])
 
-    def after(self, layer):
+    def after(self, layer: InvertibleLayer) -> InvertibleLayer:
         if self.probe is not None:
             self.probe = layer.context_after(self.probe)
         return layer
 
-    def flatten(self):
+    def flatten(self) -> None:
         """Where the event is flattened (after factor-out): the context follows."""
         self.probe = flatten_context(self.probe)
 
@@ -128,7 +137,7 @@ def _widen(block, index):
     return {**block, "hidden": int(block.get("hidden", 64)) * 2**index}
 
 
-def blocks_per_scale(blocks, image):
+def blocks_per_scale(blocks: int | Sequence[int], image: bool) -> tuple[int, ...]:
     if image:
         blocks = (blocks,) if isinstance(blocks, (int, np.integer)) else tuple(blocks)
         if not blocks:
@@ -141,7 +150,13 @@ def blocks_per_scale(blocks, image):
     return (validation.non_negative_int("blocks", int(blocks)),)
 
 
-def classifier_trunk(input_shape, stages, block, initial_squeeze=True, pad_to_channels=16):
+def classifier_trunk(
+    input_shape: Sequence[int],
+    stages: Sequence[int],
+    block: dict[str, Any],
+    initial_squeeze: bool = True,
+    pad_to_channels: int | None = 16,
+) -> InvertibleSequential:
     """[Squeeze] -> [InjectivePad to ``pad_to_channels``] -> stacks, ``Squeeze`` between stages.
 
     ``initial_squeeze`` is the official code's ``init_ds 2``: a space-to-depth
@@ -167,16 +182,16 @@ def classifier_trunk(input_shape, stages, block, initial_squeeze=True, pad_to_ch
 
 
 def flow_trunk(
-    input_shape,
-    blocks,
-    block,
-    logit=None,
-    initial_squeeze=False,
-    factor_out=False,
-    fc_blocks=0,
-    fc_block=None,
-    context_shape=None,
-):
+    input_shape: Sequence[int],
+    blocks: int | Sequence[int],
+    block: dict[str, Any],
+    logit: float | None = None,
+    initial_squeeze: bool = False,
+    factor_out: bool = False,
+    fc_blocks: int = 0,
+    fc_block: dict[str, Any] | InvertibleResidualStack | None = None,
+    context_shape: Sequence[int] | None = None,
+) -> InvertibleSequential:
     """The density trunk ``x -> z`` of :class:`IResNetFlow` (see its arguments).
 
     Images: [Logit] -> [Squeeze] -> scale 0 -> (Squeeze -> scale i)... with the
@@ -230,7 +245,7 @@ def flow_trunk(
     return InvertibleSequential(layers, name="trunk")
 
 
-def check_squeeze(initial_squeeze, shape, scales):
+def check_squeeze(initial_squeeze: bool, shape: Sequence[int], scales: int) -> None:
     """Images: H and W must be divisible by 2 per squeeze (``scales - 1`` plus the initial one)."""
     if len(shape) != 3:
         return
@@ -243,7 +258,9 @@ def check_squeeze(initial_squeeze, shape, scales):
         )
 
 
-def with_default_block(kwargs, default_block):
+def with_default_block(
+    kwargs: dict[str, Any], default_block: dict[str, Any] | InvertibleResidualStack | None
+) -> dict[str, Any]:
     """Builders' keyword arguments: block arguments given directly (``hidden=``, ``coeff=``)
     complete ``kwargs["block"]`` (default: ``default_block``) instead of replacing it."""
     direct = {k: kwargs.pop(k) for k in list(kwargs) if k in BLOCK_ARGUMENTS}

@@ -68,7 +68,7 @@ from keras_iresnet._tf import graph_function
 from keras_iresnet.layers.invertible import Stackable
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any, TypeAlias
 
     _InitializerLike: TypeAlias = str | dict[str, Any] | keras.initializers.Initializer
@@ -257,7 +257,9 @@ class SpectralLayerBase(Stackable, keras.layers.Layer):
         if key not in _POWER_ITERATION_FUNCTIONS:
             cls, spec, stack = key
 
-            def run(kernel, v, max_iterations, rtol):
+            def run(
+                kernel: tf.Tensor, v: tf.Tensor, max_iterations: tf.Tensor, rtol: tf.Tensor
+            ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
                 return _iterate(cls, spec, stack, kernel, v, max_iterations, rtol)
 
             _POWER_ITERATION_FUNCTIONS[key] = graph_function(run)
@@ -451,10 +453,12 @@ def _operator_pair(cls, spec, stack, kernel, input_shape=None):
             lambda t: cls.adjoint(spec, t, kernel, input_shape),
         )
 
-    def slice_by_slice(fn):
+    def slice_by_slice(
+        fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+    ) -> Callable[[tf.Tensor], tf.Tensor]:
         # A stack is small (blocks of one scale): one op per slice, unrolled, is cheaper
         # at run time than a tf.map_fn loop around every application.
-        def apply(t):
+        def apply(t: tf.Tensor) -> tf.Tensor:
             return tf.stack([fn(t[index], kernel[index]) for index in range(stack)])
 
         return apply
