@@ -37,7 +37,7 @@ from keras_iresnet.cli.common import (
     _strict,
 )
 from keras_iresnet.divergence import NonFiniteLossError
-from keras_iresnet.experiments import recipes, runs
+from keras_iresnet.experiments import recipes, reports, runs
 
 if TYPE_CHECKING:
     import argparse
@@ -202,7 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         worker is not None
     ):  # evaluate and draw outside the strategy (Keras' evaluate fails under it)
         model = keras.models.load_model(model_path)
-    metrics, figure, unconverged = runs.report_training(
+    metrics, figure, unconverged = reports.report_training(
         model, recipe, split, arguments["validation_data"], folder, arguments["epochs"]
     )
     if unconverged:

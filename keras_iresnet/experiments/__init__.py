@@ -3,7 +3,9 @@
 - :mod:`~keras_iresnet.experiments.recipes`: each recipe names a preset of
   :mod:`keras_iresnet.models.presets` and adds training settings;
 - :mod:`~keras_iresnet.experiments.runs`: a recipe's split, pipelines, model,
-  optimizer, callbacks, training, and the run folders of the command line;
+  optimizer, callbacks and training;
+- :mod:`~keras_iresnet.experiments.folders` and :mod:`~keras_iresnet.experiments.reports`:
+  the command line's run folders and what a run reports into them;
 - :mod:`~keras_iresnet.experiments.tuning`: keras-tuner search spaces around a recipe;
 - :mod:`~keras_iresnet.experiments.plots`: the command line's figures.
 

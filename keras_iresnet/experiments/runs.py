@@ -3,8 +3,8 @@
 The command line, the tuner, the notebooks, the benchmarks and the tests all go
 through these functions, so a recipe (:mod:`keras_iresnet.experiments.recipes`)
 means the same thing everywhere; what a run of the command line reports into its
-folder (:func:`report_training`) lives here too (the folders themselves:
-:mod:`keras_iresnet.experiments.folders`)::
+folder is :mod:`keras_iresnet.experiments.reports` (``runs.report_training`` still
+resolves), the folders themselves :mod:`keras_iresnet.experiments.folders`::
 
     from keras_iresnet import recipes, runs
     recipe = recipes.get("2d")
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from typing import TYPE_CHECKING
 
 import keras
@@ -26,9 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_iresnet import callbacks as callbacks_lib
-from keras_iresnet import certify, distributed, models, validation
 from keras_iresnet import data as data_lib
-from keras_iresnet.experiments import plots
+from keras_iresnet import distributed, models, validation
 from keras_iresnet.experiments.folders import (  # re-exported: runs.RunFolder etc. still work
     RunFolder,
     RunFolderError,
@@ -36,11 +34,10 @@ from keras_iresnet.experiments.folders import (  # re-exported: runs.RunFolder e
     strict_json,
     write_json,
 )
-from keras_iresnet.inverse import InverseConvergenceWarning
+from keras_iresnet.experiments.reports import report_training  # re-exported
 
 if TYPE_CHECKING:
     import os
-    import pathlib
     from collections.abc import Sequence
     from typing import Any
 
@@ -459,59 +456,3 @@ def fit_multiworker(
         verbose=verbose,
         validation_data=arguments["validation_data"].with_options(options),
     )
-
-
-def report_training(
-    model: IResNetModel,
-    recipe: Recipe,
-    split: Split,
-    test: tf.data.Dataset,
-    folder: RunFolder,
-    epochs: int,
-) -> tuple[dict[str, Any], pathlib.Path, bool]:
-    """After training: test metrics, certificate, reconstructions, figure, ``metrics.json``.
-
-    Args:
-      model: the trained model.
-      recipe, split: its recipe and data split.
-      test: the test pipeline.
-      folder: the :class:`RunFolder` (``metrics.json`` and ``figure.png`` are written there).
-      epochs: the epochs the run was asked for.
-
-    Returns:
-      ``(metrics, figure_path, unconverged)``: the metrics written, the figure's path,
-      and whether some inverse did not converge (expected for a vanilla network).
-    """
-    results = model.evaluate(test, verbose=0, return_dict=True)
-    report = certify.certify(model)
-    metrics = {
-        "recipe": recipe.name,
-        "task": recipe.task,
-        "data": split.data,
-        "epochs": epochs,
-        "test": {k: float(v) for k, v in results.items()},
-        "history": folder.history(),
-        "all_blocks_certified_contractions": report["all_contractions"],
-    }
-    figure = folder / "figure.png"
-    if "inverse_check" in report:
-        metrics["inverse_check_random_contexts"] = report["inverse_check"]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", InverseConvergenceWarning)
-        batch = next(iter(test))
-        x_test = batch[0] if isinstance(batch, tuple) else batch
-        context = {"context": batch[1][:16]} if recipe.context else {}
-        if not split.is_2d:
-            recon = certify.reconstruction_report(model.trunk, x_test[:16], **context)
-            metrics["reconstruction_error"] = {"mean": recon["mean"], "max": recon["max"]}
-        if split.is_2d:
-            plots.density_2d_figure(model, split.x_test, figure)
-        elif recipe.task == "classify":
-            plots.reconstruction_figure(model, x_test[:8], figure)
-        elif recipe.context == "label":
-            plots.class_samples_figure(model, figure)
-        else:
-            plots.image_samples_figure(model, figure, reconstruct=x_test[:8])
-    write_json(folder / "metrics.json", metrics)
-    unconverged = any(issubclass(w.category, InverseConvergenceWarning) for w in caught)
-    return metrics, figure, unconverged
