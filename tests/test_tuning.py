@@ -79,6 +79,33 @@ def test_the_untuned_recipe_is_a_point_of_the_search_space():
     )
 
 
+@pytest.mark.parametrize("space", ["recipe", "budget"])
+def test_recipe_first_random_search_measures_the_recipe_in_trial_zero(tmp_path, space):
+    """Trial 0 holds every hyperparameter at its default (the recipe's values), trial 1 a
+    random point; a budget trial stops on time."""
+    recipe = SMALL["density"]
+    split = runs.load_split(recipe, n_train=512, n_test=256)
+    train, valid = runs.datasets(recipe, split)
+    hypermodel = tuning.IResNetHyperModel(recipe, (2,), seconds=3.0, space=space)
+    tuner = tuning.RecipeFirstRandomSearch(
+        hypermodel,
+        objective=hypermodel.objective,
+        max_trials=2,
+        directory=str(tmp_path),
+        project_name=space,
+        seed=0,
+        overwrite=True,
+    )
+    tuner.search(train, validation_data=valid, epochs=50, verbose=0)
+    first, second = tuner.oracle.trials.values()
+    assert first.status == second.status == "COMPLETED"
+    defaults = {hp.name: hp.default for hp in tuner.oracle.get_space().space}
+    assert first.hyperparameters.values == defaults
+    assert first.hyperparameters.values["learning_rate"] == recipe.optimizer["learning_rate"]
+    assert second.hyperparameters.values != defaults
+    assert np.isfinite(first.score) and np.isfinite(second.score)
+
+
 def test_objective_names_and_bad_arguments():
     assert tuning.IResNetHyperModel("classify", (8, 8, 1), 10).objective.name == "val_accuracy"
     assert tuning.IResNetHyperModel("hybrid", (8, 8, 1), 10).objective.name == "val_accuracy"

@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tuner",
         choices=("random", "bayesian", "hyperband"),
         default="random",
-        help="keras-tuner search algorithm",
+        help="keras-tuner search algorithm (random: the recipe itself first, then random points)",
     )
     tune.add_argument(
         "--trials", type=positive_int, default=5, help="models to try (random, bayesian)"

@@ -83,7 +83,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         tuner = keras_tuner.Hyperband(hypermodel, max_epochs=epochs, **common)
     else:
         tuner_cls = {
-            "random": keras_tuner.RandomSearch,
+            "random": tuning.RecipeFirstRandomSearch,  # trial 0 is the recipe
             "bayesian": keras_tuner.BayesianOptimization,
         }[args.tuner]
         tuner = tuner_cls(hypermodel, max_trials=args.trials, **common)
@@ -113,15 +113,31 @@ def cmd_tune(args: argparse.Namespace) -> int:
     best.save(folder / "best.keras")
     _, test = runs.datasets(recipe, split, args.batch_size)
     tested = best.evaluate(test, verbose=0, return_dict=True)  # the one use of the test split
+    trials = [
+        {
+            "trial": t.trial_id,
+            "status": t.status,
+            "score": t.score,
+            "values": t.hyperparameters.values,
+        }
+        for t in tuner.oracle.trials.values()
+    ]
+    best_score = tuner.oracle.get_best_trials(1)[0].score
     summary = {
         "objective": hypermodel.objective.name,
         "best_hyperparameters": best_hp,
-        "best_validation": tuner.oracle.get_best_trials(1)[0].score,
+        "best_validation": best_score,
         "test": tested,
         "statuses": statuses,
         "recipe": recipe.name,
+        "trials": trials,  # in order; with --tuner random the first is the recipe itself
     }
     runs.write_json(folder / "tuning.json", summary)
+    if args.tuner == "random" and trials[0]["score"] is not None:
+        print(
+            f"{hypermodel.objective.name}: the recipe (trial 0) {trials[0]['score']:.4f}, "
+            f"the best trial {best_score:.4f}"
+        )
     print(f"best hyperparameters: {json.dumps(_strict(best_hp))}")
     print(f"test of the best model: {json.dumps(_strict(tested))}")
     print(f"saved best model to {folder / 'best.keras'} and summary to {folder / 'tuning.json'}")

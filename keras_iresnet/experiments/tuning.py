@@ -55,7 +55,13 @@ if TYPE_CHECKING:
 
     import keras
 
-__all__ = ["IResNetHyperModel", "TASKS", "SPACES", "accurate_eval_logdet"]
+__all__ = [
+    "IResNetHyperModel",
+    "RecipeFirstRandomSearch",
+    "TASKS",
+    "SPACES",
+    "accurate_eval_logdet",
+]
 
 TASKS = ("classify", "density", "hybrid")
 SPACES = ("recipe", "budget")
@@ -332,3 +338,41 @@ class IResNetHyperModel(keras_tuner.HyperModel):
         return data.rebatch(size, drop_remainder=drop).apply(
             tf.data.experimental.assert_cardinality(batches)
         )
+
+
+class _RecipeFirstOracle(keras_tuner.oracles.RandomSearchOracle):
+    """Random search whose first trial leaves every hyperparameter at its default."""
+
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        if not self.trials:  # no trial yet: the defaults, which the search spaces set to the recipe
+            return {"status": "RUNNING", "values": {}}
+        return super().populate_space(trial_id)
+
+
+class RecipeFirstRandomSearch(keras_tuner.Tuner):
+    """``keras_tuner.RandomSearch`` whose first trial is the recipe itself.
+
+    Every hyperparameter of :class:`IResNetHyperModel` defaults to the recipe's value, so
+    trial 0 measures the recipe under the search's own rules (budget, validation split,
+    estimator) and the best trial is never worse than the recipe on the objective; the
+    other trials are random points, as in ``RandomSearch``.
+
+    Args:
+      hypermodel: the :class:`IResNetHyperModel` (or any ``keras_tuner.HyperModel``).
+      objective: the tuner objective (``hypermodel.objective``).
+      max_trials: trials in all, the recipe's included.
+      seed: the random seed of the points after the first.
+      **kwargs: ``keras_tuner.Tuner`` arguments (``directory``, ``project_name``,
+        ``overwrite``, ...).
+    """
+
+    def __init__(
+        self,
+        hypermodel: keras_tuner.HyperModel,
+        objective: keras_tuner.Objective | str | None = None,
+        max_trials: int = 10,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        oracle = _RecipeFirstOracle(objective=objective, max_trials=max_trials, seed=seed)
+        super().__init__(oracle, hypermodel, **kwargs)
