@@ -344,9 +344,16 @@ class _RecipeFirstOracle(keras_tuner.oracles.RandomSearchOracle):
     """Random search whose first trial leaves every hyperparameter at its default."""
 
     def populate_space(self, trial_id: str) -> dict[str, Any]:
-        if not self.trials:  # no trial yet: the defaults, which the search spaces set to the recipe
-            return {"status": "RUNNING", "values": {}}
-        return super().populate_space(trial_id)
+        if self.trials:
+            return super().populate_space(trial_id)
+        # No trial yet: every active hyperparameter at its default, which the search spaces set
+        # to the recipe's value (keras-tuner would fill a missing value with a random one).
+        hps = keras_tuner.HyperParameters()
+        for hp in self.hyperparameters.space:
+            hps.merge([hp])
+            if hps.is_active(hp):
+                hps.values[hp.name] = hp.default
+        return {"status": "RUNNING", "values": hps.values}
 
 
 class RecipeFirstRandomSearch(keras_tuner.Tuner):
