@@ -22,7 +22,8 @@ failure (the optimizer's own state, e.g. Adam's moments, is not restored). The
 copy costs one assignment per weight and step (the weights, not the
 activations: small next to a step).
 
-Under ``jit_compile=True`` XLA has no assertion op: the step applies its update,
+Under XLA (``jit_compile=True``, and ``"auto"`` for models without convolutions on a
+CPU) there is no assertion op: the step applies its update,
 :class:`keras_iresnet.callbacks.StopOnNonFiniteLoss` stops ``fit`` right after a
 non-finite loss, and the same restore follows (check 2 does not run under XLA).
 """

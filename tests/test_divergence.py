@@ -60,6 +60,8 @@ def test_an_exploding_update_fails_check_two():
 
 
 # -- through fit ----------------------------------------------------------------------------------
+# These fits compile without XLA (jit_compile="auto" would pick XLA for these dense flows on a
+# CPU): they test the in-graph checks; the XLA form of the guard is tested at the end.
 
 
 def _weights(model):
@@ -75,7 +77,7 @@ def _flow_without_data_init():
 )
 def test_a_diverging_fit_stops_before_the_bad_update_with_one_sentence(optimizer):
     model = _flow_without_data_init()
-    model.compile(optimizer())
+    model.compile(optimizer(), jit_compile=False)  # the graph-mode guard (XLA: below)
     before = _weights(model)
     with pytest.raises(NonFiniteLossError) as error:
         model.fit(data.sample_2d("moons", 512), epochs=2, batch_size=128, verbose=0)
@@ -90,7 +92,7 @@ def test_a_non_finite_loss_restores_the_weights_before_the_update_that_caused_it
     """An update that keeps the weights finite and small but makes the next loss infinite is
     undone."""
     model = _flow_without_data_init()
-    model.compile(keras.optimizers.SGD(1e-3))
+    model.compile(keras.optimizers.SGD(1e-3), jit_compile=False)
     snapshots = []
 
     class Poison(keras.callbacks.Callback):
@@ -118,7 +120,7 @@ def test_a_non_finite_loss_restores_the_weights_before_the_update_that_caused_it
 
 def test_nan_data_give_one_sentence_before_any_update():
     model = _flow_without_data_init()
-    model.compile(keras.optimizers.Adam(1e-3))
+    model.compile(keras.optimizers.Adam(1e-3), jit_compile=False)
     x = data.sample_2d("moons", 256)
     x[130, 0] = np.nan
     before = _weights(model)
@@ -140,7 +142,31 @@ def test_non_finite_data_stops_fit_with_a_clear_error(kind):
         model = models.iresnet_flow((8, 8, 1), blocks=(1,), hidden=4, logit=None)
         x = np.random.default_rng(0).uniform(size=(128, 8, 8, 1)).astype("float32")
         x[5, 2, 2, 0] = np.inf
-    model.compile(keras.optimizers.Adam(1e-3))
+    model.compile(keras.optimizers.Adam(1e-3), jit_compile=False)
     with pytest.raises(ValueError, match="NaN or Inf"):
         model.fit(x, epochs=1, batch_size=64, verbose=0, shuffle=False)
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())  # stopped before the bad update
+
+
+def test_under_xla_a_non_finite_loss_stops_fit_and_restores_finite_weights():
+    """XLA has no assertion op: the data check and check 1 do not run in the step; the loss
+    of the step that saw the NaN is NaN, StopOnNonFiniteLoss stops fit right after it with
+    one sentence naming both causes, and the weights are put back to the guard's copy from
+    before that update (finite, and those after the batches before it)."""
+    model = _flow_without_data_init()
+    model.compile(keras.optimizers.Adam(1e-3), jit_compile=True)
+    x = data.sample_2d("moons", 512)
+    x[300, 0] = np.nan  # in the third batch of 128
+    snapshots = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            snapshots.append(_weights(self.model))
+
+    with pytest.raises(NonFiniteLossError) as error:
+        model.fit(x, epochs=1, batch_size=128, verbose=0, shuffle=False, callbacks=[Record()])
+    message = str(error.value)
+    assert "\n" not in message and "NaN/Inf" in message and "batch 2" in message
+    assert all(np.all(np.isfinite(w)) for w in _weights(model))
+    for a, b in zip(snapshots[1], _weights(model)):  # after batch 1, before batch 2's update
+        np.testing.assert_array_equal(a, b)
