@@ -27,6 +27,7 @@ from keras_iresnet.divergence import NonFiniteLossError
 from keras_iresnet.layers.walk import normalized_layers
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     import tensorflow as tf
@@ -196,15 +197,25 @@ class TimeBudget(keras.callbacks.Callback):
 
     Args:
       seconds: the budget (> 0).
-      start: optional ``time.perf_counter()`` value where the budget began.
+      start: optional ``clock()`` value where the budget began.
+      clock: the clock, a function returning seconds (default ``time.perf_counter``;
+        tests pass a fake one).
     """
 
-    def __init__(self, seconds: float, start: float | None = None) -> None:
+    def __init__(
+        self,
+        seconds: float,
+        start: float | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         super().__init__()
         if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
             raise ValueError(f"seconds must be a finite number > 0; got seconds={seconds!r}.")
+        if not callable(clock):
+            raise ValueError(f"clock must be a function returning seconds; got clock={clock!r}.")
         self.seconds = float(seconds)
         self.start = start
+        self.clock = clock
         self.elapsed = 0.0
         self.steps = 0
         self.stopped = False
@@ -213,18 +224,18 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self.start is None:
-            self.start = time.perf_counter()
+            self.start = self.clock()
         self._excluded, self.steps, self.stopped = 0.0, 0, False
 
     def _spent(self):
-        return time.perf_counter() - self.start - self._excluded
+        return self.clock() - self.start - self._excluded
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._test_began = time.perf_counter()
+        self._test_began = self.clock()
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._test_began is not None:
-            self._excluded += time.perf_counter() - self._test_began
+            self._excluded += self.clock() - self._test_began
             self._test_began = None
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:

@@ -69,8 +69,9 @@ def test_final_check_warns_and_refines_when_an_estimate_was_stale():
 
 
 class _FakeClock:
-    """``time.perf_counter`` stand-in: each training step advances it by ``step`` seconds and
-    each validation by ``validation`` seconds (so the tests do not depend on this machine)."""
+    """A clock for ``TimeBudget(clock=...)``: each training step advances it by ``step``
+    seconds and each validation by ``validation`` seconds (so the tests do not depend on this
+    machine)."""
 
     def __init__(self, step, validation):
         self.now, self.step, self.validation = 1000.0, step, validation
@@ -91,13 +92,12 @@ class _AdvanceClock(keras.callbacks.Callback):
         self.clock.now += self.clock.validation
 
 
-def test_time_budget_stops_within_one_step_and_does_not_count_validation(monkeypatch):
+def test_time_budget_stops_within_one_step_and_does_not_count_validation():
     clock = _FakeClock(step=0.3, validation=50.0)
-    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     x, y = np.zeros((64, 2), "float32"), np.zeros((64, 1), "float32")
-    budget = callbacks.TimeBudget(2.0)
+    budget = callbacks.TimeBudget(2.0, clock=clock)
     # The budget callback runs after the clock moved for the step: 0.3 s per step, 8 steps
     # per epoch, 50 s of validation after every epoch (not counted).
     model.fit(
@@ -115,13 +115,12 @@ def test_time_budget_stops_within_one_step_and_does_not_count_validation(monkeyp
     assert budget.elapsed == pytest.approx(2.1)  # the validation's 50 s are not counted
 
 
-def test_time_budget_counts_from_a_given_start_and_refuses_bad_budgets(monkeypatch):
+def test_time_budget_counts_from_a_given_start_and_refuses_bad_budgets():
     clock = _FakeClock(step=0.5, validation=0.0)
-    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     x = np.zeros((16, 2), "float32")
-    budget = callbacks.TimeBudget(1.0, start=clock.now - 0.9)  # 0.9 s of building already spent
+    budget = callbacks.TimeBudget(1.0, start=clock.now - 0.9, clock=clock)  # 0.9 s spent building
     model.fit(
         x, x[:, :1], batch_size=4, epochs=10, verbose=0, callbacks=[_AdvanceClock(clock), budget]
     )
@@ -129,3 +128,5 @@ def test_time_budget_counts_from_a_given_start_and_refuses_bad_budgets(monkeypat
     for bad in (0, -1.0, float("nan"), float("inf"), "10"):
         with pytest.raises(ValueError, match="seconds must be a finite number > 0"):
             callbacks.TimeBudget(bad)
+    with pytest.raises(ValueError, match="clock must be a function"):
+        callbacks.TimeBudget(1.0, clock=12.0)
