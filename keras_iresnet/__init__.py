@@ -161,6 +161,8 @@ def _register_when_quiet(finished=None):
     if any(name != finished for name in busy):
         return
     _registered = True
+    # The finder's work is done: take it off the import path before registering.
+    _sys.meta_path[:] = [f for f in _sys.meta_path if not isinstance(f, _RegisterAfterImports)]
     _register_with_keras()
 
 

@@ -62,6 +62,15 @@ def test_load_model_finds_the_classes_after_importing_keras(saved_flow, imports)
     assert [float(v) for v in out[1:]] == pytest.approx(expected.tolist(), rel=1e-5)
 
 
+def test_the_import_hook_leaves_the_import_path_once_the_classes_are_registered():
+    out = _run(
+        "import sys, keras_iresnet; "
+        "hooked = lambda: any(type(f).__name__ == '_RegisterAfterImports' for f in sys.meta_path); "
+        "before = hooked(); import keras; print(before, hooked())"
+    )
+    assert out == ["True", "False"]
+
+
 def test_every_public_name_resolves():
     """Every name of __all__ (and every lazy name dir() lists) loads what its table says."""
     assert set(kir.__all__) <= set(dir(kir))
