@@ -131,7 +131,13 @@ def _register_with_keras():
 
     if keras.backend.backend() != "tensorflow":  # checked again when a name is used
         return
-    for module in ("keras_iresnet.layers", "keras_iresnet.models", "keras_iresnet.metrics"):
+    for module in (
+        "keras_iresnet.layers",
+        "keras_iresnet.models.classifier",
+        "keras_iresnet.models.flow",
+        "keras_iresnet.models.hybrid",
+        "keras_iresnet.metrics",
+    ):
         importlib.import_module(module)
 
 

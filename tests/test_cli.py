@@ -69,8 +69,9 @@ def test_bad_inputs_give_one_line_and_exit_code_2(workdir, capsys):
     )  # the names valid for the task
     assert cli.main(["train", "--task", "classify", "--data", "moons"]) == 2
     assert "--task classify" in _error_line(capsys)
-    assert cli.main(["train", "--recipe", "nope"]) == 2
-    assert "the recipes are" in _error_line(capsys)
+    with pytest.raises(SystemExit) as exit_info:  # refused by the parser, before TensorFlow
+        cli.main(["train", "--recipe", "nope"])
+    assert exit_info.value.code == 2 and "the recipes are" in _error_line(capsys)
     truncated = workdir / "broken.keras"
     truncated.write_bytes(b"PK\x03\x04 truncated")
     assert cli.main(["certify", "--model", str(truncated)]) == 2
@@ -278,6 +279,21 @@ def test_help_does_not_import_tensorflow():
         cwd=ROOT,
     )
     assert result.returncode == 0 and "train" in result.stdout
+
+
+def test_an_unknown_recipe_is_refused_before_tensorflow_loads():
+    code = (
+        "import sys\n"
+        "from keras_iresnet.cli import main\n"
+        "try:\n"
+        "    main(['train', '--recipe', 'nope'])\n"
+        "except SystemExit as exit_info:\n"
+        "    print(exit_info.code, 'tensorflow' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.stdout.split() == ["2", "False"], result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert "'nope' is not a recipe" in line and "digits-density" in line
 
 
 def test_start_up_prints_nothing_on_stderr():

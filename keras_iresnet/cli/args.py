@@ -67,6 +67,17 @@ def _blocks(text):
     return values[0] if len(values) == 1 else values
 
 
+def _recipe_name(text):
+    """A recipe's name (the catalogue is plain Python: checking it loads no TensorFlow)."""
+    from keras_iresnet.experiments import recipes
+
+    if text not in recipes.names():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a recipe; the recipes are {', '.join(recipes.names())}"
+        )
+    return text
+
+
 def _data_options(parser):
     parser.add_argument(
         "--data-path",
@@ -133,7 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a recipe's model; write model, metrics, figure and run record"
     )
     train.add_argument(
-        "--recipe", default=None, help="a named recipe ('iresnet recipes' lists them)"
+        "--recipe",
+        type=_recipe_name,
+        default=None,
+        help="a named recipe ('iresnet recipes' lists them)",
     )
     train.add_argument(
         "--task",

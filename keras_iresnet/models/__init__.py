@@ -15,12 +15,29 @@ divergence checks, spectral tracking after every update) is in
   :mod:`~keras_iresnet.models.hybrid`: the models and their builders.
 """
 
-from keras_iresnet.models import presets
-from keras_iresnet.models.base import IResNetModel
-from keras_iresnet.models.classifier import IResNetClassifier, iresnet_classifier
-from keras_iresnet.models.flow import IResNetFlow, iresnet_flow
-from keras_iresnet.models.hybrid import IResNetHybrid, iresnet_hybrid
-from keras_iresnet.models.trunks import LN2, block_config, classifier_trunk, flow_trunk
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
+
+#: Public name -> the submodule defining it. Loaded on first use (PEP 562), so the presets
+#: (and the recipe catalogue built on them) load without TensorFlow.
+_NAMES = {
+    "IResNetClassifier": "classifier",
+    "iresnet_classifier": "classifier",
+    "IResNetFlow": "flow",
+    "iresnet_flow": "flow",
+    "IResNetHybrid": "hybrid",
+    "iresnet_hybrid": "hybrid",
+    "IResNetModel": "base",
+    "LN2": "trunks",
+    "block_config": "trunks",
+    "classifier_trunk": "trunks",
+    "flow_trunk": "trunks",
+}
 
 __all__ = [
     "IResNetClassifier",
@@ -36,3 +53,18 @@ __all__ = [
     "iresnet_hybrid",
     "presets",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "presets":
+        value = importlib.import_module("keras_iresnet.models.presets")
+    elif name in _NAMES:
+        value = getattr(importlib.import_module(f"keras_iresnet.models.{_NAMES[name]}"), name)
+    else:
+        raise AttributeError(f"module 'keras_iresnet.models' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
