@@ -32,22 +32,28 @@ def small_recipes(monkeypatch):
     return small
 
 
+def _two_trials(tuner_class, hypermodel, split, folder, epochs):
+    """A search of two trials of ``hypermodel`` on ``split``: ``(tuner, validation pipeline)``."""
+    train, valid = runs.datasets(hypermodel.recipe, split)
+    tuner = tuner_class(
+        hypermodel,
+        objective=hypermodel.objective,
+        max_trials=2,
+        directory=str(folder),
+        project_name="search",
+        seed=0,
+        overwrite=True,
+    )
+    tuner.search(train, validation_data=valid, epochs=epochs, verbose=0)
+    return tuner, valid
+
+
 @pytest.mark.parametrize("task", ["classify", "density"])
 def test_random_search_completes_trials_and_best_model_reloads(tmp_path, task):
     recipe = SMALL[task]
     split = runs.load_split(recipe, n_train=512, n_test=256)
-    train, valid = runs.datasets(recipe, split)
     hypermodel = tuning.IResNetHyperModel(recipe, split.input_shape, split.num_classes)
-    tuner = keras_tuner.RandomSearch(
-        hypermodel,
-        objective=hypermodel.objective,
-        max_trials=2,
-        directory=str(tmp_path),
-        project_name=task,
-        seed=0,
-        overwrite=True,
-    )
-    tuner.search(train, validation_data=valid, epochs=1, verbose=0)
+    tuner, valid = _two_trials(keras_tuner.RandomSearch, hypermodel, split, tmp_path, epochs=1)
     trials = tuner.oracle.trials.values()
     assert len(trials) == 2
     assert all(trial.status == "COMPLETED" for trial in trials), [t.status for t in trials]
@@ -85,18 +91,8 @@ def test_recipe_first_random_search_measures_the_recipe_in_trial_zero(tmp_path, 
     random point; a budget trial stops on time."""
     recipe = SMALL["density"]
     split = runs.load_split(recipe, n_train=512, n_test=256)
-    train, valid = runs.datasets(recipe, split)
     hypermodel = tuning.IResNetHyperModel(recipe, (2,), seconds=3.0, space=space)
-    tuner = tuning.RecipeFirstRandomSearch(
-        hypermodel,
-        objective=hypermodel.objective,
-        max_trials=2,
-        directory=str(tmp_path),
-        project_name=space,
-        seed=0,
-        overwrite=True,
-    )
-    tuner.search(train, validation_data=valid, epochs=50, verbose=0)
+    tuner, _ = _two_trials(tuning.RecipeFirstRandomSearch, hypermodel, split, tmp_path, epochs=50)
     first, second = tuner.oracle.trials.values()
     assert first.status == second.status == "COMPLETED"
     defaults = {hp.name: hp.default for hp in tuner.oracle.get_space().space}
