@@ -23,7 +23,12 @@ import keras
 import numpy as np
 
 from keras_iresnet.certify import refine
-from keras_iresnet.divergence import NonFiniteLossError
+from keras_iresnet.divergence import (
+    FAILED_DATA,
+    FAILED_EXPLODED,
+    NO_FAILURE,
+    NonFiniteLossError,
+)
 from keras_iresnet.layers.walk import normalized_layers
 
 if TYPE_CHECKING:
@@ -97,14 +102,23 @@ class RefineSpectralNorm(keras.callbacks.Callback):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Raise :class:`NonFiniteLossError` at the first batch whose loss is NaN or Inf.
+    """Raise :class:`NonFiniteLossError` at the first batch whose loss is NaN or Inf, or whose
+    step the models' divergence guard found failing.
 
     (Outside XLA the models' training step already fails at that batch with a
-    clear message; under ``jit_compile=True`` XLA drops that check, and this
-    callback reports it right after the step.)
+    clear message; under XLA, which has no assertion op, the step records what failed
+    -- non-finite data, loss or gradients, an exploding update -- and this callback
+    reports it right after the step, with its cause, so ``fit`` restores the weights and
+    says the same sentence.)
     """
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        guard = getattr(self.model, "_divergence_guard", None)
+        failure = NO_FAILURE if guard is None else int(guard.failure.numpy())
+        if failure != NO_FAILURE:
+            self.model.stop_training = True
+            cause = {FAILED_DATA: "data", FAILED_EXPLODED: "exploded"}.get(failure, "diverged")
+            raise NonFiniteLossError(f"fit: training step {batch} failed ({cause}).", cause)
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.model.stop_training = True

@@ -23,9 +23,10 @@ copy costs one assignment per weight and step (the weights, not the
 activations: small next to a step).
 
 Under XLA (``jit_compile=True``, and ``"auto"`` for models without convolutions on a
-CPU) there is no assertion op: the step applies its update,
-:class:`keras_iresnet.callbacks.StopOnNonFiniteLoss` stops ``fit`` right after a
-non-finite loss, and the same restore follows (check 2 does not run under XLA).
+CPU) there is no assertion op: the step applies its update and records what failed in
+:attr:`DivergenceGuard.failure` (non-finite data, a non-finite loss or gradient, an
+exploding update); :class:`keras_iresnet.callbacks.StopOnNonFiniteLoss` reads it right
+after the step and stops ``fit``, and the same restore and the same sentence follow.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DivergenceGuard",
+    "NO_FAILURE",
+    "FAILED_DIVERGED",
+    "FAILED_EXPLODED",
+    "FAILED_DATA",
     "NonFiniteLossError",
     "DIVERGED",
     "EXPLODED",
@@ -67,10 +72,22 @@ NON_FINITE_DATA = (
 EXPLODING_UPDATE = 10.0
 
 
+#: Codes of :attr:`DivergenceGuard.failure` (what a step under XLA found).
+NO_FAILURE, FAILED_DIVERGED, FAILED_EXPLODED, FAILED_DATA = 0, 1, 2, 3
+
+
 class NonFiniteLossError(FloatingPointError):
     """``fit`` met a NaN or Inf loss or gradient, or an exploding update (the weights
     are restored).
+
+    Attributes:
+      cause: ``"diverged"`` (a NaN or Inf loss or gradient), ``"exploded"`` (an exploding
+        update) or ``"data"`` (NaN or Inf training data), where known.
     """
+
+    def __init__(self, message: str = "", cause: str = "diverged") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 def _global_norm(tensors):
@@ -105,6 +122,16 @@ class DivergenceGuard:
                 )
                 for v in self.variables
             ]
+            # What a step under XLA found (no assertion op there): a FAILED_* code, read by
+            # StopOnNonFiniteLoss after the step; 0 while every check passes.
+            self.failure = tf.Variable(
+                NO_FAILURE,
+                dtype=tf.int32,
+                trainable=False,
+                name="failure",
+                synchronization=tf.VariableSynchronization.ON_WRITE,
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
             # Steps whose loss and gradients were finite (the failing step is the next one).
             self.finite_steps = tf.Variable(
                 0,
@@ -140,35 +167,52 @@ class DivergenceGuard:
         return [tf.debugging.Assert(cls.all_finite(loss, gradients), [DIVERGED])]
 
     def before_update(
-        self, loss: tf.Tensor, gradients: Sequence[tf.Tensor | None]
+        self,
+        loss: tf.Tensor,
+        gradients: Sequence[tf.Tensor | None],
+        data_finite: tf.Tensor | None = None,
     ) -> list[tf.Operation | tf.Variable]:
         """Check 1 and the snapshot: ops that must run before the update.
 
         Keeps the weights as they are now (before this update) if the step is
         finite and leaves the snapshot as it was otherwise; outside XLA, fails
-        with :data:`DIVERGED` before anything is updated.
+        with :data:`DIVERGED` before anything is updated. Under XLA it records
+        :data:`FAILED_DATA` (``data_finite`` false) or :data:`FAILED_DIVERGED` in
+        :attr:`failure` instead.
         """
         finite = self.all_finite(loss, gradients)
+        xla = in_xla_context()
+        data_ok = tf.constant(True) if data_finite is None or not xla else data_finite
+        # Under XLA the update of a step with NaN data is applied too: keep the weights from
+        # before it (a non-finite loss on finite data is blamed on the previous update, whose
+        # weights the snapshot then still holds).
+        keep = tf.logical_or(finite, tf.logical_not(data_ok))
         updates = [
-            s.assign(tf.where(finite, tf.convert_to_tensor(v), tf.convert_to_tensor(s)))
+            s.assign(tf.where(keep, tf.convert_to_tensor(v), tf.convert_to_tensor(s)))
             for s, v in zip(self.snapshots, self.variables)
         ]
         updates.append(self.finite_steps.assign_add(tf.cast(finite, tf.int64)))
-        if in_xla_context():
+        if xla:
+            code = tf.where(finite, NO_FAILURE, tf.where(data_ok, FAILED_DIVERGED, FAILED_DATA))
+            updates.append(self.failure.assign(tf.maximum(self.failure, code)))
             return updates
         with tf.control_dependencies(updates):
             return [tf.debugging.Assert(finite, [DIVERGED])]
 
     def after_update(self) -> list[tf.Operation]:
-        """Check 2 (outside XLA): fails with :data:`EXPLODED` if the update was larger than
-        :data:`EXPLODING_UPDATE` times the weights before it."""
-        if in_xla_context():
-            return []
+        """Check 2: fails with :data:`EXPLODED` (under XLA: records :data:`FAILED_EXPLODED`)
+        if the update was larger than :data:`EXPLODING_UPDATE` times the weights before it."""
         before = [tf.convert_to_tensor(s) for s in self.snapshots]
         change = _global_norm([tf.convert_to_tensor(v) - b for v, b in zip(self.variables, before)])
         count = sum(int(b.shape.num_elements()) for b in before)
         size = tf.maximum(_global_norm(before), tf.sqrt(float(count)))
-        return [tf.debugging.Assert(change <= EXPLODING_UPDATE * size, [EXPLODED])]
+        sound = change <= EXPLODING_UPDATE * size
+        if in_xla_context():
+            code = tf.where(
+                tf.logical_or(sound, self.failure > NO_FAILURE), self.failure, FAILED_EXPLODED
+            )
+            return [self.failure.assign(code)]
+        return [tf.debugging.Assert(sound, [EXPLODED])]
 
     def restore(self) -> None:
         """Put the weights from before the last good update back (eager)."""

@@ -29,6 +29,7 @@ from keras_iresnet.divergence import (
     DIVERGED,
     EXPLODED,
     EXPLODING_UPDATE,
+    NO_FAILURE,
     NON_FINITE_DATA,
     DivergenceGuard,
     NonFiniteLossError,
@@ -96,7 +97,8 @@ class IResNetModel(keras.Model):
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, y = self._inputs_and_targets(x, y)
-        x = check(all_finite(*tf.nest.flatten(x)), NON_FINITE_DATA, x)
+        data_finite = all_finite(*tf.nest.flatten(x))
+        x = check(data_finite, NON_FINITE_DATA, x)
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(
@@ -110,7 +112,7 @@ class IResNetModel(keras.Model):
         if guard is not None and not guard.guards(variables):
             guard = None  # train_step outside fit, or other variables: check 1 without the snapshot
         checks = (
-            guard.before_update(loss, gradients)
+            guard.before_update(loss, gradients, data_finite)
             if guard
             else DivergenceGuard.check_finite(loss, gradients)
         )
@@ -246,7 +248,7 @@ class IResNetModel(keras.Model):
                 )
                 self.jit_compile = False
                 self.train_function = None
-        self._ensure_divergence_guard()
+        self._ensure_divergence_guard().failure.assign(NO_FAILURE)
         with self._clean_errors("fit"):
             return super().fit(
                 x,
@@ -283,8 +285,13 @@ class IResNetModel(keras.Model):
             if DIVERGED in text or EXPLODED in text:
                 raise self._diverged(exploded=EXPLODED in text) from None
             raise
-        except NonFiniteLossError:
-            raise self._diverged() from None
+        except NonFiniteLossError as error:  # found after a step under XLA
+            if error.cause == "data":  # the step's update is undone, its spectral vectors too
+                if self._divergence_guard is not None:
+                    self._divergence_guard.restore()
+                    refine(self)
+                raise ValueError(NON_FINITE_DATA) from None
+            raise self._diverged(exploded=error.cause == "exploded") from None
 
     def _diverged(self, exploded=False):
         guard = self._divergence_guard
