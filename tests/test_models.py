@@ -198,9 +198,12 @@ def test_jit_compile_refuses_batches_of_varying_size_with_one_sentence():
     # (test_jit_compile_gives_the_same_vectors_and_loss trains on drop_remainder batches.)
 
 
-def test_auto_jit_compile_picks_xla_for_dense_models_and_falls_back_for_varying_batches(caplog):
-    """On this CPU-only machine "auto" means XLA for a dense flow (measured 2.2x faster) and
-    no XLA for a convolutional one (XLA:CPU convolutions are slower); batches of varying size
+def test_auto_jit_compile_picks_xla_for_dense_models_and_falls_back_for_varying_batches(
+    caplog, mirrored_strategy
+):
+    """On this CPU-only machine "auto" means XLA for a dense flow (measured 2.2x faster) on one
+    replica and no XLA for a convolutional one (XLA:CPU convolutions are slower) or under a
+    multi-replica strategy; batches of varying size
     then train without XLA, with a log message, instead of the error of jit_compile=True."""
     assert not tf.config.list_physical_devices("GPU")
     dense = models.iresnet_flow((2,), blocks=2, hidden=8, actnorm=False)
@@ -209,6 +212,10 @@ def test_auto_jit_compile_picks_xla_for_dense_models_and_falls_back_for_varying_
     image = models.iresnet_flow((8, 8, 1), blocks=(1,), hidden=4)
     image.compile(keras.optimizers.Adam(1e-3), jit_compile="auto")
     assert image.jit_compile is False
+    with mirrored_strategy.scope():  # XLA cannot place mirrored variables on CPU replicas
+        mirrored = models.iresnet_flow((2,), blocks=2, hidden=8, actnorm=False)
+        mirrored.compile(keras.optimizers.Adam(1e-3), jit_compile="auto")
+    assert mirrored.jit_compile is False
     x = data.sample_2d("moons", 300)
     with caplog.at_level("INFO"):
         dense.fit(tf.data.Dataset.from_tensor_slices(x).batch(128), epochs=1, verbose=0)

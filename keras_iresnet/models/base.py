@@ -168,7 +168,8 @@ class IResNetModel(keras.Model):
         """``keras.Model.compile``; ``jit_compile="auto"`` picks XLA only where it measured faster.
 
         On a machine without a GPU, ``"auto"`` means XLA for models without
-        convolutions and no XLA for convolutional ones: XLA:CPU runs this package's
+        convolutions (on one replica: XLA cannot place the mirrored variables of a
+        multi-replica CPU strategy) and no XLA for convolutional ones: XLA:CPU runs this package's
         convolutional training step about 3.5x slower than TensorFlow's own kernels
         (its convolutions are slower than oneDNN's; ``benchmarks`` speed part d),
         while it fuses the many small matrix products of a dense flow (the ``2d``
@@ -184,8 +185,11 @@ class IResNetModel(keras.Model):
             if gpu:
                 jit_compile = "auto"
             else:  # Keras' "auto" never picks XLA on a CPU; ours does for dense models
-                jit_compile = not self._has_convolutions() and all(
-                    layer.supports_jit for layer in self._flatten_layers()
+                jit_compile = (
+                    not self._has_convolutions()
+                    # XLA cannot place the mirrored variables of several CPU replicas
+                    and self.distribute_strategy.num_replicas_in_sync == 1
+                    and all(layer.supports_jit for layer in self._flatten_layers())
                 )
             if not jit_compile:
                 _LOG.info(
