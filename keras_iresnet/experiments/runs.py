@@ -3,8 +3,8 @@
 The command line, the tuner, the notebooks, the benchmarks and the tests all go
 through these functions, so a recipe (:mod:`keras_iresnet.experiments.recipes`)
 means the same thing everywhere; what a run of the command line reports into its
-folder is :mod:`keras_iresnet.experiments.reports` (``runs.report_training`` still
-resolves), the folders themselves :mod:`keras_iresnet.experiments.folders`::
+folder is :mod:`keras_iresnet.experiments.reports`, the folders themselves
+:mod:`keras_iresnet.experiments.folders`::
 
     from keras_iresnet import recipes, runs
     recipe = recipes.get("2d")
@@ -34,7 +34,6 @@ from keras_iresnet.experiments.folders import (  # re-exported: runs.RunFolder e
     strict_json,
     write_json,
 )
-from keras_iresnet.experiments.reports import report_training  # re-exported
 
 if TYPE_CHECKING:
     import os
@@ -61,7 +60,6 @@ __all__ = [
     "RunFolderError",
     "folder_callbacks",
     "fit_multiworker",
-    "report_training",
     "write_json",
     "strict_json",
 ]
