@@ -114,7 +114,9 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         guard = getattr(self.model, "_divergence_guard", None)
-        failure = NO_FAILURE if guard is None else int(guard.failure.numpy())
+        # Only an XLA step records failures (a graph step raises): no read per batch otherwise.
+        xla = bool(getattr(self.model, "jit_compile", False))
+        failure = NO_FAILURE if guard is None or not xla else int(guard.failure.numpy())
         if failure != NO_FAILURE:
             self.model.stop_training = True
             cause = {FAILED_DATA: "data", FAILED_EXPLODED: "exploded"}.get(failure, "diverged")
