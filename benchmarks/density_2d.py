@@ -145,7 +145,11 @@ def density_rows(recipe, densities, seeds, n_train, epochs, baseline, seconds):
                     spent[label] += clock.elapsed()
                     scores[label].append(-float(tf.reduce_mean(dist.log_prob(test))))
                     params[label] = count_parameters(variables)
-            best = min(scores, key=lambda k: np.mean(scores[k]))
+            # A baseline can diverge on a seed (NaN NLL): it then has no mean and cannot win.
+            best = min(
+                scores,
+                key=lambda k: np.mean(scores[k]) if np.all(np.isfinite(scores[k])) else np.inf,
+            )
             print(
                 f"2d ({budget}): {name}: "
                 + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in scores.items()),
@@ -159,6 +163,8 @@ def density_rows(recipe, densities, seeds, n_train, epochs, baseline, seconds):
                         "parameters": params[label],
                         "test_nll_mean": float(np.mean(values)),
                         "test_nll_std": float(np.std(values)),
+                        "test_nll_per_seed": [float(v) for v in values],
+                        "diverged_seeds": int(np.sum(~np.isfinite(values))),
                         "train_seconds_per_seed": spent[label] / seeds,
                         "steps_per_seed": steps[label] / seeds,
                         "best": label == best,
