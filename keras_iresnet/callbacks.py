@@ -74,22 +74,24 @@ class RefineSpectralNorm(keras.callbacks.Callback):
         layers = normalized_layers(self.model)
         before = [np.atleast_1d(layer.sigma_estimate().numpy()) for layer in layers]
         refine(self.model)
-        changes = [
-            float(
-                np.max(
-                    np.abs(np.atleast_1d(layer.sigma_estimate().numpy()) - old)
-                    / np.maximum(old, 1e-12)
-                )
-            )
-            for layer, old in zip(layers, before)
-        ]
-        self.largest_change = max(changes, default=0.0)
+        signed = []  # per layer: the relative change of largest size, with its sign
+        for layer, old in zip(layers, before):
+            change = (np.atleast_1d(layer.sigma_estimate().numpy()) - old) / np.maximum(old, 1e-12)
+            signed.append(float(change[np.argmax(np.abs(change))]))
+        self.largest_change = max((abs(c) for c in signed), default=0.0)
         if self.largest_change > self.warn_above:
+            largest = max(signed, key=abs)
+            effect = (
+                "the layers ran up to that much above coeff"
+                if largest > 0
+                else "the layers were normalized more than needed"
+            )
             warnings.warn(
-                f"RefineSpectralNorm: a spectral estimate moved by {self.largest_change:.2e} "
-                "(relative) when refined at the end of fit, so the model changed; the per-step "
-                "power iteration lagged behind the updates (set power_tol, or raise "
-                "power_iterations).",
+                f"RefineSpectralNorm: a spectral estimate {'rose' if largest > 0 else 'fell'} "
+                f"by {abs(largest):.2e} (relative) when refined at the end of fit, so "
+                f"{effect} before it and the model changed now: the per-step iteration lagged "
+                "behind the updates (raise power_iterations or lower the learning rate; "
+                "`keras_iresnet.certify.certify` or `iresnet certify` gives the exact bounds).",
                 stacklevel=2,
             )
 
