@@ -33,7 +33,7 @@ setup(
         "numpy>=1.23",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6"],
+        "test": ["pytest>=7", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6"],
         "notebooks": ["jupyter", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6"],
         # The external reference of benchmarks.speed_normflows: PyTorch residual flows (CPU build).
         "bench": ["torch", "normflows"],

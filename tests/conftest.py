@@ -22,34 +22,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 MNIST_FILE = ROOT.parent / "shared" / "data" / "mnist_test_images.npz"
 
 
-#: Fixtures that train or save once for several tests, and the pytest-xdist group of the tests
-#: that use them: under ``-n 2 --dist loadgroup`` (the README's test command) each group runs
-#: on one worker, so every shared training still happens once.
-SHARED_FIXTURE_GROUPS = {
-    "digits_classifiers": "digits",
-    "digits_density_run": "digits",
-    "trained_2d_flow": "trained_2d_flow",
-    "posterior_flows": "posterior_flows",
-    "multiworker_reports": "multiworker_reports",
-    "saved_flows": "saved_flows",
-    "saved_flow": "saved_flow",
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    """Put every test that uses a shared training into that training's xdist group."""
-    for item in items:
-        groups = {
-            SHARED_FIXTURE_GROUPS[f]
-            for f in getattr(item, "fixturenames", ())
-            if f in SHARED_FIXTURE_GROUPS
-        }
-        if len(groups) > 1:
-            raise pytest.UsageError(f"{item.nodeid} uses fixtures of two groups: {sorted(groups)}")
-        if groups:
-            item.add_marker(pytest.mark.xdist_group(groups.pop()))
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     tf.random.set_seed(1234)

@@ -32,7 +32,7 @@ MNIST_DOWNLOAD = (
 NOT_RUN = {
     ("pip", "install", "."): "set-up command 1's install: the tests run in an installation",
     ("pip", "install", ".[test]"): "set-up command 2's install: the tests run in an installation",
-    ("python", "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup"): (
+    ("python", "-m", "pytest", "-q"): (
         "set-up command 2 runs this suite (test_ci_runs_the_readme_test_command_verbatim: CI "
         "runs it)"
     ),
@@ -206,37 +206,6 @@ def test_the_readme_commands_parse():
     assert len(commands) >= 12
     for argv in commands:
         build_parser().parse_args(argv)
-
-
-def test_tests_of_one_shared_training_share_an_xdist_group():
-    """Under ``-n 2 --dist loadgroup`` the tests of one shared training run on one worker (so it
-    trains once): conftest puts each in its fixture's group, and refuses a test of two groups."""
-    from tests import conftest
-
-    class Item:
-        nodeid = "t"
-
-        def __init__(self, *fixturenames):
-            self.fixturenames, self.marks = fixturenames, []
-
-        def add_marker(self, mark):
-            self.marks.append(mark)
-
-    digits, posterior, plain = (
-        Item("tmp_path", "digits_density_run"),
-        Item("posterior_flows"),
-        Item("tmp_path", "mirrored_strategy"),
-    )
-    conftest.pytest_collection_modifyitems(None, [digits, posterior, plain])
-    groups = [
-        [m.args[0] for m in item.marks if m.name == "xdist_group"]
-        for item in (digits, posterior, plain)
-    ]
-    assert groups == [["digits"], ["posterior_flows"], []]
-    with pytest.raises(pytest.UsageError, match="two groups"):
-        conftest.pytest_collection_modifyitems(
-            None, [Item("digits_runs", "posterior_flows", "digits_classifiers")]
-        )
 
 
 def test_ci_runs_the_readme_test_command_verbatim():
