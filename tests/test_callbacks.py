@@ -61,12 +61,30 @@ def test_final_check_warns_and_refines_when_an_estimate_was_stale():
         layer.power_v.assign(tf.random.normal(layer.power_v.shape, seed=4))
     callback = callbacks.RefineSpectralNorm()
     callback.set_model(model)
-    # Random vectors under-estimate the norm (a Rayleigh quotient is a lower bound): it rose.
-    with pytest.warns(UserWarning, match="RefineSpectralNorm: a spectral estimate rose by"):
+    with pytest.warns(UserWarning, match="RefineSpectralNorm: a spectral estimate (rose|fell) by"):
         callback.on_train_end()
     assert callback.largest_change > 1e-3
     for layer in layers:  # every effective norm is back at coeff (the exact norm, not the estimate)
         assert np.max(layer.operator_norm()) <= 0.9 * (1 + 1e-3)
+
+
+@pytest.mark.parametrize("scale, direction", [(0.5, "rose"), (2.0, "fell")])
+def test_final_check_says_which_way_the_estimate_moved(scale, direction):
+    """Converged vectors scaled by 0.5 make sigma~ = ||W v_1|| half the norm (the layers ran
+    above coeff: the refined estimate rose); scaled by 2, twice it (over-normalized: fell)."""
+    model = models.iresnet_flow((2,), blocks=1, hidden=16, coeff=0.9)
+    layers = certify.spectral_layers(model)
+    for layer in layers:
+        layer.kernel.assign(layer.kernel * 3.0)  # the normalization is active
+        layer.refine()
+        layer.power_v.assign(layer.power_v * scale)
+    callback = callbacks.RefineSpectralNorm()
+    callback.set_model(model)
+    with pytest.warns(UserWarning, match=f"a spectral estimate {direction} by") as caught:
+        callback.on_train_end()
+    expected = abs(1 / scale - 1)  # the refined estimate relative to the scaled one
+    assert callback.largest_change == pytest.approx(expected, rel=1e-3)
+    assert ("ran up to that much above coeff" in str(caught[0].message)) == (direction == "rose")
 
 
 class _FakeClock:
