@@ -566,3 +566,25 @@ def test_a_folder_that_is_not_a_run_is_named_as_such(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not a run folder of 'iresnet train'" in err[0], err
     assert (folder / "model.keras").read_text() == "my own file"
+
+
+def test_a_warning_during_a_command_prints_as_one_line():
+    """A library warning (e.g. RefineSpectralNorm's at the end of a run) prints as
+    ``iresnet: warning: ...``, without a source path; the format is restored after the command."""
+    code = (
+        "import sys, warnings\n"
+        "from keras_iresnet import cli\n"
+        "from keras_iresnet.cli import commands\n"
+        "commands.run = lambda args: (warnings.warn('an estimate moved'), 0)[1]\n"
+        "before = warnings.formatwarning\n"
+        "code = cli.main(['recipes'])\n"
+        "assert warnings.formatwarning is before\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if "estimate moved" in line]
+    assert lines == ["iresnet: warning: an estimate moved"], result.stderr[-2000:]
+    assert "UserWarning" not in result.stderr

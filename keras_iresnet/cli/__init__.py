@@ -7,7 +7,8 @@ command (:mod:`keras_iresnet.cli.commands`). Unless you set
 ``TF_CPP_MIN_LOG_LEVEL`` yourself, TensorFlow's C++ start-up lines are kept out of
 the terminal: the variable is set to 3 and the process's stderr is silenced
 while TensorFlow loads (the CUDA-probing lines are written by native libraries
-as they load, below any log level). The library itself changes no logging.
+as they load, below any log level). The library itself changes no logging. A
+warning raised while a command runs prints as one line, ``iresnet: warning: ...``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from typing import TYPE_CHECKING
 
 from keras_iresnet.cli.args import CLIError, build_parser
@@ -52,6 +54,17 @@ def _commands():
     return commands
 
 
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """A printed warning as ``iresnet: warning: <message>`` (no source path and line)."""
+    return f"iresnet: warning: {message}\n"
+
+
 def run(args: argparse.Namespace) -> int:
     """Run parsed arguments (see :func:`keras_iresnet.cli.commands.run`): an exit code."""
     return _commands().run(args)
@@ -66,4 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads: one line, like every other error
         print("iresnet: error: interrupted (Ctrl-C)", file=sys.stderr)
         return 2
-    return commands.run(args)
+    # Printed warnings read like the command's other lines (recorded ones, e.g. by pytest, are
+    # untouched); the caller's format comes back afterwards.
+    saved, warnings.formatwarning = warnings.formatwarning, _one_line_warning
+    try:
+        return commands.run(args)
+    finally:
+        warnings.formatwarning = saved
