@@ -23,12 +23,7 @@ import keras
 import numpy as np
 
 from keras_iresnet.certify import refine
-from keras_iresnet.divergence import (
-    FAILED_DATA,
-    FAILED_EXPLODED,
-    NO_FAILURE,
-    NonFiniteLossError,
-)
+from keras_iresnet.divergence import FAILURE_CAUSES, NO_FAILURE, NonFiniteLossError
 from keras_iresnet.layers.walk import normalized_layers
 
 if TYPE_CHECKING:
@@ -78,9 +73,9 @@ class RefineSpectralNorm(keras.callbacks.Callback):
         for layer, old in zip(layers, before):
             change = (np.atleast_1d(layer.sigma_estimate().numpy()) - old) / np.maximum(old, 1e-12)
             signed.append(float(change[np.argmax(np.abs(change))]))
-        self.largest_change = max((abs(c) for c in signed), default=0.0)
+        largest = max(signed, key=abs, default=0.0)
+        self.largest_change = abs(largest)
         if self.largest_change > self.warn_above:
-            largest = max(signed, key=abs)
             effect = (
                 "the layers ran up to that much above coeff"
                 if largest > 0
@@ -121,7 +116,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         failure = NO_FAILURE if guard is None or not xla else int(guard.failure.numpy())
         if failure != NO_FAILURE:
             self.model.stop_training = True
-            cause = {FAILED_DATA: "data", FAILED_EXPLODED: "exploded"}.get(failure, "diverged")
+            cause = FAILURE_CAUSES[failure]
             raise NonFiniteLossError(f"fit: training step {batch} failed ({cause}).", cause)
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):

@@ -48,6 +48,7 @@ __all__ = [
     "FAILED_DIVERGED",
     "FAILED_EXPLODED",
     "FAILED_DATA",
+    "FAILURE_CAUSES",
     "NonFiniteLossError",
     "DIVERGED",
     "EXPLODED",
@@ -74,6 +75,9 @@ EXPLODING_UPDATE = 10.0
 
 #: Codes of :attr:`DivergenceGuard.failure` (what a step under XLA found).
 NO_FAILURE, FAILED_DIVERGED, FAILED_EXPLODED, FAILED_DATA = 0, 1, 2, 3
+
+#: The :attr:`NonFiniteLossError.cause` of each failure code.
+FAILURE_CAUSES = {FAILED_DIVERGED: "diverged", FAILED_EXPLODED: "exploded", FAILED_DATA: "data"}
 
 
 class NonFiniteLossError(FloatingPointError):

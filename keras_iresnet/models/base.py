@@ -291,20 +291,23 @@ class IResNetModel(keras.Model):
             raise
         except NonFiniteLossError as error:  # found after a step under XLA
             if error.cause == "data":  # the step's update is undone, its spectral vectors too
-                if self._divergence_guard is not None:
-                    self._divergence_guard.restore()
-                    refine(self)
+                self._restore_before_failed_update()
                 raise ValueError(NON_FINITE_DATA) from None
             raise self._diverged(exploded=error.cause == "exploded") from None
 
-    def _diverged(self, exploded=False):
+    def _restore_before_failed_update(self):
+        """Put back the guard's weights from before the failing update (and converge the
+        spectral vectors on them); the guard, or None if this model has none yet."""
         guard = self._divergence_guard
-        step = None
         if guard is not None:
-            # the steps of this model's fits that passed the check; a failing check is the next
-            step = int(guard.finite_steps.numpy()) + (0 if exploded else 1)
             guard.restore()
             refine(self)
+        return guard
+
+    def _diverged(self, exploded=False):
+        guard = self._restore_before_failed_update()
+        # the steps of this model's fits that passed the check; a failing check is the next
+        step = None if guard is None else int(guard.finite_steps.numpy()) + (0 if exploded else 1)
         where = "fit stopped" if step is None else f"fit stopped at training step {step}"
         if exploded:
             cause = (
