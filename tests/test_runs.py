@@ -80,7 +80,7 @@ def test_the_validation_split_comes_from_the_training_examples_only():
 def test_pipelines_standardize_with_training_statistics():
     recipe = recipes.get("digits-classifier")
     split = runs.load_split(recipe)
-    train, test = runs.datasets(recipe, split)
+    train, test = runs.datasets(recipe, split, drop_remainder=False)  # every training example
     mean, std = split.stats
     x_test, y_test = next(iter(test))
     np.testing.assert_allclose(
@@ -88,6 +88,24 @@ def test_pipelines_standardize_with_training_statistics():
     )
     np.testing.assert_array_equal(y_test.numpy(), split.y_test[: len(y_test)])
     assert abs(float(np.mean(np.concatenate([x.numpy() for x, _ in train])))) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["digits-classifier", "2d"])
+def test_training_batches_are_full_when_a_full_one_exists(name):
+    """The last partial batch of an epoch is dropped (one traced step, one XLA batch size),
+    unless the split holds less than one batch; the test split keeps every example."""
+    recipe = recipes.get(name)
+    split = runs.load_split(recipe)
+    train, test = runs.datasets(recipe, split)
+    sizes = [len(batch[0] if isinstance(batch, tuple) else batch) for batch in train]
+    assert len(split.x_train) % recipe.batch_size != 0  # there is a remainder to drop
+    assert sizes == [recipe.batch_size] * (len(split.x_train) // recipe.batch_size)
+    assert len(sizes) == runs.steps_per_epoch(recipe, split)
+    test_sizes = [len(batch[0] if isinstance(batch, tuple) else batch) for batch in test]
+    assert sum(test_sizes) == len(split.x_test)
+    small = runs.load_split(recipe, n_train=recipe.batch_size - 3)
+    (only,) = [len(b[0] if isinstance(b, tuple) else b) for b in runs.datasets(recipe, small)[0]]
+    assert only == recipe.batch_size - 3 and runs.steps_per_epoch(recipe, small) == 1
 
 
 def test_train_runs_a_recipe_end_to_end_with_the_given_learning_rate():

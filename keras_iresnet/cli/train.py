@@ -151,9 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CLIError(_one_line(error)) from None
         jit = "auto" if args.jit is None else args.jit
         runs.compile_model(model, recipe, args.learning_rate, jit_compile=jit)
-    arguments = runs.fit_arguments(
-        recipe, split, args.epochs, args.batch_size, drop_remainder=bool(model.jit_compile)
-    )
+    arguments = runs.fit_arguments(recipe, split, args.epochs, args.batch_size)
     callbacks = arguments.pop("callbacks") + runs.folder_callbacks(folder, args.resume, args.logdir)
     record = {
         "recipe": recipe.name,

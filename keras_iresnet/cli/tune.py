@@ -87,10 +87,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
             "bayesian": keras_tuner.BayesianOptimization,
         }[args.tuner]
         tuner = tuner_cls(hypermodel, max_trials=args.trials, **common)
-    # vector data trains dense models, which XLA compiles on a CPU too: one static batch size
-    train, valid = runs.datasets(
-        recipe, search_split, args.batch_size, drop_remainder=search_split.is_2d
-    )
+    # batches of one static size (XLA needs it; one traced step instead of two)
+    train, valid = runs.datasets(recipe, search_split, args.batch_size)
     print(
         f"tuning around recipe {recipe.name!r}: {len(search_split.x_train)} training / "
         f"{len(search_split.x_test)} validation examples (the {len(split.x_test)} test "

@@ -311,13 +311,13 @@ class IResNetHyperModel(keras_tuner.HyperModel):
 
         With ``seconds``, training stops once the budget (counted from the trial's
         build) is spent; ``epochs`` is then a cap. A ``batch_size`` hyperparameter
-        re-batches a ``tf.data`` training set (without partial batches when the model
-        compiles its step with XLA).
+        re-batches a ``tf.data`` training set (without partial batches when there is a
+        full one, as :func:`keras_iresnet.experiments.runs.datasets`).
         """
         callbacks = list(callbacks or [])
         if "batch_size" in hp.values and args and isinstance(args[0], tf.data.Dataset):
             counting = time.perf_counter()
-            args = (self._rebatch(args[0], hp.get("batch_size"), model),) + tuple(args[1:])
+            args = (self._rebatch(args[0], hp.get("batch_size")),) + tuple(args[1:])
             if self._trial_start is not None:  # counting the examples is not the trial's work
                 self._trial_start += time.perf_counter() - counting
         if self.seconds is not None:
@@ -326,14 +326,16 @@ class IResNetHyperModel(keras_tuner.HyperModel):
             callbacks.append(callbacks_lib.SwapEMAWeights(swap_on_epoch=True))
         return model.fit(*args, callbacks=callbacks, **kwargs)
 
-    def _rebatch(self, data: tf.data.Dataset, size: int, model: keras.Model) -> tf.data.Dataset:
-        """``data`` in batches of ``size`` (none partial when the model compiles with XLA, which
-        compiles one batch size), with its number of batches declared: Keras warns that the
-        input "ran out of data" after the first epoch of a dataset of unknown length, which
-        ``rebatch`` makes it. The examples are counted once per training set."""
+    def _rebatch(self, data: tf.data.Dataset, size: int) -> tf.data.Dataset:
+        """``data`` in batches of ``size`` (none partial when there is a full one: XLA compiles
+        one batch size, and ``fit`` traces its step once), with its number of batches
+        declared: Keras warns that the input "ran out of data" after the first epoch of a
+        dataset of unknown length, which ``rebatch`` makes it. The examples are counted once
+        per training set."""
         if self._examples is None or self._examples[0] is not data:
             self._examples = (data, sum(int(tf.shape(tf.nest.flatten(b)[0])[0]) for b in data))
-        examples, drop = self._examples[1], bool(model.jit_compile)
+        examples = self._examples[1]
+        drop = examples >= size
         batches = examples // size if drop else -(-examples // size)
         return data.rebatch(size, drop_remainder=drop).apply(
             tf.data.experimental.assert_cardinality(batches)
