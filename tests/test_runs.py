@@ -90,6 +90,10 @@ def test_pipelines_standardize_with_training_statistics():
     assert abs(float(np.mean(np.concatenate([x.numpy() for x, _ in train])))) < 1e-5
 
 
+def _batch_sizes(dataset):
+    return [len(batch[0] if isinstance(batch, tuple) else batch) for batch in dataset]
+
+
 @pytest.mark.parametrize("name", ["digits-classifier", "2d"])
 def test_training_batches_are_full_when_a_full_one_exists(name):
     """The last partial batch of an epoch is dropped (one traced step, one XLA batch size),
@@ -97,15 +101,15 @@ def test_training_batches_are_full_when_a_full_one_exists(name):
     recipe = recipes.get(name)
     split = runs.load_split(recipe)
     train, test = runs.datasets(recipe, split)
-    sizes = [len(batch[0] if isinstance(batch, tuple) else batch) for batch in train]
+    sizes = _batch_sizes(train)
     assert len(split.x_train) % recipe.batch_size != 0  # there is a remainder to drop
     assert sizes == [recipe.batch_size] * (len(split.x_train) // recipe.batch_size)
     assert len(sizes) == runs.steps_per_epoch(recipe, split)
-    test_sizes = [len(batch[0] if isinstance(batch, tuple) else batch) for batch in test]
-    assert sum(test_sizes) == len(split.x_test)
+    assert sum(_batch_sizes(test)) == len(split.x_test)
     small = runs.load_split(recipe, n_train=recipe.batch_size - 3)
-    (only,) = [len(b[0] if isinstance(b, tuple) else b) for b in runs.datasets(recipe, small)[0]]
-    assert only == recipe.batch_size - 3 and runs.steps_per_epoch(recipe, small) == 1
+    assert _batch_sizes(runs.datasets(recipe, small)[0]) == [recipe.batch_size - 3]
+    assert runs.steps_per_epoch(recipe, small) == 1
+    assert runs.training_batches(10, 4) == (2, True) and runs.training_batches(3, 4) == (1, False)
 
 
 def test_train_runs_a_recipe_end_to_end_with_the_given_learning_rate():

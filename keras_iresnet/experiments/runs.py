@@ -46,6 +46,7 @@ __all__ = [
     "Split",
     "load_split",
     "datasets",
+    "training_batches",
     "validation_split",
     "build_model",
     "make_optimizer",
@@ -212,7 +213,7 @@ def datasets(
     """
     batch = batch_size or recipe.batch_size
     if drop_remainder is None:
-        drop_remainder = len(split.x_train) >= batch
+        drop_remainder = training_batches(len(split.x_train), batch)[1]
     seed = split.seed if seed is None else seed
     if split.is_2d:
         train = tf.data.Dataset.from_tensor_slices(split.x_train)
@@ -387,6 +388,14 @@ def model_inputs(
     return batch[0] if isinstance(batch, tuple) else batch
 
 
+def training_batches(examples: int, batch: int) -> tuple[int, bool]:
+    """``(batches per epoch, drop_remainder)`` of ``examples`` training examples in batches of
+    ``batch``: each epoch's last partial batch is dropped whenever a full batch exists (see
+    :func:`datasets`); a set smaller than one batch keeps its one partial batch."""
+    drop = examples >= batch
+    return (examples // batch if drop else -(-examples // batch)), drop
+
+
 def fit_arguments(
     recipe: Recipe,
     split: Split,
@@ -432,10 +441,8 @@ def train(
 
 
 def steps_per_epoch(recipe: Recipe, split: Split, batch_size: int | None = None) -> int:
-    """Training steps per epoch of :func:`datasets` (partial batches dropped when a full one
-    exists)."""
-    examples, batch = len(split.x_train), batch_size or recipe.batch_size
-    return examples // batch if examples >= batch else 1
+    """Training steps per epoch of :func:`datasets` (see :func:`training_batches`)."""
+    return training_batches(len(split.x_train), batch_size or recipe.batch_size)[0]
 
 
 def fit_multiworker(

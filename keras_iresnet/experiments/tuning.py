@@ -327,16 +327,14 @@ class IResNetHyperModel(keras_tuner.HyperModel):
         return model.fit(*args, callbacks=callbacks, **kwargs)
 
     def _rebatch(self, data: tf.data.Dataset, size: int) -> tf.data.Dataset:
-        """``data`` in batches of ``size`` (none partial when there is a full one: XLA compiles
-        one batch size, and ``fit`` traces its step once), with its number of batches
+        """``data`` in batches of ``size`` (none partial when there is a full one, as
+        :func:`keras_iresnet.experiments.runs.training_batches`), with its number of batches
         declared: Keras warns that the input "ran out of data" after the first epoch of a
         dataset of unknown length, which ``rebatch`` makes it. The examples are counted once
         per training set."""
         if self._examples is None or self._examples[0] is not data:
             self._examples = (data, sum(int(tf.shape(tf.nest.flatten(b)[0])[0]) for b in data))
-        examples = self._examples[1]
-        drop = examples >= size
-        batches = examples // size if drop else -(-examples // size)
+        batches, drop = runs.training_batches(self._examples[1], size)
         return data.rebatch(size, drop_remainder=drop).apply(
             tf.data.experimental.assert_cardinality(batches)
         )
